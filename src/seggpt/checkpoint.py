@@ -1,0 +1,469 @@
+"""Checkpoints: the official ``.pth``, Hugging Face folders, and this project's own safetensors file.
+
+Every format is read into a state dict with the official key names (which are this project's module names),
+then loaded strictly. Conversions are pure dict -> dict functions with exact inverses.
+
+Formats:
+    official  ``torch.save({"model": state_dict})`` as the authors released ``seggpt_vit_large.pth`` (a bare
+              state dict is accepted too). The architecture is inferred from tensor shapes.
+    hf        a folder as ``SegGptForImageSegmentation.save_pretrained`` writes it: ``config.json`` plus
+              ``model.safetensors`` or ``pytorch_model.bin``.
+    native    one ``.safetensors`` file whose metadata holds the full :class:`SegGPTConfig` as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from seggpt.config import SegGPTConfig, evenly_spaced_outputs
+from seggpt.modeling import SegGPT
+
+log = logging.getLogger(__name__)
+
+StateDict = dict[str, Tensor]
+FORMATS = ("native", "hf", "official")
+NATIVE_FORMAT_TAG = "seggpt-native-v1"
+EMBEDDED_WEIGHTS = Path(__file__).parent / "weights" / "seggpt_small.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as it is; the message says what is wrong and what to do."""
+
+
+# Key conversion -----------------------------------------------------------------------------------------
+# (official, Hugging Face) name pairs. Block-level pairs apply under blocks.i. <-> model.encoder.layers.i.
+_TOP_LEVEL = [
+    ("mask_token", "model.embeddings.mask_token"),
+    ("segment_token_x", "model.embeddings.segment_token_input"),
+    ("segment_token_y", "model.embeddings.segment_token_prompt"),
+    ("type_token_cls", "model.embeddings.type_token_semantic"),
+    ("type_token_ins", "model.embeddings.type_token_instance"),
+    ("pos_embed", "model.embeddings.position_embeddings"),
+    ("patch_embed.proj.", "model.embeddings.patch_embeddings.projection."),
+    ("norm.", "model.encoder.layernorm."),
+    ("decoder_embed.", "decoder.decoder_embed."),
+    ("decoder_pred.0.", "decoder.decoder_pred.conv."),
+    ("decoder_pred.1.", "decoder.decoder_pred.layernorm."),
+    ("decoder_pred.3.", "decoder.decoder_pred.head."),
+]
+_IN_BLOCK = [
+    ("norm1.", "layernorm_before."),
+    ("attn.qkv.", "attention.qkv."),
+    ("attn.proj.", "attention.proj."),
+    ("attn.rel_pos_h", "attention.rel_pos_h"),
+    ("attn.rel_pos_w", "attention.rel_pos_w"),
+    ("norm2.", "layernorm_after."),
+    ("mlp.fc1.", "mlp.lin1."),
+    ("mlp.fc2.", "mlp.lin2."),
+]
+_OFFICIAL_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_HF_BLOCK = re.compile(r"^model\.encoder\.layers\.(\d+)\.(.+)$")
+
+
+def _rename(key: str, pairs: list[tuple[str, str]], forward: bool) -> str | None:
+    for official, hf in pairs:
+        src, dst = (official, hf) if forward else (hf, official)
+        if key == src or (src.endswith(".") and key.startswith(src)):
+            return dst + key[len(src) :]
+    return None
+
+
+def official_to_hf(state_dict: Mapping[str, Tensor]) -> StateDict:
+    """Rename official keys to ``SegGptForImageSegmentation`` keys. Unknown keys are an error."""
+    out, unknown = {}, []
+    for key, value in state_dict.items():
+        m = _OFFICIAL_BLOCK.match(key)
+        inner = _rename(m.group(2), _IN_BLOCK, True) if m else None
+        new = f"model.encoder.layers.{m.group(1)}.{inner}" if m and inner else _rename(key, _TOP_LEVEL, True)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise CheckpointError(f"keys with no Hugging Face name: {_some(unknown)}")
+    return out
+
+
+def hf_to_official(state_dict: Mapping[str, Tensor]) -> StateDict:
+    """Rename ``SegGptForImageSegmentation`` keys to the official ones. Unknown keys are an error."""
+    out, unknown = {}, []
+    for key, value in state_dict.items():
+        m = _HF_BLOCK.match(key)
+        inner = _rename(m.group(2), _IN_BLOCK, False) if m else None
+        new = f"blocks.{m.group(1)}.{inner}" if m and inner else _rename(key, _TOP_LEVEL, False)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise CheckpointError(
+            f"keys that are not SegGptForImageSegmentation weights: {_some(unknown)}. "
+            "A SegGptModel checkpoint (no decoder) cannot segment; use the ForImageSegmentation one."
+        )
+    return out
+
+
+def is_hf_state_dict(state_dict: Mapping[str, Tensor]) -> bool:
+    return any(k.startswith(("model.embeddings.", "model.encoder.", "decoder.decoder_")) for k in state_dict)
+
+
+def to_official(state_dict: Mapping[str, Tensor]) -> StateDict:
+    """The one filter every foreign state dict goes through: official names, whatever came in."""
+    return hf_to_official(state_dict) if is_hf_state_dict(state_dict) else dict(state_dict)
+
+
+def _some(keys: list[str], n: int = 12) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+# Architecture from tensor shapes -------------------------------------------------------------------------
+def infer_config(state_dict: Mapping[str, Tensor], **overrides) -> SegGPTConfig:
+    """The architecture of an official-key state dict, read from its tensor shapes.
+
+    Heads come from the relative-position width (C / head_dim), the canvas from the table lengths
+    (Hp = (len(rel_pos_h) + 1) / 2). What shapes cannot tell (merge_index, the decoder taps) takes the
+    released model's rule: merge after block 2, taps spread evenly over depth.
+    """
+    try:
+        w = state_dict["patch_embed.proj.weight"]
+        c, in_chans, p, _ = w.shape
+        depth = 1 + max(int(m.group(1)) for k in state_dict if (m := _OFFICIAL_BLOCK.match(k)))
+        fc1 = state_dict["blocks.0.mlp.fc1.weight"]
+        n_pos = state_dict["pos_embed"].shape[1]
+        dec_in = state_dict["decoder_embed.weight"].shape[1]
+        dec_dim = state_dict["decoder_pred.0.weight"].shape[0]
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(
+            f"not a SegGPT state dict: cannot read the architecture ({type(e).__name__}: {e}). "
+            "Expected keys such as patch_embed.proj.weight, blocks.0.mlp.fc1.weight, pos_embed."
+        ) from None
+    use_rel_pos = "blocks.0.attn.rel_pos_h" in state_dict
+    fields: dict = dict(
+        patch_size=p,
+        in_chans=in_chans,
+        embed_dim=c,
+        depth=depth,
+        mlp_ratio=fc1.shape[0] / c,
+        qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
+        use_rel_pos=use_rel_pos,
+        decoder_embed_dim=dec_dim,
+        out_indices=evenly_spaced_outputs(depth, dec_in // c),
+    )
+    side_cls, side = math.isqrt(n_pos - 1), math.isqrt(n_pos)
+    if side_cls * side_cls == n_pos - 1:
+        fields.update(pretrain_img_size=side_cls * p, pos_embed_cls_slot=True)
+    elif side * side == n_pos:
+        fields.update(pretrain_img_size=side * p, pos_embed_cls_slot=False)
+    else:
+        raise CheckpointError(f"pos_embed has {n_pos} positions: neither S*S nor S*S + 1")
+    if use_rel_pos:
+        lens_h = [state_dict[f"blocks.{i}.attn.rel_pos_h"].shape[0] for i in range(depth)]
+        lens_w = [state_dict[f"blocks.{i}.attn.rel_pos_w"].shape[0] for i in range(depth)]
+        head_dim = state_dict["blocks.0.attn.rel_pos_h"].shape[1]
+        fields["num_heads"] = c // head_dim
+        grid_h, grid_w = (max(lens_h) + 1) // 2, (max(lens_w) + 1) // 2
+        fields["img_size"] = (grid_h * p, grid_w * p)
+        # Blocks with shorter tables attend within square windows of that side.
+        windowed = [i for i in range(depth) if (lens_h[i], lens_w[i]) != (max(lens_h), max(lens_w))]
+        if windowed:
+            fields["window_size"] = (lens_h[windowed[0]] + 1) // 2
+            fields["global_attn_indexes"] = tuple(i for i in range(depth) if i not in windowed)
+    elif "num_heads" not in overrides or "img_size" not in overrides:
+        raise CheckpointError(
+            "a checkpoint without relative position tables does not record its heads or canvas; "
+            "pass num_heads= and img_size= to load_model"
+        )
+    fields.update(overrides)
+    return SegGPTConfig(**fields)
+
+
+# Hugging Face config.json <-> SegGPTConfig --------------------------------------------------------------
+def config_from_hf(d: Mapping) -> SegGPTConfig:
+    def pair(v):
+        return tuple(v) if isinstance(v, list | tuple) else (v, v)
+
+    p = d.get("patch_size", 16)
+    p = p[0] if isinstance(p, list | tuple) else p
+    c = d.get("hidden_size", 1024)
+    pre = d.get("pretrain_image_size", 224)
+    return SegGPTConfig(
+        img_size=pair(d.get("image_size", (896, 448))),
+        patch_size=p,
+        in_chans=d.get("num_channels", 3),
+        embed_dim=c,
+        depth=d.get("num_hidden_layers", 24),
+        num_heads=d.get("num_attention_heads", 16),
+        mlp_ratio=(d.get("mlp_dim") or 4 * c) / c,
+        qkv_bias=d.get("qkv_bias", True),
+        layer_norm_eps=d.get("layer_norm_eps", 1e-6),
+        drop_path_rate=d.get("drop_path_rate", 0.1),
+        pretrain_img_size=pre[0] if isinstance(pre, list | tuple) else pre,
+        merge_index=d.get("merge_index", 2),
+        out_indices=tuple(d.get("intermediate_hidden_state_indices", (5, 11, 17, 23))),
+        decoder_embed_dim=d.get("decoder_hidden_size", 64),
+        use_rel_pos=d.get("use_relative_position_embeddings", True),
+    )
+
+
+def config_to_hf(cfg: SegGPTConfig) -> dict:
+    if cfg.window_size or not cfg.pos_embed_cls_slot:
+        raise CheckpointError(
+            "the Hugging Face SegGPT has no windowed attention and always has a class slot in its position "
+            "table; this model cannot be written in that format (use --to native or --to official)"
+        )
+    return {
+        "architectures": ["SegGptForImageSegmentation"],
+        "model_type": "seggpt",
+        "hidden_size": cfg.embed_dim,
+        "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "image_size": list(cfg.img_size),
+        "patch_size": cfg.patch_size,
+        "num_channels": cfg.in_chans,
+        "qkv_bias": cfg.qkv_bias,
+        "mlp_dim": int(cfg.embed_dim * cfg.mlp_ratio),
+        "drop_path_rate": cfg.drop_path_rate,
+        "pretrain_image_size": cfg.pretrain_img_size,
+        "decoder_hidden_size": cfg.decoder_embed_dim,
+        "use_relative_position_embeddings": cfg.use_rel_pos,
+        "merge_index": cfg.merge_index,
+        "intermediate_hidden_state_indices": list(cfg.out_indices),
+        "beta": 0.01,
+    }
+
+
+# Reading --------------------------------------------------------------------------------------------------
+def _torch_load(path: Path) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {path}: it is not a plain tensor checkpoint. torch.load(weights_only=True) "
+            f"found objects that would run code ({str(e).splitlines()[0][:200]}). Only load files you trust; "
+            "re-save the state dict with torch.save(model.state_dict(), ...) or convert it to safetensors."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {e}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    for wrapper in ("model", "state_dict"):
+        if wrapper in obj and isinstance(obj[wrapper], dict):
+            obj = obj[wrapper]
+            break
+    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not tensors: {_some(bad)}")
+    return obj
+
+
+def _safetensors_load(path: Path) -> tuple[StateDict, dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
+
+
+def read_checkpoint(source: str | os.PathLike) -> tuple[StateDict, SegGPTConfig]:
+    """Read any supported checkpoint into (official-key state dict, config). Does not build a model."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise CheckpointError(
+                f"{path} is a folder without config.json; a Hugging Face checkpoint folder holds config.json "
+                "and model.safetensors (or pytorch_model.bin)"
+            )
+        hf_cfg = json.loads(cfg_file.read_text())
+        if hf_cfg.get("model_type") != "seggpt":
+            raise CheckpointError(f"{cfg_file} has model_type {hf_cfg.get('model_type')!r}, not 'seggpt'")
+        if (path / "model.safetensors").is_file():
+            sd, _ = _safetensors_load(path / "model.safetensors")
+        elif (path / "pytorch_model.bin").is_file():
+            sd = _torch_load(path / "pytorch_model.bin")
+        else:
+            raise CheckpointError(f"{path} has config.json but neither model.safetensors nor pytorch_model.bin")
+        return hf_to_official(sd), config_from_hf(hf_cfg)
+    if path.suffix == ".safetensors":
+        sd, meta = _safetensors_load(path)
+        if meta.get("format") == NATIVE_FORMAT_TAG:
+            return dict(sd), SegGPTConfig.from_dict(json.loads(meta["config"]))
+        sd = to_official(sd)
+        return sd, infer_config(sd)
+    sd = to_official(_torch_load(path))
+    return sd, infer_config(sd)
+
+
+def load_state_dict_strict(
+    model: SegGPT, state_dict: Mapping[str, Tensor], where: str = "checkpoint", assign: bool = False
+) -> None:
+    """``load_state_dict(strict=True)`` with one error that names every missing, unexpected and misshapen key.
+    ``assign`` adopts the given tensors (for a model built on the meta device)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} (model wants {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_some(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_some(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} wrong shape(s): {_some(shapes)}")
+    if problems:
+        raise CheckpointError(f"{where} does not fit the model: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True, assign=assign)
+
+
+def _skeleton(cfg: SegGPTConfig) -> SegGPT:
+    """The model's structure without allocating or initialising weights (a ViT-L would take seconds)."""
+    with torch.device("meta"):
+        return SegGPT(cfg)
+
+
+def load_model(
+    source: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    **config_overrides,
+) -> SegGPT:
+    """Build a SegGPT from a checkpoint and load it strictly, in eval mode.
+
+    Args:
+        source: an official ``.pth``, a Hugging Face folder, a native ``.safetensors``, or None for the model
+            embedded in this package.
+        device, dtype: where and in which precision the parameters live.
+        config_overrides: fields the checkpoint cannot tell (for example ``merge_index``).
+    """
+    if source is None:
+        if not EMBEDDED_WEIGHTS.is_file():
+            raise FileNotFoundError(
+                "no embedded model yet: this build of seggpt ships without default weights. "
+                "Pass a checkpoint (an official .pth, a Hugging Face folder or a seggpt .safetensors)."
+            )
+        source = EMBEDDED_WEIGHTS
+    sd, cfg = read_checkpoint(source)
+    if config_overrides:
+        cfg = cfg.replace(**config_overrides)
+    model = _skeleton(cfg)
+    sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
+    load_state_dict_strict(model, sd, where=str(source), assign=True)
+    log.info("loaded %s (%.1f M parameters)", source, sum(p.numel() for p in model.parameters()) / 1e6)
+    return model.eval()
+
+
+# Writing --------------------------------------------------------------------------------------------------
+def _atomic_file(dst: Path, write, overwrite: bool) -> None:
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} exists; pass overwrite=True (--overwrite) to replace it")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _contiguous(sd: Mapping[str, Tensor], dtype: torch.dtype | None = None) -> StateDict:
+    return {k: (v.to(dtype) if dtype else v).detach().cpu().contiguous() for k, v in sd.items()}
+
+
+def save_native(
+    model_or_sd: SegGPT | Mapping[str, Tensor],
+    path: str | os.PathLike,
+    config: SegGPTConfig | None = None,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+    extra_metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write the native format: one safetensors file with the config in its metadata. Atomic."""
+    from safetensors.torch import save_file
+
+    if isinstance(model_or_sd, SegGPT):
+        config, sd = model_or_sd.config, model_or_sd.state_dict()
+    else:
+        sd = model_or_sd
+        if config is None:
+            raise ValueError("save_native needs the config when given a bare state dict")
+    meta = {"format": NATIVE_FORMAT_TAG, "config": config.to_json(), **(extra_metadata or {})}
+    dst = Path(path)
+    _atomic_file(dst, lambda tmp: save_file(_contiguous(sd, dtype), tmp, metadata=meta), overwrite)
+    return dst
+
+
+def save_official(sd: Mapping[str, Tensor], path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``{"model": state_dict}`` with torch.save, as the authors released it. Atomic."""
+    dst = Path(path)
+    _atomic_file(dst, lambda tmp: torch.save({"model": _contiguous(sd)}, tmp), overwrite)
+    return dst
+
+
+def save_hf(sd: Mapping[str, Tensor], config: SegGPTConfig, path: str | os.PathLike, overwrite: bool = False):
+    """Write a folder ``SegGptForImageSegmentation.from_pretrained`` reads. Built aside, then moved in place."""
+    from safetensors.torch import save_file
+
+    dst = Path(path)
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} exists; pass overwrite=True (--overwrite) to replace it")
+    hf_cfg = config_to_hf(config)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+        save_file(_contiguous(official_to_hf(sd)), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old")
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str, overwrite: bool = False) -> Path:
+    """Convert a checkpoint between formats. Tensors are copied bit for bit; round trips are exact."""
+    if to not in FORMATS:
+        raise ValueError(f"unknown format {to!r}; choose one of {FORMATS}")
+    sd, cfg = read_checkpoint(src)
+    load_state_dict_strict(
+        _skeleton(cfg), sd, where=str(src), assign=True
+    )  # refuse to write something that cannot load
+    if to == "native":
+        return save_native(sd, dst, config=cfg, overwrite=overwrite)
+    if to == "official":
+        return save_official(sd, dst, overwrite=overwrite)
+    return save_hf(sd, cfg, dst, overwrite=overwrite)

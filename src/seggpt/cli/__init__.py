@@ -1,0 +1,61 @@
+"""The ``seggpt`` command. Each subcommand lives in its own module under ``seggpt.cli`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func``; this file only dispatches.
+
+The CLI owns logging format and progress bars; it only calls the public library API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Subcommand modules, in the order `seggpt --help` lists them.
+COMMANDS = ["segment", "video", "train", "tune", "eval", "convert", "app", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from seggpt import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="seggpt",
+        description="SegGPT: segment anything shown by example images and masks.",
+    )
+    parser.add_argument("--version", action="version", version=f"seggpt {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"seggpt.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"seggpt.cli.{name}":
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        # User errors: one clear line, no traceback (use -vv for one).
+        if args.verbose >= 2:
+            raise
+        print(f"seggpt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from seggpt.cli import main
+
+sys.exit(main())

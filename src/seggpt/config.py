@@ -1,0 +1,170 @@
+"""Model configuration and presets.
+
+One frozen dataclass names everything the authors hard-coded. Presets are small builder functions that differ
+only in the fields that matter (width, depth, heads, canvas), in the manner of SAM's ``build_sam_vit_*``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SegGPTConfig:
+    """Architecture of a SegGPT model.
+
+    The canvas is two images stacked vertically: the example (prompt) on top, the query below. Its size
+    ``img_size`` is (H, W) of the whole canvas, so one image is (H / 2, W).
+    """
+
+    # (H, W) of the stacked canvas; the released model uses two 448x448 images -> 896x448.
+    img_size: tuple[int, int] = (896, 448)
+    # Square patches; the token grid is (Hp, Wp) = (H / patch_size, W / patch_size).
+    patch_size: int = 16
+    in_chans: int = 3
+    # Transformer width, depth and heads (ViT-L: 1024, 24, 16).
+    embed_dim: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    # Stochastic depth, rising linearly over depth; only active in training.
+    drop_path_rate: float = 0.1
+    # The absolute position table was pre-trained at this image size (14x14 grid at 224) and is resized
+    # bicubically to the canvas grid at run time.
+    pretrain_img_size: int = 224
+    # The table has a leading class-token slot (197 = 14 * 14 + 1) that is dropped before use.
+    pos_embed_cls_slot: bool = True
+    # Image and mask streams run as separate samples through blocks 0..merge_index, then are averaged.
+    merge_index: int = 2
+    # Blocks whose outputs (each through the final norm) are concatenated for the decoder.
+    out_indices: tuple[int, ...] = (5, 11, 17, 23)
+    # Channels of the per-pixel decoder (decoder_embed maps to patch_size**2 * this).
+    decoder_embed_dim: int = 64
+    # Decomposed relative position terms in every attention (ViTDet / SAM form).
+    use_rel_pos: bool = True
+    # Windowed attention: blocks not listed in global_attn_indexes attend within window_size x window_size
+    # windows. 0 means every block is global, which is what the released checkpoint was trained with.
+    window_size: int = 0
+    global_attn_indexes: tuple[int, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        h, w = self.img_size
+        p = self.patch_size
+        problems = []
+        if h % p or w % p:
+            problems.append(f"img_size {self.img_size} must be a multiple of patch_size {p}")
+        if (h // p) % 2:
+            problems.append(f"the canvas must hold two images: H / patch_size = {h // p} must be even")
+        if self.embed_dim % self.num_heads:
+            problems.append(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
+        if not self.out_indices or any(not 0 <= i < self.depth for i in self.out_indices):
+            problems.append(f"out_indices {self.out_indices} must be non-empty and within depth {self.depth}")
+        elif not 0 <= self.merge_index <= min(self.out_indices):
+            problems.append(
+                f"merge_index {self.merge_index} must not come after the first decoder output {min(self.out_indices)}"
+            )
+        if self.window_size < 0:
+            problems.append(f"window_size must be >= 0, got {self.window_size}")
+        if problems:
+            raise ValueError("invalid SegGPTConfig: " + "; ".join(problems))
+
+    # Derived sizes -------------------------------------------------------------------------------------
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Token grid (Hp, Wp) of the whole canvas."""
+        return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of one image: the upper or the lower half of the canvas."""
+        return self.img_size[0] // 2, self.img_size[1]
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    def is_windowed(self, block: int) -> bool:
+        return self.window_size > 0 and block not in self.global_attn_indexes
+
+    # Serialisation -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SegGPTConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown SegGPTConfig fields {unknown}; known fields: {sorted(names)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+    def replace(self, **changes: Any) -> SegGPTConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def evenly_spaced_outputs(depth: int, n: int = 4) -> tuple[int, ...]:
+    """Decoder taps spread over depth as in the released model: (5, 11, 17, 23) for 24 blocks."""
+    return tuple((k + 1) * depth // n - 1 for k in range(n))
+
+
+def vit_large(**overrides: Any) -> SegGPTConfig:
+    """The released SegGPT ViT-L: 24 blocks of width 1024, 896x448 canvas, every block global."""
+    return SegGPTConfig(**overrides)
+
+
+def vit_base(**overrides: Any) -> SegGPTConfig:
+    """ViT-B width and depth (the supplementary's 87 M variant), decoder taps spread over 12 blocks."""
+    base = dict(embed_dim=768, depth=12, num_heads=12, out_indices=evenly_spaced_outputs(12))
+    return SegGPTConfig(**{**base, **overrides})
+
+
+def vit_small(**overrides: Any) -> SegGPTConfig:
+    """The project's embedded CPU model: ViT-S width, 8 blocks, two 128x128 images per canvas."""
+    base = dict(
+        img_size=(256, 128),
+        patch_size=8,
+        embed_dim=256,
+        depth=8,
+        num_heads=8,
+        out_indices=evenly_spaced_outputs(8),
+        decoder_embed_dim=32,
+        pretrain_img_size=128,
+        drop_path_rate=0.05,
+    )
+    return SegGPTConfig(**{**base, **overrides})
+
+
+def vit_tiny(**overrides: Any) -> SegGPTConfig:
+    """A test-sized model: runs a forward in milliseconds on the CPU."""
+    base = dict(
+        img_size=(64, 32),
+        patch_size=8,
+        embed_dim=32,
+        depth=4,
+        num_heads=2,
+        out_indices=(1, 2, 3),
+        merge_index=1,
+        decoder_embed_dim=8,
+        pretrain_img_size=32,
+        drop_path_rate=0.0,
+    )
+    return SegGPTConfig(**{**base, **overrides})
+
+
+PRESETS = {"vit_large": vit_large, "vit_base": vit_base, "vit_small": vit_small, "vit_tiny": vit_tiny}
+
+
+def preset(name: str, **overrides: Any) -> SegGPTConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name](**overrides)

@@ -1,0 +1,226 @@
+"""Building blocks of the SegGPT encoder and decoder.
+
+Module and parameter names equal the released checkpoint's keys (``blocks.i.attn.qkv``, ``decoder_pred.1``),
+so loading it is a strict ``load_state_dict``. Tokens stay in a (B, Hp, Wp, C) layout throughout, as in the
+released code, because the feature ensemble and the relative position terms both address rows of the grid.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches to tokens: (B, 3, H, W) -> (B, Hp, Wp, C)."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)  # B C Hp Wp -> B Hp Wp C
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, H, W) map. Its parameters are plain ``weight`` / ``bias``,
+    stored as ``decoder_pred.1.*`` in the released checkpoint."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample with probability ``p`` in training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def resize_rel_pos(rel_pos: Tensor, length: int) -> Tensor:
+    """Linearly resize a relative position table (L, C) to (length, C), as ViTDet does for a new grid."""
+    if rel_pos.shape[0] == length:
+        return rel_pos
+    resized = F.interpolate(rel_pos.T[None].float(), size=length, mode="linear")
+    return resized[0].T.to(rel_pos.dtype)
+
+
+def get_rel_pos(q_size: int, k_size: int, rel_pos: Tensor) -> Tensor:
+    """Relative position embeddings for every (query, key) offset along one axis: (q_size, k_size, C)."""
+    rel_pos = resize_rel_pos(rel_pos, 2 * max(q_size, k_size) - 1)
+    # Scale coordinates of the shorter side so both span the same range (equal sizes here: plain q - k).
+    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
+    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return rel_pos[relative.long()]
+
+
+def rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[int, int]) -> Tensor:
+    """Decomposed relative position terms as an additive attention bias.
+
+    Args:
+        q: unscaled queries (B, nh, Hq * Wq, hd).
+        rel_pos_h, rel_pos_w: tables (2 * Hp - 1, hd) and (2 * Wp - 1, hd).
+        size: the grid (Hq, Wq); keys share it.
+
+    Returns:
+        (B, nh, Hq * Wq, Hk * Wk) with bias[q, k] = q . Rh[qh - kh] + q . Rw[qw - kw].
+    """
+    h, w = size
+    rh = get_rel_pos(h, h, rel_pos_h).to(q.dtype)  # Hq Hk hd
+    rw = get_rel_pos(w, w, rel_pos_w).to(q.dtype)  # Wq Wk hd
+    b, nh, _, hd = q.shape
+    r_q = q.reshape(b, nh, h, w, hd)
+    rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh)  # B nh Hq Wq Hk
+    rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw)  # B nh Hq Wq Wk
+    bias = rel_h[..., :, None] + rel_w[..., None, :]  # B nh Hq Wq Hk Wk
+    return bias.reshape(b, nh, h * w, h * w)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a (B, H, W, C) grid with decomposed relative position terms.
+
+    ``impl`` picks the kernel: "sdpa" (``scaled_dot_product_attention`` with the relative terms as a bias,
+    the default) or "eager" (the explicit softmax(QK^T) V, kept as a reference and for debugging).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool,
+        use_rel_pos: bool,
+        input_size: tuple[int, int],
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.use_rel_pos = use_rel_pos
+        self.impl = "sdpa"
+        if use_rel_pos:
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, c = x.shape
+        # B H W 3C -> 3 B nh L hd
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        bias = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w)) if self.use_rel_pos else None
+        if self.impl == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        elif self.impl == "eager":
+            logits = (q * self.scale) @ k.transpose(-2, -1)
+            if bias is not None:
+                logits = logits + bias
+            out = logits.float().softmax(dim=-1).to(q.dtype) @ v
+        else:
+            raise ValueError(f"unknown attention impl {self.impl!r}; use 'sdpa' or 'eager'")
+        out = out.transpose(1, 2).reshape(b, h, w, c)  # B nh L hd -> B H W C
+        return self.proj(out)
+
+
+def window_partition(x: Tensor, ws: int) -> tuple[Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nW, ws, ws, C), zero-padding H and W up to multiples of ws."""
+    b, h, w, c = x.shape
+    ph, pw = (ws - h % ws) % ws, (ws - w % ws) % ws
+    if ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))
+    hp, wp = h + ph, w + pw
+    x = x.view(b, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, ws, ws, c), (hp, wp)
+
+
+def window_unpartition(windows: Tensor, ws: int, padded: tuple[int, int], size: tuple[int, int]) -> Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, ws, ws, C) -> (B, H, W, C)."""
+    hp, wp = padded
+    h, w = size
+    b = windows.shape[0] // (hp * wp // ws // ws)
+    x = windows.view(b, hp // ws, wp // ws, ws, ws, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w].contiguous()
+
+
+def ensemble_query_half(x: Tensor, groups: int, num_prompts: int) -> Tensor:
+    """Feature ensemble: average the query half (lower rows) over the prompts of each group.
+
+    Args:
+        x: attention output (B, Hp, Wp, C) with B = groups * T * P laid out as (groups, T, P): ``groups`` is 2
+            while the image and mask streams are separate samples (blocks 0..merge_index), else 1; T queries;
+            P prompts per query, P fastest.
+        num_prompts: P.
+
+    Returns:
+        x with rows Hp/2.. replaced by their mean over P; the prompt rows are untouched.
+    """
+    if num_prompts <= 1:
+        return x
+    b, hp, wp, c = x.shape
+    prompt, query = x.split(hp // 2, dim=1)
+    query = query.reshape(groups, b // groups // num_prompts, num_prompts, -1)
+    query = query.mean(dim=2, keepdim=True).expand_as(query).reshape(prompt.shape[0], -1, wp, c)
+    return torch.cat([prompt, query], dim=1)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block. ``window_size`` 0 means global attention (every block of the release)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        eps: float,
+        drop_path: float,
+        use_rel_pos: bool,
+        window_size: int,
+        input_size: tuple[int, int],
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        attn_size = input_size if window_size == 0 else (window_size, window_size)
+        self.attn = Attention(dim, num_heads, qkv_bias, use_rel_pos, attn_size)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.window_size = window_size
+
+    def forward(self, x: Tensor, groups: int = 1, num_prompts: int = 1) -> Tensor:
+        """x: (B, Hp, Wp, C). With num_prompts > 1 the feature ensemble is applied (see
+        :func:`ensemble_query_half`) after attention and before the residual add, as in the released code."""
+        y = self.norm1(x)
+        if self.window_size > 0:
+            size = y.shape[1:3]
+            y, padded = window_partition(y, self.window_size)
+            y = window_unpartition(self.attn(y), self.window_size, padded, size)
+        else:
+            y = self.attn(y)
+        y = ensemble_query_half(y, groups, num_prompts)
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))

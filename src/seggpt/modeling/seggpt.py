@@ -1,0 +1,256 @@
+"""The SegGPT model: embeddings, a two-stream-then-merged ViT encoder, and a per-pixel decoder.
+
+Reads top-down: embeddings, encoder, decoder, loss, forward. Shapes use B (samples), P (prompts per query),
+T (queries), Hp/Wp (token grid of the whole canvas), C (width).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from seggpt.config import SegGPTConfig
+from seggpt.modeling.layers import Block, LayerNorm2d, PatchEmbed
+
+SEMANTIC, INSTANCE = 0, 1  # values of seg_type
+
+
+def resize_abs_pos(pos_embed: Tensor, cls_slot: bool, grid: tuple[int, int]) -> Tensor:
+    """The pre-trained square position table (1, [1 +] S*S, C) resized bicubically to (1, Hp, Wp, C)."""
+    if cls_slot:
+        pos_embed = pos_embed[:, 1:]
+    side = math.isqrt(pos_embed.shape[1])
+    table = pos_embed.reshape(1, side, side, -1)
+    if (side, side) == tuple(grid):
+        return table
+    resized = F.interpolate(table.permute(0, 3, 1, 2).float(), size=grid, mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1).to(pos_embed.dtype)
+
+
+class SegGPT(nn.Module):
+    """SegGPT with the released model's forward contract.
+
+    ``model(images, masks, bool_masked_pos, seg_type)`` takes stacked canvases (example on top, query below)
+    in normalised space and returns the predicted mask canvas (B, 3, H, W) in normalised space; its lower half
+    is the answer.
+    """
+
+    def __init__(self, config: SegGPTConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        c = cfg.embed_dim
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, c)
+        # (1, 1, 1, C) tokens, broadcast over (B, Hp, Wp).
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, c))
+        self.segment_token_x = nn.Parameter(torch.zeros(1, 1, 1, c))  # image stream
+        self.segment_token_y = nn.Parameter(torch.zeros(1, 1, 1, c))  # mask stream
+        self.type_token_cls = nn.Parameter(torch.zeros(1, 1, 1, c))  # category (semantic) tasks
+        self.type_token_ins = nn.Parameter(torch.zeros(1, 1, 1, c))  # instance tasks
+        side = cfg.pretrain_img_size // cfg.patch_size
+        self.pos_embed = nn.Parameter(torch.zeros(1, side * side + int(cfg.pos_embed_cls_slot), c))
+
+        dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(
+                dim=c,
+                num_heads=cfg.num_heads,
+                mlp_ratio=cfg.mlp_ratio,
+                qkv_bias=cfg.qkv_bias,
+                eps=cfg.layer_norm_eps,
+                drop_path=dpr[i],
+                use_rel_pos=cfg.use_rel_pos,
+                window_size=cfg.window_size if cfg.is_windowed(i) else 0,
+                input_size=cfg.grid_size,
+            )
+            for i in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(c, eps=cfg.layer_norm_eps)
+
+        d = cfg.decoder_embed_dim
+        self.decoder_embed = nn.Linear(c * len(cfg.out_indices), cfg.patch_size**2 * d)
+        self.decoder_pred = nn.Sequential(
+            nn.Conv2d(d, d, kernel_size=3, padding=1),
+            LayerNorm2d(d, eps=cfg.layer_norm_eps),
+            nn.GELU(),
+            nn.Conv2d(d, 3, kernel_size=1),
+        )
+        self.grad_checkpointing = False
+        self.init_weights()
+
+    # Initialisation (training from scratch; loading a checkpoint overwrites all of it) ------------------
+    def init_weights(self) -> None:
+        for t in (self.segment_token_x, self.segment_token_y, self.type_token_cls, self.type_token_ins):
+            nn.init.trunc_normal_(t, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def set_attention(self, impl: str) -> None:
+        """Pick the attention kernel of every block: "sdpa" (default) or "eager" (reference)."""
+        if impl not in ("sdpa", "eager"):
+            raise ValueError(f"unknown attention impl {impl!r}; use 'sdpa' or 'eager'")
+        for blk in self.blocks:
+            blk.attn.impl = impl
+
+    @property
+    def num_patches(self) -> int:
+        hp, wp = self.config.grid_size
+        return hp * wp
+
+    def query_mask(self, device: torch.device | str | None = None) -> Tensor:
+        """The inference ``bool_masked_pos``: (1, Hp * Wp), True on the query (lower) half."""
+        m = torch.zeros(1, self.num_patches, dtype=torch.bool, device=device)
+        m[:, self.num_patches // 2 :] = True
+        return m
+
+    # Embeddings ---------------------------------------------------------------------------------------
+    def embed(
+        self,
+        x: Tensor,
+        y: Tensor,
+        bool_masked_pos: Tensor,
+        seg_type: Tensor,
+    ) -> Tensor:
+        """Token embeddings of both streams from patch-embedded canvases.
+
+        Args:
+            x: patch-embedded image canvas (B, Hp, Wp, C).
+            y: patch-embedded mask canvas (B, Hp, Wp, C).
+            bool_masked_pos: (B or 1, Hp * Wp) bool; True replaces the mask token there.
+            seg_type: (B,) or (B, 1) ints, 0 = semantic (category), 1 = instance.
+
+        Returns:
+            (2B, Hp, Wp, C): the image stream stacked on the mask stream along the batch.
+        """
+        b, hp, wp, _ = x.shape
+        w = bool_masked_pos.reshape(-1, hp, wp, 1).to(y.dtype)
+        y = y * (1 - w) + self.mask_token.to(y.dtype) * w
+        x = x + self.segment_token_x
+        y = y + self.segment_token_y
+        pos = resize_abs_pos(self.pos_embed, self.config.pos_embed_cls_slot, (hp, wp))
+        seg_type = torch.as_tensor(seg_type, device=x.device).reshape(-1)
+        if seg_type.numel() == 1 and b > 1:
+            seg_type = seg_type.expand(b)
+        if seg_type.numel() != b:
+            raise ValueError(f"seg_type has {seg_type.numel()} entries for a batch of {b}")
+        is_ins = (seg_type == INSTANCE).reshape(b, 1, 1, 1)
+        type_emb = torch.where(is_ins, self.type_token_ins, self.type_token_cls)
+        x = x + pos + type_emb
+        y = y + pos + type_emb
+        return torch.cat([x, y], dim=0)
+
+    # Encoder ------------------------------------------------------------------------------------------
+    def forward_encoder(self, h: Tensor, num_prompts: int = 1) -> list[Tensor]:
+        """Run the blocks on the (2B, Hp, Wp, C) two-stream tokens; return the normed decoder taps.
+
+        With num_prompts = P > 1 the batch is read as (T, P) and the query half is averaged over P after
+        every attention (the feature ensemble); P = 1 is plain inference.
+        """
+        cfg = self.config
+        taps = []
+        for i, blk in enumerate(self.blocks):
+            groups = 2 if i <= cfg.merge_index else 1
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                h = checkpoint(blk, h, groups, num_prompts, use_reentrant=False)
+            else:
+                h = blk(h, groups, num_prompts)
+            if i == cfg.merge_index:
+                half = h.shape[0] // 2
+                h = (h[:half] + h[half:]) * 0.5
+            if i in cfg.out_indices:
+                taps.append(self.norm(h))
+        return taps
+
+    # Decoder ------------------------------------------------------------------------------------------
+    def forward_decoder(self, taps: list[Tensor], query_only: bool = False) -> Tensor:
+        """Taps (B, Hp, Wp, C) each -> canvas (B, 3, H, W) in normalised space.
+
+        With ``query_only`` only the lower half (B, 3, H/2, W) is decoded. It is exact: the 3x3 conv needs one
+        pixel row above the boundary, so one token row of the prompt half is decoded and its pixels dropped.
+        """
+        p, d = self.config.patch_size, self.config.decoder_embed_dim
+        h = torch.cat(taps, dim=-1)
+        if query_only:
+            h = h[:, h.shape[1] // 2 - 1 :]
+        b, hp, wp, _ = h.shape
+        h = self.decoder_embed(h)
+        # B Hp Wp (p p d) -> B d (Hp p) (Wp p)
+        h = h.reshape(b, hp, wp, p, p, d).permute(0, 5, 1, 3, 2, 4).reshape(b, d, hp * p, wp * p)
+        out = self.decoder_pred(h)
+        return out[:, :, p:] if query_only else out
+
+    # Loss ---------------------------------------------------------------------------------------------
+    def loss(self, pred: Tensor, target: Tensor, bool_masked_pos: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Smooth-L1 (beta 0.01) over the pixels of masked patches, times ``valid``, over their count.
+
+        Args:
+            pred, target: (B, 3, H, W) canvases in normalised space.
+            bool_masked_pos: (B or 1, Hp * Wp) bool.
+            valid: optional (B, 3 or 1, H, W) weights, 0 on ignored pixels.
+        """
+        p = self.config.patch_size
+        b, _, hgt, wid = pred.shape
+        m = bool_masked_pos.reshape(-1, 1, hgt // p, wid // p).to(pred.dtype)
+        m = m.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3).expand(b, 3, hgt, wid)
+        if valid is not None:
+            m = m * valid
+        loss = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=0.01)
+        return (loss * m).sum() / (m.sum() + 1e-2)
+
+    # Forward ------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        images: Tensor,
+        masks: Tensor,
+        bool_masked_pos: Tensor,
+        seg_type: Tensor,
+        feature_ensemble: bool = False,
+        num_prompts: int | None = None,
+        valid: Tensor | None = None,
+        return_loss: bool = False,
+        query_only: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Predict the mask canvas.
+
+        Args:
+            images: image canvases (B, 3, H, W), example above query, normalised.
+            masks: mask canvases (B, 3, H, W), normalised; masked patches are replaced by the mask token.
+            bool_masked_pos: (B or 1, Hp * Wp) bool, True on masked patches (the query half at inference).
+            seg_type: (B,) ints, 0 = semantic, 1 = instance.
+            feature_ensemble: average the query half over prompts after every attention (the released
+                model's context ensemble). The batch holds P prompts of one query, or T groups of P.
+            num_prompts: P when the batch holds several queries; defaults to the whole batch.
+            valid: pixel weights for the loss (B, 3, H, W).
+            return_loss: also return the training loss against ``masks``.
+            query_only: decode only the lower half (B, 3, H/2, W); see :meth:`forward_decoder`.
+
+        Returns:
+            The predicted canvas (B, 3, H, W), or (pred, loss) with ``return_loss``.
+        """
+        b = images.shape[0]
+        p = 1
+        if feature_ensemble:
+            p = b if num_prompts is None else num_prompts
+            if p < 1 or b % p:
+                raise ValueError(f"batch of {b} is not a whole number of groups of {p} prompts")
+        bool_masked_pos = bool_masked_pos.reshape(bool_masked_pos.shape[0], -1).bool()
+        tokens = self.embed(self.patch_embed(images), self.patch_embed(masks), bool_masked_pos, seg_type)
+        pred = self.forward_decoder(self.forward_encoder(tokens, p), query_only=query_only)
+        if return_loss:
+            if query_only:
+                raise ValueError("return_loss needs the whole canvas; do not combine it with query_only")
+            return pred, self.loss(pred, masks, bool_masked_pos, valid)
+        return pred
