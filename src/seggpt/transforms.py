@@ -1,0 +1,70 @@
+"""Pixels to canvases and back: resize, normalise, stack the example above the query.
+
+Shared by inference, training, video and tuning, so all of them see exactly what the released model saw:
+images resized bicubic, masks nearest, both /255 then ImageNet mean/std.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(3, 1, 1)
+    return mean, std
+
+
+def normalize(x: Tensor) -> Tensor:
+    """(..., 3, H, W) in [0, 255] -> normalised space."""
+    x = x.float()
+    mean, std = _stats(x)
+    return (x / 255.0 - mean) / std
+
+
+def denormalize(x: Tensor) -> Tensor:
+    """(..., 3, H, W) normalised -> [0, 255] float, clipped as the released script does."""
+    x = x.float()
+    mean, std = _stats(x)
+    return ((x * std + mean) * 255.0).clamp(0, 255)
+
+
+def to_chw(array: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8/float array -> (3, H, W) float tensor, values unchanged."""
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) array, got shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()
+
+
+def resize_image(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bicubic resize of (..., 3, H, W) in [0, 255], clamped back to [0, 255] (bicubic overshoots)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x.float()
+    lead = x.shape[:-3]
+    y = F.interpolate(x.reshape(-1, *x.shape[-3:]).float(), size=size, mode="bicubic", align_corners=False)
+    return y.clamp(0, 255).reshape(*lead, *y.shape[-3:])
+
+
+def resize_mask(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest resize of a colour mask (..., 3, H, W) or a label map (..., H, W) (no new colours or labels)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    dtype = x.dtype
+    y = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]).float(), size=size, mode="nearest")
+    return y.reshape(*x.shape[:-2], *size).to(dtype)
+
+
+def stack_canvas(top: Tensor, bottom: Tensor) -> Tensor:
+    """Example above query: (..., 3, H, W) twice -> (..., 3, 2H, W)."""
+    return torch.cat([top, bottom], dim=-2)
+
+
+def query_half(canvas: Tensor) -> Tensor:
+    """The lower half (the answer) of a canvas (..., 3, 2H, W) -> (..., 3, H, W)."""
+    return canvas[..., canvas.shape[-2] // 2 :, :]
