@@ -1,0 +1,931 @@
+"""SynthContext: a procedural world of in-context segmentation tasks, seeded and reproducible.
+
+No pretrained SegGPT can be downloaded here, so the embedded model learns from data this module makes. A scene
+is a background with objects drawn in z-order; every object has independent attributes:
+
+    shape    one of a family of polygons and curves (:data:`SHAPES`)
+    texture  the pattern inside the object, in shades of its colour (:data:`TEXTURES`)
+    colour   a named hue (:data:`COLOURS`), jittered
+    pose     position, size, rotation, a little anisotropic scale
+    z-order  later objects occlude earlier ones; every mask is the *visible* part
+
+A *category* is one attribute value: all stars whatever their colour, all striped things whatever their shape,
+all red things. Distractors differ in that attribute but may share the others, so a single example is often
+ambiguous (is the red striped star an example of "star", "red" or "striped"?) and more examples resolve it:
+the situation where context ensembles matter.
+
+Held-out split: :data:`HELD_OUT_SHAPES` and :data:`HELD_OUT_TEXTURES` are never drawn in training (not as the
+category, not as a distractor, not in a background); the ``"eval"`` split uses them as the categories, the
+way FSS-1000 serves as novel categories for SegGPT.
+
+Samplers (all take a ``numpy.random.Generator`` and use nothing else, so a seed fixes the output):
+
+    :func:`sample_semantic`    k examples + 1 query of one category (binary masks)
+    :func:`sample_multiclass`  two or three categories of one attribute kind, label maps 0..n
+    :func:`sample_instance`    two transformed views of one scene, instance ids consistent across views
+    :func:`sample_video`       frames with objects that move, turn, occlude, leave and come back
+
+Images are (H, W, 3) uint8, masks and label maps (H, W) uint8 (0 = background). Rendering is numpy plus PIL's
+polygon filler; a 128x128 pair takes about a millisecond or two (``python -m seggpt.data.synth`` measures it).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from seggpt.data.base import INSTANCE, SEMANTIC, Pair
+
+# ----------------------------------------------------------------------------------------------------------
+# Attribute vocabularies and the held-out split
+# ----------------------------------------------------------------------------------------------------------
+
+Size = tuple[int, int]
+
+# Never shown in training; the categories of the "eval" split. Chosen to be unlike any training shape or
+# texture (a hexagon is held out nowhere: it would be a near-duplicate of the pentagon and the circle).
+HELD_OUT_SHAPES: tuple[str, ...] = ("heart", "crescent", "arrow", "t_shape")
+HELD_OUT_TEXTURES: tuple[str, ...] = ("rings", "grid")
+
+# name -> hue in degrees (None: achromatic), saturation range, value range
+_COLOUR_SPECS: dict[str, tuple[float | None, tuple[float, float], tuple[float, float]]] = {
+    "red": (0.0, (0.75, 1.0), (0.7, 1.0)),
+    "orange": (28.0, (0.8, 1.0), (0.85, 1.0)),
+    "yellow": (55.0, (0.7, 1.0), (0.85, 1.0)),
+    "green": (120.0, (0.6, 1.0), (0.55, 0.95)),
+    "cyan": (182.0, (0.6, 1.0), (0.75, 1.0)),
+    "blue": (228.0, (0.65, 1.0), (0.65, 1.0)),
+    "purple": (278.0, (0.55, 0.9), (0.5, 0.9)),
+    "pink": (322.0, (0.35, 0.65), (0.9, 1.0)),
+    "white": (None, (0.0, 0.06), (0.92, 1.0)),
+    "black": (None, (0.0, 0.1), (0.05, 0.16)),
+}
+COLOURS: tuple[str, ...] = tuple(_COLOUR_SPECS)
+
+
+def _regular(k: int, radius: float = 1.0, phase: float = -math.pi / 2) -> np.ndarray:
+    t = phase + 2 * math.pi * np.arange(k) / k
+    return np.stack([np.cos(t), np.sin(t)], 1) * radius
+
+
+def _star(k: int, inner: float) -> np.ndarray:
+    t = -math.pi / 2 + math.pi * np.arange(2 * k) / k
+    r = np.where(np.arange(2 * k) % 2 == 0, 1.0, inner)
+    return np.stack([np.cos(t) * r, np.sin(t) * r], 1)
+
+
+def _arc(t0: float, t1: float, n: int = 40) -> np.ndarray:
+    t = np.linspace(t0, t1, n)
+    return np.stack([np.cos(t), np.sin(t)], 1)
+
+
+def _heart() -> np.ndarray:
+    t = np.linspace(0, 2 * math.pi, 64, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    p = np.stack([x, y], 1)
+    p -= (p.max(0) + p.min(0)) / 2
+    return p / np.abs(p).max()
+
+
+def _poly(xy: str) -> np.ndarray:
+    # "x0 y0 x1 y1 ..." -> (N, 2): vertices in unit coordinates, y pointing down.
+    return np.array(xy.split(), np.float64).reshape(-1, 2)
+
+
+_CIRCLE = _regular(48, phase=0.0)
+# Each shape is a list of (polygon in unit coordinates, fill): fill 1 paints, fill 0 cuts a hole afterwards.
+_SHAPE_POLYGONS: dict[str, list[tuple[np.ndarray, int]]] = {
+    "circle": [(_CIRCLE, 1)],
+    "ellipse": [(_CIRCLE * [1.0, 0.55], 1)],
+    "semicircle": [(_arc(0, math.pi) - [0, 0.42], 1)],
+    "triangle": [(_regular(3) + [0, 0.2], 1)],
+    "square": [(_regular(4, 1.0, math.pi / 4), 1)],
+    "rectangle": [(_poly("-1 -0.5 1 -0.5 1 0.5 -1 0.5"), 1)],
+    "diamond": [(_poly("0 -1 0.6 0 0 1 -0.6 0"), 1)],
+    "trapezoid": [(_poly("-1 0.55 1 0.55 0.45 -0.55 -0.45 -0.55"), 1)],
+    "pentagon": [(_regular(5), 1)],
+    "hexagon": [(_regular(6), 1)],
+    "star4": [(_star(4, 0.38), 1)],
+    "star5": [(_star(5, 0.45), 1)],
+    "star6": [(_star(6, 0.55), 1)],
+    "cross": [(_poly("-.3 -1  .3 -1  .3 -.3  1 -.3  1 .3  .3 .3  .3 1  -.3 1  -.3 .3  -1 .3  -1 -.3  -.3 -.3"), 1)],
+    "ring": [(_CIRCLE, 1), (_CIRCLE * 0.55, 0)],
+    "frame": [(_regular(4, 1.0, math.pi / 4), 1), (_regular(4, 0.62, math.pi / 4), 0)],
+    "l_shape": [(_poly("-0.75 -1 -0.2 -1 -0.2 0.45 0.75 0.45 0.75 1 -0.75 1"), 1)],
+    "chevron": [(_poly("-1 -0.2 0 -0.9 1 -0.2 1 0.35 0 -0.35 -1 0.35") + [0, 0.27], 1)],
+    "drop": [(np.concatenate([_arc(-math.pi / 6, 7 * math.pi / 6) * 0.7 + [0, 0.3], [[0, -1.0]]]), 1)],
+    "bowtie": [(_poly("-1 -0.8 0 -0.15 1 -0.8 1 0.8 0 0.15 -1 0.8"), 1)],
+    # held out
+    "heart": [(_heart(), 1)],
+    "crescent": [(_CIRCLE, 1), (_CIRCLE * 0.85 + [0.45, -0.1], 0)],
+    "arrow": [(_poly("-1 -0.2 0.15 -0.2 0.15 -0.6 1 0 0.15 0.6 0.15 0.2 -1 0.2"), 1)],
+    "t_shape": [(_poly("-1 -1 1 -1 1 -0.5 0.25 -0.5 0.25 1 -0.25 1 -0.25 -0.5 -1 -0.5"), 1)],
+}
+SHAPES: tuple[str, ...] = tuple(_SHAPE_POLYGONS)
+TEXTURES: tuple[str, ...] = (
+    *("solid", "stripes", "checker", "dots", "gradient", "noise", "zigzag", "speckle"),
+    *("rings", "grid"),
+)
+ATTRIBUTES: tuple[str, ...] = ("shape", "texture", "colour")
+
+TRAIN_SHAPES: tuple[str, ...] = tuple(s for s in SHAPES if s not in HELD_OUT_SHAPES)
+TRAIN_TEXTURES: tuple[str, ...] = tuple(t for t in TEXTURES if t not in HELD_OUT_TEXTURES)
+SPLITS = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The attribute values a split may draw: ``categories`` for what is segmented, the rest for everything."""
+
+    shapes: tuple[str, ...]
+    textures: tuple[str, ...]
+    colours: tuple[str, ...]
+    category_values: dict[str, tuple[str, ...]]
+
+    def values(self, attribute: str) -> tuple[str, ...]:
+        return {"shape": self.shapes, "texture": self.textures, "colour": self.colours}[attribute]
+
+
+def vocabulary(split: str) -> Vocabulary:
+    """What a split draws. ``train`` never sees a held-out shape or texture anywhere; ``eval`` segments only the
+    held-out ones (and may show any value as a distractor)."""
+    if split == "train":
+        return Vocabulary(
+            TRAIN_SHAPES,
+            TRAIN_TEXTURES,
+            COLOURS,
+            {"shape": TRAIN_SHAPES, "texture": TRAIN_TEXTURES, "colour": COLOURS},
+        )
+    if split == "eval":
+        return Vocabulary(SHAPES, TEXTURES, COLOURS, {"shape": HELD_OUT_SHAPES, "texture": HELD_OUT_TEXTURES})
+    raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Objects and their rendering
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One object. Positions and sizes are in pixels of the scene it is drawn in."""
+
+    shape: str
+    texture: str
+    colour: str
+    rgb: tuple[float, float, float]  # main colour in [0, 255]
+    rgb2: tuple[float, float, float]  # second colour of the pattern: a shade of the main one
+    cx: float
+    cy: float
+    radius: float
+    angle: float  # radians
+    aspect: float  # anisotropic scale x / y, near 1 so a circle stays a circle
+    tex_angle: float
+    tex_period: float  # pixels at radius 1 scale... in pixels of the scene
+    tex_seed: int
+
+    def attribute(self, name: str) -> str:
+        return getattr(self, name)
+
+
+def _random_rgb(rng: np.random.Generator, colour: str) -> tuple[np.ndarray, np.ndarray]:
+    hue, (s0, s1), (v0, v1) = _COLOUR_SPECS[colour]
+    h = ((hue + rng.uniform(-8, 8)) / 360.0) % 1.0 if hue is not None else rng.random()
+    rgb = np.array(colorsys.hsv_to_rgb(h, rng.uniform(s0, s1), rng.uniform(v0, v1))) * 255
+    # The pattern's second colour is a shade of the first, so an object's hue stays readable as its colour.
+    if colour == "black":
+        rgb2 = rgb + (255 - rgb) * rng.uniform(0.3, 0.45)
+    elif colour == "white":
+        rgb2 = rgb * rng.uniform(0.55, 0.7)
+    else:
+        rgb2 = rgb * rng.uniform(0.35, 0.6)
+    return rgb, rgb2
+
+
+def random_object(
+    rng: np.random.Generator,
+    size: Size,
+    vocab: Vocabulary,
+    fixed: dict[str, str] | None = None,
+    exclude: dict[str, str] | None = None,
+    radius_range: tuple[float, float] = (0.08, 0.2),
+) -> SceneObject:
+    """An object with independent random attributes, some fixed (``fixed``) or forbidden (``exclude``).
+
+    Args:
+        size: (H, W) of the scene.
+        radius_range: object radius as a fraction of min(H, W).
+    """
+    fixed = fixed or {}
+    exclude = exclude or {}
+    attrs = {}
+    for name in ATTRIBUTES:
+        if name in fixed:
+            attrs[name] = fixed[name]
+        else:
+            pool = [v for v in vocab.values(name) if v != exclude.get(name)]
+            attrs[name] = pool[int(rng.integers(len(pool)))]
+    h, w = size
+    radius = rng.uniform(*radius_range) * min(h, w)
+    rgb, rgb2 = _random_rgb(rng, attrs["colour"])
+    return SceneObject(
+        shape=attrs["shape"],
+        texture=attrs["texture"],
+        colour=attrs["colour"],
+        rgb=tuple(rgb),
+        rgb2=tuple(rgb2),
+        cx=rng.uniform(0.1 * w, 0.9 * w),
+        cy=rng.uniform(0.1 * h, 0.9 * h),
+        radius=radius,
+        angle=rng.uniform(0, 2 * math.pi),
+        aspect=float(np.exp(rng.uniform(-0.12, 0.12))),
+        tex_angle=rng.uniform(0, math.pi),
+        tex_period=rng.uniform(0.25, 0.5) * radius,
+        tex_seed=int(rng.integers(1 << 30)),
+    )
+
+
+def _transform(obj: SceneObject, pts: np.ndarray) -> np.ndarray:
+    c, s = math.cos(obj.angle), math.sin(obj.angle)
+    sx = obj.radius * math.sqrt(obj.aspect)
+    sy = obj.radius / math.sqrt(obj.aspect)
+    x = pts[:, 0] * sx
+    y = pts[:, 1] * sy
+    return np.stack([obj.cx + c * x - s * y, obj.cy + s * x + c * y], 1)
+
+
+def object_mask(obj: SceneObject, size: Size) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+    """Rasterise an object: its boolean mask inside its bounding box and the box, or None when off-canvas."""
+    h, w = size
+    polys = [(_transform(obj, p), f) for p, f in _SHAPE_POLYGONS[obj.shape]]
+    outer = polys[0][0]
+    x0, y0 = np.floor(outer.min(0)).astype(int)
+    x1, y1 = np.ceil(outer.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    canvas = Image.new("L", (x1 - x0, y1 - y0), 0)
+    draw = ImageDraw.Draw(canvas)
+    for p, fill in polys:
+        draw.polygon([(float(a - x0), float(b - y0)) for a, b in p], fill=fill)
+    mask = np.asarray(canvas, dtype=bool)
+    return mask, (slice(y0, y1), slice(x0, x1))
+
+
+def _hash01(a: np.ndarray, b: np.ndarray, seed: int) -> np.ndarray:
+    # A cheap deterministic hash of integer lattice points -> [0, 1): patterns attached to the object, so they
+    # move with it between views and frames (an rng draw per pixel would flicker).
+    v = np.sin(a * 12.9898 + b * 78.233 + (seed % 10007) * 0.618) * 43758.5453
+    return v - np.floor(v)
+
+
+def _value_noise(u: np.ndarray, v: np.ndarray, cell: float, seed: int) -> np.ndarray:
+    gu, gv = u / cell, v / cell
+    iu, iv = np.floor(gu), np.floor(gv)
+    fu, fv = gu - iu, gv - iv
+    fu, fv = fu * fu * (3 - 2 * fu), fv * fv * (3 - 2 * fv)
+    n00, n10 = _hash01(iu, iv, seed), _hash01(iu + 1, iv, seed)
+    n01, n11 = _hash01(iu, iv + 1, seed), _hash01(iu + 1, iv + 1, seed)
+    return (n00 * (1 - fu) + n10 * fu) * (1 - fv) + (n01 * (1 - fu) + n11 * fu) * fv
+
+
+def texture_field(texture: str, u: np.ndarray, v: np.ndarray, period: float, angle: float, seed: int) -> np.ndarray:
+    """Blend weight in [0, 1] between an object's two colours at local coordinates (u, v) (pixels, object frame).
+
+    Args:
+        u, v: (h, w) coordinates relative to the object centre, rotated with the object.
+        period: pattern period in pixels; angle: pattern direction in the object frame.
+    """
+    ca, sa = math.cos(angle), math.sin(angle)
+    a = u * ca + v * sa
+    b = -u * sa + v * ca
+    if texture == "solid":
+        return np.zeros_like(u)
+    if texture == "stripes":
+        return ((a / period) % 1.0 < 0.5).astype(np.float32)
+    if texture == "checker":
+        return ((np.floor(a / period) + np.floor(b / period)) % 2).astype(np.float32)
+    if texture == "dots":
+        fa = (a / period) % 1.0 - 0.5
+        fb = (b / period) % 1.0 - 0.5
+        return (fa * fa + fb * fb < 0.09).astype(np.float32)
+    if texture == "gradient":
+        r = max(np.abs(a).max(), 1.0)
+        return np.clip(0.5 + 0.5 * a / r, 0, 1)
+    if texture == "noise":
+        return np.clip((_value_noise(a, b, period * 0.8, seed) - 0.5) * 2.2 + 0.5, 0, 1)
+    if texture == "zigzag":
+        tri = np.abs((b / period) % 1.0 - 0.5) * 2  # triangle wave along the stripes
+        return (((a / period) + 0.6 * tri) % 1.0 < 0.5).astype(np.float32)
+    if texture == "speckle":
+        return (_hash01(np.floor(a / 2), np.floor(b / 2), seed) < 0.4).astype(np.float32)
+    if texture == "rings":
+        return ((np.sqrt(u * u + v * v) / period) % 1.0 < 0.5).astype(np.float32)
+    if texture == "grid":
+        fa = (a / period) % 1.0
+        fb = (b / period) % 1.0
+        return ((fa < 0.22) | (fb < 0.22)).astype(np.float32)
+    raise ValueError(f"unknown texture {texture!r}; choose one of {TEXTURES}")
+
+
+def paint_object(image: np.ndarray, labels: np.ndarray, obj: SceneObject, label: int) -> None:
+    """Draw ``obj`` over ``image`` (H, W, 3) float32 and write ``label`` into its visible pixels of ``labels``."""
+    hit = object_mask(obj, image.shape[:2])
+    if hit is None:
+        return
+    mask, (ys, xs) = hit
+    yy, xx = np.mgrid[ys, xs].astype(np.float32)
+    dx, dy = xx - obj.cx, yy - obj.cy
+    c, s = math.cos(obj.angle), math.sin(obj.angle)
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    t = texture_field(obj.texture, u, v, obj.tex_period, obj.tex_angle, obj.tex_seed)[mask]
+    rgb, rgb2 = np.asarray(obj.rgb, np.float32), np.asarray(obj.rgb2, np.float32)
+    region = image[ys, xs]
+    region[mask] = rgb * (1 - t[:, None]) + rgb2 * t[:, None]
+    labels[ys, xs][mask] = label
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Backgrounds
+# ----------------------------------------------------------------------------------------------------------
+
+BACKGROUNDS: tuple[str, ...] = ("solid", "gradient", "noise", "texture", "clutter")
+
+
+def _muted_rgb(rng: np.random.Generator) -> np.ndarray:
+    # Backgrounds are less saturated than objects on average, but not always: clutter and saturated fields
+    # keep the model from learning "saturated = foreground".
+    sat = rng.uniform(0.0, 0.45) if rng.random() < 0.8 else rng.uniform(0.45, 1.0)
+    return np.array(colorsys.hsv_to_rgb(rng.random(), sat, rng.uniform(0.1, 0.95))) * 255
+
+
+def _upsampled_noise(rng: np.random.Generator, size: Size, cells: int) -> np.ndarray:
+    h, w = size
+    small = (rng.random((cells, cells)) * 255).astype(np.uint8)
+    img = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+    return np.asarray(img, np.float32) / 255.0
+
+
+def random_background(rng: np.random.Generator, size: Size, vocab: Vocabulary, kind: str | None = None) -> np.ndarray:
+    """A (H, W, 3) float32 background in [0, 255]: solid, gradient, noise, a large texture, or clutter."""
+    h, w = size
+    kind = kind or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    c1, c2 = _muted_rgb(rng), _muted_rgb(rng)
+    if kind == "solid":
+        return np.broadcast_to(c1.astype(np.float32), (h, w, 3)).copy()
+    if kind == "gradient":
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        a = rng.uniform(0, 2 * math.pi)
+        t = xx * math.cos(a) + yy * math.sin(a)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
+        return (c1 * (1 - t[..., None]) + c2 * t[..., None]).astype(np.float32)
+    if kind == "noise":
+        t = _upsampled_noise(rng, size, int(rng.integers(3, 12)))
+        return (c1 * (1 - t[..., None]) + c2 * t[..., None]).astype(np.float32)
+    if kind == "texture":
+        # A training texture at a scale larger than objects use, in low contrast.
+        tex = [t for t in vocab.textures if t in TRAIN_TEXTURES and t not in ("solid", "gradient")]
+        tex_name = tex[int(rng.integers(len(tex)))]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        t = texture_field(tex_name, xx, yy, rng.uniform(0.06, 0.2) * min(h, w), rng.uniform(0, math.pi), 7)
+        c2 = c1 + (c2 - c1) * rng.uniform(0.15, 0.5)
+        return (c1 * (1 - t[..., None]) + c2 * t[..., None]).astype(np.float32)
+    if kind == "clutter":
+        base = random_background(rng, size, vocab, kind=("solid", "gradient", "noise")[int(rng.integers(3))])
+        img = Image.fromarray(base.astype(np.uint8))
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(6, 18))):
+            x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
+            ln = rng.uniform(0.1, 0.5) * min(h, w)
+            a = rng.uniform(0, 2 * math.pi)
+            col = tuple(int(c) for c in rng.integers(0, 256, 3))
+            draw.line(
+                [(x0, y0), (x0 + ln * math.cos(a), y0 + ln * math.sin(a))], fill=col, width=int(rng.integers(1, 3))
+            )
+        for _ in range(int(rng.integers(5, 20))):
+            x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
+            r = rng.uniform(0.5, 2.0)
+            col = tuple(int(c) for c in rng.integers(0, 256, 3))
+            draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r], fill=col)
+        return np.asarray(img, np.float32).copy()
+    raise ValueError(f"unknown background {kind!r}; choose one of {BACKGROUNDS}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scenes
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A background and objects in z-order (first drawn first). Labels are 1..len(objects) in that order."""
+
+    background: np.ndarray  # (H, W, 3) float32 in [0, 255]
+    objects: tuple[SceneObject, ...]
+    noise: float = 0.0  # std of the pixel noise added when rendering
+
+    @property
+    def size(self) -> Size:
+        return self.background.shape[:2]
+
+
+def render(scene: Scene, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a scene: image (H, W, 3) uint8 and instance labels (H, W) uint8 (object i is label i + 1, visible
+    pixels only; 0 = background). Pixel noise needs ``rng``; without one it is left out."""
+    image = scene.background.copy()
+    labels = np.zeros(scene.size, np.uint8)
+    for i, obj in enumerate(scene.objects):
+        paint_object(image, labels, obj, i + 1)
+    if rng is not None and scene.noise > 0:
+        image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(scene.noise)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), labels
+
+
+def _place(rng: np.random.Generator, obj: SceneObject, placed: list[SceneObject], size: Size) -> SceneObject:
+    # Reject centres too close to an earlier object, so objects overlap partly but rarely hide each other.
+    h, w = size
+    best = obj
+    for _ in range(12):
+        cand = replace(obj, cx=rng.uniform(0.08 * w, 0.92 * w), cy=rng.uniform(0.08 * h, 0.92 * h))
+        if all(math.hypot(cand.cx - o.cx, cand.cy - o.cy) > 0.75 * (cand.radius + o.radius) for o in placed):
+            return cand
+        best = cand
+    return best
+
+
+def _noise_level(rng: np.random.Generator) -> float:
+    return float(rng.choice([0.0, 0.0, 2.0, 4.0, 8.0]))
+
+
+def category_scene(
+    rng: np.random.Generator,
+    size: Size,
+    vocab: Vocabulary,
+    attribute: str,
+    values: list[str],
+    num_positive: tuple[int, int] = (1, 3),
+    num_distractors: tuple[int, int] = (1, 4),
+    p_share: float = 0.5,
+) -> tuple[Scene, list[int]]:
+    """A scene with objects of the category values ``values`` (of ``attribute``) and distractors.
+
+    Returns the scene and, per object, its class: j + 1 when it has ``values[j]``, 0 for a distractor.
+    Distractors never have any of ``values`` but, with probability ``p_share``, copy the other attributes of a
+    positive object, which is what makes one example ambiguous.
+    """
+    objs: list[SceneObject] = []
+    classes: list[int] = []
+    others = [a for a in ATTRIBUTES if a != attribute]
+    for j, value in enumerate(values):
+        for _ in range(int(rng.integers(num_positive[0], num_positive[1] + 1))):
+            objs.append(random_object(rng, size, vocab, fixed={attribute: value}))
+            classes.append(j + 1)
+    positives = list(objs)
+    distractor_pool = [v for v in vocab.values(attribute) if v not in values]
+    for _ in range(int(rng.integers(num_distractors[0], num_distractors[1] + 1))):
+        fixed = {attribute: distractor_pool[int(rng.integers(len(distractor_pool)))]}
+        if rng.random() < p_share:
+            src = positives[int(rng.integers(len(positives)))]
+            share = others if rng.random() < 0.4 else [others[int(rng.integers(len(others)))]]
+            fixed.update({a: src.attribute(a) for a in share})
+        objs.append(random_object(rng, size, vocab, fixed=fixed))
+        classes.append(0)
+    order = rng.permutation(len(objs))  # z-order: positives and distractors interleaved
+    placed: list[SceneObject] = []
+    for i in order:
+        placed.append(_place(rng, objs[i], placed, size))
+    scene = Scene(random_background(rng, size, vocab), tuple(placed), _noise_level(rng))
+    return scene, [classes[i] for i in order]
+
+
+def class_map(instances: np.ndarray, classes: list[int]) -> np.ndarray:
+    """Instance labels (object i -> i + 1) to class labels, through ``classes[i]``."""
+    lut = np.zeros(max(256, len(classes) + 1), np.uint8)
+    lut[1 : len(classes) + 1] = classes
+    return lut[instances]
+
+
+def _check_size(size: int | Size) -> Size:
+    if isinstance(size, int):
+        size = (size, size)
+    if len(size) != 2 or min(size) < 16:
+        raise ValueError(f"size must be an int or (H, W) with both sides >= 16, got {size}")
+    return int(size[0]), int(size[1])
+
+
+@dataclass(frozen=True)
+class SemanticEpisode:
+    """k examples and a query of one category: images (H, W, 3) uint8, masks (H, W) uint8 in {0, 1}."""
+
+    images: list[np.ndarray]  # k examples
+    masks: list[np.ndarray]
+    query_image: np.ndarray
+    query_mask: np.ndarray
+    attribute: str  # "shape" | "texture" | "colour"
+    value: str  # e.g. "star5"
+
+
+def _category_kind(rng: np.random.Generator, vocab: Vocabulary, attribute: str | None) -> str:
+    kinds = [a for a in ATTRIBUTES if a in vocab.category_values]
+    if attribute is not None:
+        if attribute not in kinds:
+            raise ValueError(f"attribute {attribute!r} is not a category of this split; choose one of {kinds}")
+        return attribute
+    # Shapes are the richest family; textures and colours are there so the model learns to read *which*
+    # attribute the examples agree on.
+    weights = np.array([{"shape": 0.5, "texture": 0.25, "colour": 0.25}[k] for k in kinds])
+    return kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+
+
+def _min_pixels(size: Size) -> int:
+    return max(8, size[0] * size[1] // 400)
+
+
+def sample_semantic(
+    rng: np.random.Generator,
+    size: int | Size = 128,
+    k_shots: int = 1,
+    split: str = "train",
+    attribute: str | None = None,
+    value: str | None = None,
+    p_share: float = 0.5,
+) -> SemanticEpisode:
+    """A binary few-shot episode: ``k_shots`` examples and one query, all with the category's mask.
+
+    Args:
+        size: (H, W) or one side of square images.
+        k_shots: examples (>= 1).
+        split: ``"train"`` (training vocabulary) or ``"eval"`` (held-out categories).
+        attribute, value: force the category (otherwise drawn).
+        p_share: probability that a distractor copies non-category attributes of a positive object.
+    """
+    size = _check_size(size)
+    if k_shots < 1:
+        raise ValueError(f"k_shots must be >= 1, got {k_shots}")
+    vocab = vocabulary(split)
+    attribute = _category_kind(rng, vocab, attribute)
+    pool = vocab.category_values[attribute]
+    if value is None:
+        value = pool[int(rng.integers(len(pool)))]
+    elif value not in pool:
+        raise ValueError(f"{attribute} {value!r} is not a category of split {split!r}; choose one of {pool}")
+    images, masks = [], []
+    for _ in range(k_shots + 1):
+        for _attempt in range(8):
+            scene, classes = category_scene(rng, size, vocab, attribute, [value], p_share=p_share)
+            image, inst = render(scene, rng)
+            mask = class_map(inst, classes)
+            if int(mask.sum()) >= _min_pixels(size):
+                break  # otherwise the category is hidden (occluded / off-canvas): draw the scene again
+        images.append(image)
+        masks.append(mask)
+    return SemanticEpisode(images[:-1], masks[:-1], images[-1], masks[-1], attribute, value)
+
+
+def _pair(ia: np.ndarray, la: np.ndarray, ib: np.ndarray, lb: np.ndarray, seg_type: int, meta: dict) -> Pair:
+    # Ids are per pair (category j of *this* pair, or object i of *this* scene), never dataset-wide, so
+    # mix-context stitching must give a second pair's ids their own colours: ids_global=False.
+    meta = {"source": "synth", **meta}
+    return Pair(ia, la.astype(np.int32), ib, lb.astype(np.int32), seg_type, False, meta)
+
+
+def sample_multiclass(
+    rng: np.random.Generator,
+    size: int | Size = 128,
+    num_classes: int | None = None,
+    split: str = "train",
+    attribute: str | None = None,
+    p_share: float = 0.5,
+) -> Pair:
+    """Two images with two or three categories of one attribute kind; label j + 1 = the j-th category."""
+    size = _check_size(size)
+    vocab = vocabulary(split)
+    attribute = _category_kind(rng, vocab, attribute)
+    pool = vocab.category_values[attribute]
+    n = num_classes if num_classes is not None else int(rng.integers(2, 4))
+    if not 1 <= n <= len(pool) - 1:
+        raise ValueError(f"num_classes must be in [1, {len(pool) - 1}] for {attribute} in split {split!r}")
+    values = [pool[i] for i in rng.choice(len(pool), n, replace=False)]
+    out = []
+    for _ in range(2):
+        for _attempt in range(8):
+            scene, classes = category_scene(
+                rng, size, vocab, attribute, values, num_positive=(1, 2), num_distractors=(0, 3), p_share=p_share
+            )
+            image, inst = render(scene, rng)
+            labels = class_map(inst, classes)
+            if len(np.unique(labels)) == n + 1:
+                break
+        out.append((image, labels))
+    (ia, la), (ib, lb) = out
+    return _pair(ia, la, ib, lb, SEMANTIC, {"mode": "other", "attribute": attribute, "values": values})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Views: crop, scale, flip, colour jitter, small object motion
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _jitter_object(rng: np.random.Generator, obj: SceneObject, amount: float) -> SceneObject:
+    r = obj.radius
+    return replace(
+        obj,
+        cx=obj.cx + rng.normal(0, amount * r),
+        cy=obj.cy + rng.normal(0, amount * r),
+        angle=obj.angle + rng.normal(0, amount * 0.6),
+        radius=r * float(np.exp(rng.normal(0, amount * 0.3))),
+    )
+
+
+def _view(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, out: Size) -> tuple[np.ndarray, np.ndarray]:
+    """Random resized crop (area 0.45..1, aspect 3/4..4/3), horizontal flip, colour jitter."""
+    h, w = labels.shape
+    area = rng.uniform(0.45, 1.0) * h * w
+    ar = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+    cw = int(round(min(w, math.sqrt(area * ar))))
+    ch = int(round(min(h, math.sqrt(area / ar))))
+    x0 = int(rng.integers(0, w - cw + 1))
+    y0 = int(rng.integers(0, h - ch + 1))
+    box = (x0, y0, x0 + cw, y0 + ch)
+    oh, ow = out
+    img = np.asarray(Image.fromarray(image).resize((ow, oh), Image.BILINEAR, box=box), np.float32)
+    lab = np.asarray(Image.fromarray(labels).resize((ow, oh), Image.NEAREST, box=box))
+    if rng.random() < 0.5:
+        img, lab = img[:, ::-1], lab[:, ::-1]
+    # Colour jitter: brightness, contrast, per-channel gain (a mild hue / white-balance shift).
+    mean = img.mean()
+    img = (img - mean) * rng.uniform(0.75, 1.25) + mean * rng.uniform(0.75, 1.25)
+    img = img * rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8), np.ascontiguousarray(lab)
+
+
+def two_views(
+    rng: np.random.Generator, scene: Scene, out: Size, motion: float = 0.15
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Two renders of a scene with every object moved a little (``motion`` in radii), each through a random
+    crop/flip/colour-jitter view. Labels stay the instance ids of the scene."""
+    views = []
+    for _ in range(2):
+        moved = replace(scene, objects=tuple(_jitter_object(rng, o, motion) for o in scene.objects))
+        image, inst = render(moved, rng)
+        views.append(_view(rng, image, inst, out))
+    return views[0], views[1]
+
+
+def _scene_size(size: Size) -> Size:
+    # Scenes for views are drawn 1.25x larger so a crop still has detail.
+    return int(round(size[0] * 1.25)), int(round(size[1] * 1.25))
+
+
+def sample_instance(
+    rng: np.random.Generator,
+    size: int | Size = 128,
+    num_objects: tuple[int, int] = (2, 7),
+    split: str = "train",
+    motion: float = 0.15,
+) -> Pair:
+    """Two transformed views of one scene; label i names the same object in both views (0 = background).
+
+    An object may be cropped out of one view; its id is then absent there.
+    """
+    size = _check_size(size)
+    vocab = vocabulary(split)
+    ssize = _scene_size(size)
+    for _attempt in range(8):
+        n = int(rng.integers(num_objects[0], num_objects[1] + 1))
+        placed: list[SceneObject] = []
+        for _ in range(n):
+            placed.append(_place(rng, random_object(rng, ssize, vocab), placed, ssize))
+        scene = Scene(random_background(rng, ssize, vocab), tuple(placed), _noise_level(rng))
+        (ia, la), (ib, lb) = two_views(rng, scene, size, motion)
+        if la.any() and lb.any():
+            break
+    return _pair(ia, la, ib, lb, INSTANCE, {"mode": "views", "num_objects": n})
+
+
+def sample_semantic_pair(
+    rng: np.random.Generator,
+    size: int | Size = 128,
+    split: str = "train",
+    p_same_scene: float = 0.5,
+    p_multiclass: float = 0.3,
+) -> Pair:
+    """A semantic training pair as the paper draws them: with probability ``p_same_scene`` the example is a
+    transformed view of the query's own scene, otherwise another scene with the same categories. With
+    probability ``p_multiclass`` two or three categories are labelled (labels 1..n), otherwise one."""
+    size = _check_size(size)
+    vocab = vocabulary(split)
+    if rng.random() < p_same_scene:
+        attribute = _category_kind(rng, vocab, None)
+        pool = vocab.category_values[attribute]
+        n = int(rng.integers(2, 4)) if rng.random() < p_multiclass else 1
+        values = [pool[i] for i in rng.choice(len(pool), n, replace=False)]
+        ssize = _scene_size(size)
+        for _attempt in range(8):
+            scene, classes = category_scene(rng, ssize, vocab, attribute, values, num_positive=(1, 2))
+            (ia, la), (ib, lb) = two_views(rng, scene, size, motion=0.1)
+            la, lb = class_map(la, classes), class_map(lb, classes)
+            if la.any() and lb.any():
+                break
+        return _pair(ia, la, ib, lb, SEMANTIC, {"mode": "same", "attribute": attribute, "values": values})
+    if rng.random() < p_multiclass:
+        return sample_multiclass(rng, size, split=split)
+    ep = sample_semantic(rng, size, 1, split=split)
+    meta = {"mode": "other", "attribute": ep.attribute, "values": [ep.value]}
+    return _pair(ep.images[0], ep.masks[0], ep.query_image, ep.query_mask, SEMANTIC, meta)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Video
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Video:
+    """Frames (T, H, W, 3) uint8 and label maps (T, H, W) uint8: object i + 1 in every frame it is visible."""
+
+    frames: np.ndarray
+    labels: np.ndarray
+    objects: tuple[SceneObject, ...]  # attributes of each object (pose of frame 0)
+
+
+def sample_video(
+    rng: np.random.Generator,
+    size: int | Size = 128,
+    num_frames: int = 8,
+    num_objects: int = 3,
+    split: str = "train",
+) -> Video:
+    """Objects that move, turn, change scale, occlude one another, leave the frame and come back.
+
+    Object 1 always swings out of the frame and back (so every video has a reappearance when num_frames >= 5);
+    the others move linearly and bounce off the walls of a domain a little larger than the frame. Z-order is
+    fixed per object, so crossing paths occlude.
+    """
+    size = _check_size(size)
+    if num_frames < 1 or num_objects < 1:
+        raise ValueError(f"need num_frames >= 1 and num_objects >= 1, got {num_frames}, {num_objects}")
+    if num_objects > 255:
+        raise ValueError("at most 255 objects (labels are uint8)")
+    vocab = vocabulary(split)
+    h, w = size
+    background = random_background(rng, size, vocab, kind=("solid", "gradient", "noise", "texture")[rng.integers(4)])
+    objs = [random_object(rng, size, vocab, radius_range=(0.1, 0.2)) for _ in range(num_objects)]
+    noise = _noise_level(rng)
+    t = np.arange(num_frames, dtype=np.float64)
+    tracks = []
+    for i, o in enumerate(objs):
+        spin = rng.uniform(-0.25, 0.25)
+        growth = rng.uniform(-0.03, 0.03)
+        if i == 0:
+            # Out and back: a sinusoid along one axis whose amplitude carries the object past the border.
+            axis = int(rng.integers(2))
+            span = (w, h)[axis]
+            amp = 0.5 * span + 1.3 * o.radius
+            phase = 2 * math.pi * t / max(num_frames - 1, 1)
+            main = span / 2 + amp * np.sin(phase)
+            other = (h, w)[axis] * rng.uniform(0.25, 0.75) + rng.uniform(-1, 1) * t
+            xs, ys = (main, other) if axis == 0 else (other, main)
+        else:
+            speed = rng.uniform(0.02, 0.08) * min(h, w)
+            a = rng.uniform(0, 2 * math.pi)
+            xs = _bounce(o.cx + speed * math.cos(a) * t, -0.1 * w, 1.1 * w)
+            ys = _bounce(o.cy + speed * math.sin(a) * t, -0.1 * h, 1.1 * h)
+        tracks.append((xs, ys, o.angle + spin * t, o.radius * np.exp(growth * t)))
+    order = rng.permutation(num_objects)  # z-order
+    frames = np.empty((num_frames, h, w, 3), np.uint8)
+    labels = np.zeros((num_frames, h, w), np.uint8)
+    for f in range(num_frames):
+        image = background.copy()
+        for i in order:
+            xs, ys, ang, rad = tracks[i]
+            o = replace(objs[i], cx=float(xs[f]), cy=float(ys[f]), angle=float(ang[f]), radius=float(rad[f]))
+            paint_object(image, labels[f], o, int(i) + 1)
+        if noise > 0:
+            image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(noise)
+        frames[f] = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    return Video(frames, labels, tuple(objs))
+
+
+def _bounce(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    # Reflect a linear path off the walls lo and hi (a triangle wave).
+    span = hi - lo
+    y = np.mod(x - lo, 2 * span)
+    return lo + np.where(y > span, 2 * span - y, y)
+
+
+def sample_video_pair(rng: np.random.Generator, size: int | Size = 128, split: str = "train") -> Pair:
+    """Two frames of a short video as an instance pair (the first frame is the example)."""
+    num_frames = int(rng.integers(3, 9))
+    video = sample_video(rng, size, num_frames, int(rng.integers(1, 5)), split=split)
+    i, j = sorted(rng.choice(num_frames, 2, replace=False))
+    f = video.frames
+    return _pair(f[i], video.labels[i], f[j], video.labels[j], INSTANCE, {"mode": "video", "frames": [int(i), int(j)]})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The training source
+# ----------------------------------------------------------------------------------------------------------
+
+TASKS: tuple[str, ...] = ("semantic", "instance", "video")
+DEFAULT_TASK_WEIGHTS: dict[str, float] = {"semantic": 0.55, "instance": 0.3, "video": 0.15}
+
+
+class SynthContextSource:
+    """SynthContext as a training :class:`~seggpt.data.base.Source`: a mixture of its own pair kinds.
+
+    ``semantic``: one category (or two or three, labels 1..n) in two scenes, or in two views of one scene;
+    ``instance``: two views of one scene with object ids; ``video``: two frames of a short video. The world
+    is infinite, so ``len`` is nominal. Every pair depends only on the generator passed in.
+
+    Args:
+        tasks: task -> weight, or one task name. Weights need not sum to 1.
+        split: ``"train"`` (never draws held-out shapes or textures) or ``"eval"``.
+        p_same_scene: for semantic pairs, the chance the example is a view of the query's own scene (paper: 0.5).
+        p_multiclass: for semantic pairs, the chance of two or three labelled categories.
+    """
+
+    def __init__(
+        self,
+        tasks: dict[str, float] | str | None = None,
+        split: str = "train",
+        p_same_scene: float = 0.5,
+        p_multiclass: float = 0.3,
+        name: str = "synth",
+    ) -> None:
+        if tasks is None:
+            tasks = dict(DEFAULT_TASK_WEIGHTS)
+        elif isinstance(tasks, str):
+            tasks = {tasks: 1.0}
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown or not tasks:
+            raise ValueError(f"unknown synth tasks {unknown}; choose weights for some of {TASKS}")
+        weights = np.array([float(tasks[t]) for t in tasks])
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"synth task weights must be >= 0 with a positive sum, got {tasks}")
+        vocabulary(split)  # validates the split
+        self.name = name
+        self.split = split
+        self.tasks = list(tasks)
+        self.weights = weights / weights.sum()
+        self.p_same_scene = p_same_scene
+        self.p_multiclass = p_multiclass
+
+    def __len__(self) -> int:
+        return 1_000_000  # nominal: every draw is a new scene
+
+    def __repr__(self) -> str:
+        mix = ", ".join(f"{t}={w:.2f}" for t, w in zip(self.tasks, self.weights, strict=True))
+        return f"SynthContextSource({mix}, split={self.split!r})"
+
+    def sample_pair(self, rng: np.random.Generator, size: tuple[int, int]) -> Pair:
+        task = self.tasks[int(rng.choice(len(self.tasks), p=self.weights))]
+        if task == "semantic":
+            pair = sample_semantic_pair(rng, size, self.split, self.p_same_scene, self.p_multiclass)
+        elif task == "instance":
+            pair = sample_instance(rng, size, split=self.split)
+        else:
+            pair = sample_video_pair(rng, size, split=self.split)
+        pair.meta["source"] = self.name
+        return pair
+
+
+def build_source(**options) -> SynthContextSource:
+    """Factory for YAML configs: ``{type: synth, weight: w, tasks: {semantic: 0.55, instance: 0.3, video: 0.15}}``."""
+    return SynthContextSource(**options)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Speed check: python -m seggpt.data.synth
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _benchmark(n: int = 200, size: int = 128) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    jobs = {
+        "semantic pair (1 shot)": lambda: sample_semantic(rng, size, 1),
+        "semantic training pair": lambda: sample_semantic_pair(rng, size),
+        "multiclass pair": lambda: sample_multiclass(rng, size),
+        "instance pair": lambda: sample_instance(rng, size),
+        "video pair": lambda: sample_video_pair(rng, size),
+        "SynthContextSource pair": lambda: SynthContextSource().sample_pair(rng, (size, size)),
+    }
+    out = {}
+    for name, job in jobs.items():
+        job()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            job()
+        out[name] = (time.perf_counter() - t0) / n * 1000
+    return out
+
+
+if __name__ == "__main__":
+    for k, ms in _benchmark().items():
+        print(f"{k:28s} {ms:6.2f} ms")
