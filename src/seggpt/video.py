@@ -186,6 +186,7 @@ class SegGPTVideoPredictor:
         self._num_objects = 0
         self._next_frame = 0
         self.frame_size: tuple[int, int] | None = None
+        self.last_frame: np.ndarray | None = None
 
     @property
     def context_frames(self) -> list[ContextFrame]:
@@ -247,7 +248,9 @@ class SegGPTVideoPredictor:
             its annotated id. Frames before the first annotation are all background.
 
         Raises:
-            ValueError: an empty first mask, masks whose size differs from the frames, no annotation at all.
+            ValueError: an empty first mask, no annotation at all, an unreadable video (at the call); masks whose
+                size differs from the frames (at the first frame).
+            FileNotFoundError: a frame folder or video file that does not exist.
         """
         self.reset()
         if first_masks is not None:
@@ -259,7 +262,10 @@ class SegGPTVideoPredictor:
             self.add_annotation(index, mask)
         if not self._pending:
             raise ValueError("nothing to propagate: give first_masks or at least one annotation")
-        source = open_frames(frames)
+        # Everything above runs now, so bad input fails at the call; the frames are read as they are consumed.
+        return self._run(open_frames(frames))
+
+    def _run(self, source: FrameSource) -> Iterator[tuple[int, np.ndarray]]:
         for t, frame in enumerate(source):
             yield t, self.step(frame)
         unused = sorted(i for i in self._pending if i >= self._next_frame)
@@ -274,11 +280,14 @@ class SegGPTVideoPredictor:
         from a camera), after :meth:`reset` and :meth:`add_annotation` for frame 0.
         """
         frame = read_image(frame)
+        if not frame.flags.writeable:  # read-only buffers (PIL, PyAV) make torch warn when wrapped
+            frame = frame.copy()
+        self.last_frame = frame  # the decoded frame, for callers that draw overlays without decoding twice
         t = self._next_frame
         if self.frame_size is None:
             self.frame_size = tuple(frame.shape[:2])
             for i, ann in self._pending.items():
-                self._check_size(ann, f"the annotation of frame {i}")
+                self._check_size(ann, "the first mask" if i == 0 else f"the annotation of frame {i}")
         elif tuple(frame.shape[:2]) != self.frame_size:
             h, w = self.frame_size
             raise ValueError(
