@@ -591,6 +591,8 @@ def sample_semantic(
 def _pair(ia: np.ndarray, la: np.ndarray, ib: np.ndarray, lb: np.ndarray, seg_type: int, meta: dict) -> Pair:
     # Ids are per pair (category j of *this* pair, or object i of *this* scene), never dataset-wide, so
     # mix-context stitching must give a second pair's ids their own colours: ids_global=False.
+    # An id the example does not show (cropped out, off-frame) cannot be named in the query: background there.
+    lb = np.where(np.isin(lb, np.unique(la)), lb, 0)
     meta = {"source": "synth", **meta}
     return Pair(ia, la.astype(np.int32), ib, lb.astype(np.int32), seg_type, False, meta)
 
