@@ -1,0 +1,574 @@
+"""Image inference: show SegGPT examples once, then segment any number of targets.
+
+    >>> from seggpt.predictor import SegGPTPredictor
+    >>> p = SegGPTPredictor()                                  # the embedded model, or a checkpoint path
+    >>> p.set_prompts(["cat1.jpg", "cat2.jpg"], ["cat1.png", "cat2.png"])
+    >>> pred = p.predict("new_cat.jpg")
+    >>> pred.save_labels("new_cat_mask.png")
+
+Everything that does not depend on the target is done once in :meth:`SegGPTPredictor.set_prompts`: reading,
+resizing, normalising and painting the examples, and the patch embedding of their half of the canvas (patches do
+not overlap, so the embedding of the upper half alone is exactly the upper half of the canvas's token grid). Per
+target only the query half is embedded, then the encoder and the query half of the decoder run.
+
+Design choices (each is a documented parameter or constant):
+
+- Colours. Label maps are painted with the ``transformers``-compatible palette (:func:`seggpt.coloring.
+  build_palette`); a binary task is a palette of one label, white on black. The answer is decoded by the nearest
+  palette colour.
+- Size. The painted answer (model resolution) is resized *as colours* to the target's size, bilinearly by
+  default, then decoded: edges follow the colour gradient instead of the model's pixel grid. ``upsample="nearest"``
+  reproduces ``transformers``' ``post_process_semantic_segmentation`` exactly. (With three or more labels a
+  bilinear transition between two colours can pass near a third; nearest never invents such pixels.)
+- Scores. ``(d2 - d1) / (d2 + d1)`` with d1, d2 the distances to the nearest and second-nearest palette colour:
+  1 when the pixel is exactly a palette colour, 0 halfway between two. Unlike ``1 - d1 / max``, it does not depend
+  on how dense the palette is, and a grey pixel in a binary task (equally far from black and white) scores 0.
+- Ensembles over several examples. ``feature`` (default for two or more): the released model's context ensemble,
+  query features averaged over the examples after every attention. ``spatial`` (the paper's): the examples are
+  tiled into one grid (``grid_layout``: ceil(sqrt K) columns, as many rows as needed, spare cells cycling through
+  the examples again; cells follow patch boundaries), the query tiled the same way below, and the answer is the
+  mean of the query cells, each resized back to full size. ``none``: every example answers on its own and the
+  painted answers are averaged (no interaction inside the network); with one example all three are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from seggpt.coloring import build_palette, paint
+from seggpt.io import (
+    ImageSource,
+    atomic_write,
+    colours_to_labels,
+    describe,
+    load_mask_array,
+    read_image,
+    save_label_png,
+    save_rgb,
+)
+from seggpt.modeling import INSTANCE, SEMANTIC, SegGPT
+from seggpt.transforms import denormalize, normalize, query_half, resize_image, resize_mask, stack_canvas, to_chw
+
+log = logging.getLogger(__name__)
+
+TASKS = {"semantic": SEMANTIC, "instance": INSTANCE}
+ENSEMBLES = ("feature", "spatial", "none")
+UPSAMPLING = ("bilinear", "nearest")
+# Palette colours closer than this (L2 in [0, 255] RGB) are not reliably told apart in the model's painting;
+# the transformers palette keeps them >= 20 apart up to 1728 labels.
+MIN_COLOUR_DISTANCE = 20.0
+
+
+# Results ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prediction:
+    """The answer for one target.
+
+    Attributes:
+        labels: (H, W) int32 at the target's original size; 0 = background.
+        color: (H, W, 3) uint8, the palette colour of each label.
+        scores: (H, W) float32 in [0, 1]: (d2 - d1) / (d2 + d1) for the distances d1, d2 to the nearest and the
+            second-nearest palette colour (1 = exactly a palette colour, 0 = halfway between two).
+        raw: (h, w, 3) float32 in [0, 255], the model's painted answer at model resolution.
+        palette: (K + 1, 3) uint8, the colours of labels 0..K.
+    """
+
+    labels: np.ndarray
+    color: np.ndarray
+    scores: np.ndarray
+    raw: np.ndarray
+    palette: np.ndarray = field(default_factory=lambda: build_palette(1), repr=False)
+
+    def save_labels(self, path: str | os.PathLike, overwrite: bool = False) -> os.PathLike:
+        """Indexed PNG of the label map (pixel values are labels; the palette shows them in colour)."""
+        return save_label_png(self.labels, path, self.palette, overwrite=overwrite)
+
+    def save_color(self, path: str | os.PathLike, overwrite: bool = False) -> os.PathLike:
+        """RGB image of the decoded colours."""
+        return save_rgb(self.color, path, overwrite=overwrite)
+
+    def overlay(self, image: ImageSource, alpha: float = 0.5) -> np.ndarray:
+        """The target with the colours blended over its foreground: (H, W, 3) uint8."""
+        img = read_image(image)
+        if img.shape[:2] != self.labels.shape:
+            raise ValueError(
+                f"overlay: the image is {img.shape[1]}x{img.shape[0]} but the prediction is "
+                f"{self.labels.shape[1]}x{self.labels.shape[0]}; pass the target this prediction belongs to"
+            )
+        fg = (self.labels > 0)[..., None]
+        blend = img.astype(np.float32) * (1 - alpha) + self.color.astype(np.float32) * alpha
+        return np.where(fg, np.rint(blend), img).astype(np.uint8)
+
+    def save_overlay(
+        self, path: str | os.PathLike, image: ImageSource, alpha: float = 0.5, overwrite: bool = False
+    ) -> os.PathLike:
+        """Save :meth:`overlay` (JPEG or PNG by suffix)."""
+        return save_rgb(self.overlay(image, alpha), path, overwrite=overwrite)
+
+    def to_coco_rle(self) -> list[dict]:
+        """One COCO annotation-like dict per label present (background excluded), in label order:
+        ``{"label", "segmentation": {"size": [H, W], "counts": str}, "area", "bbox": [x, y, w, h], "score"}``.
+        ``counts`` is the compressed RLE string ``pycocotools.mask.decode`` reads; ``score`` the mean of
+        :attr:`scores` over the region."""
+        out = []
+        for k in np.unique(self.labels):
+            if k == 0:
+                continue
+            m = self.labels == k
+            ys, xs = np.nonzero(m)
+            x0, y0 = int(xs.min()), int(ys.min())
+            out.append(
+                {
+                    "label": int(k),
+                    "segmentation": {"size": list(m.shape), "counts": rle_encode(m)},
+                    "area": int(m.sum()),
+                    "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+                    "score": float(self.scores[m].mean()),
+                }
+            )
+        return out
+
+    def save_rle(self, path: str | os.PathLike, overwrite: bool = False) -> os.PathLike:
+        """Write :meth:`to_coco_rle` as JSON."""
+        text = json.dumps(self.to_coco_rle())
+        return atomic_write(path, lambda tmp: open(tmp, "w").write(text), overwrite)  # noqa: SIM115
+
+
+def rle_encode(mask: np.ndarray) -> str:
+    """COCO compressed RLE of a binary (H, W) mask: column-major run lengths, first run of zeros, each count
+    written as 5-bit groups (+48) with a continuation bit and stored as the difference to the count two back."""
+    flat = np.asarray(mask, dtype=bool).reshape(-1, order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    edges = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(edges).tolist()
+    if flat.size and flat[0]:
+        counts = [0, *counts]
+    chars = []
+    for i, c in enumerate(counts):
+        x = c - counts[i - 2] if i > 2 else c
+        more = True
+        while more:
+            b = x & 0x1F
+            x >>= 5  # arithmetic shift: negative differences end at -1
+            more = x != -1 if b & 0x10 else x != 0
+            if more:
+                b |= 0x20
+            chars.append(chr(b + 48))
+    return "".join(chars)
+
+
+# Decoding --------------------------------------------------------------------------------------------------
+def decode_answer(
+    raw: Tensor, palette: np.ndarray | Tensor, size: tuple[int, int] | None = None, upsample: str = "bilinear"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Painted answer -> labels, distance and score at ``size``.
+
+    Args:
+        raw: (3, h, w) painted colours in [0, 255] (any float dtype; decoding runs in float32).
+        palette: (K, 3) colours.
+        size: output (H, W); None keeps (h, w).
+        upsample: "bilinear" resizes the colours smoothly; "nearest" as ``transformers`` does.
+
+    Returns:
+        labels (H, W) long, nearest-colour distance d1 (H, W) in [0, 441.7], scores (H, W) in [0, 1].
+    """
+    if upsample not in UPSAMPLING:
+        raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLING}")
+    c = raw.float()
+    if size is not None and tuple(size) != tuple(c.shape[-2:]):
+        kw = {"align_corners": False} if upsample == "bilinear" else {}
+        c = F.interpolate(c[None], size=tuple(size), mode=upsample, **kw)[0]
+    h, w = c.shape[-2:]
+    pal = torch.as_tensor(np.asarray(palette), dtype=torch.float32, device=c.device)
+    pix = c.permute(1, 2, 0).reshape(-1, 3)
+    labels = torch.empty(pix.shape[0], dtype=torch.long, device=c.device)
+    d1 = torch.empty(pix.shape[0], device=c.device)
+    d2 = torch.empty(pix.shape[0], device=c.device)
+    # (N, K, 3) differences in chunks of ~4 M values: exact squared distances (as transformers computes them),
+    # bounded memory for large images and palettes.
+    step = max(1, (1 << 22) // (3 * len(pal)))
+    for s in range(0, pix.shape[0], step):
+        dist = ((pix[s : s + step, None, :] - pal[None]) ** 2).sum(-1)  # N K
+        labels[s : s + step] = dist.argmin(-1)
+        two = dist.topk(min(2, len(pal)), dim=-1, largest=False).values
+        d1[s : s + step] = two[:, 0]
+        d2[s : s + step] = two[:, -1]
+    d1, d2 = d1.sqrt(), d2.sqrt()
+    scores = torch.where(d1 + d2 > 0, (d2 - d1) / (d2 + d1).clamp_min(1e-12), torch.ones_like(d1))
+    return labels.reshape(h, w), d1.reshape(h, w), scores.reshape(h, w)
+
+
+def checked_palette(num_labels: int) -> np.ndarray:
+    """``build_palette(num_labels)``, refusing palettes whose colours the model cannot keep apart."""
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be >= 1 (1 = a binary mask), got {num_labels}")
+    base = int(num_labels ** (1 / 3)) + 1
+    separation = 256 // base if num_labels > 1 else 255 * math.sqrt(3)  # the grid step, or white vs black
+    if separation < MIN_COLOUR_DISTANCE:
+        limit = num_labels
+        while 256 // (int(limit ** (1 / 3)) + 1) < MIN_COLOUR_DISTANCE:
+            limit -= 1
+        raise ValueError(
+            f"{num_labels} labels need palette colours only {separation} apart (RGB distance); the model cannot "
+            f"paint colours closer than {MIN_COLOUR_DISTANCE:g} reliably, so at most {limit} labels work at once. "
+            "Segment the classes in several runs, or renumber sparse label ids to 1..K."
+        )
+    return build_palette(num_labels)
+
+
+# Spatial ensemble ------------------------------------------------------------------------------------------
+def grid_layout(k: int) -> tuple[int, int]:
+    """(rows, cols) of the spatial-ensemble grid for k examples: ceil(sqrt k) columns, enough rows."""
+    cols = math.ceil(math.sqrt(k))
+    return math.ceil(k / cols), cols
+
+
+def cell_bounds(n: int, length: int, patch: int) -> list[tuple[int, int]]:
+    """Split ``length`` pixels (a multiple of ``patch``) into n cells on patch boundaries: [(start, end), ...].
+    Cells differ by at most one patch, so no patch straddles two examples."""
+    tokens = length // patch
+    if n > tokens:
+        raise ValueError(f"a spatial grid of {n} cells needs at least {n} patches per side; the image has {tokens}")
+    cuts = [round(i * tokens / n) * patch for i in range(n + 1)]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def tile(sources: Sequence[Tensor], size: tuple[int, int], grid: tuple[int, int], patch: int, mode: str) -> Tensor:
+    """Tile images into a grid canvas: cell j (row-major) holds ``sources[j % len(sources)]`` resized to the cell.
+
+    Args:
+        sources: (3, H_i, W_i) tensors.
+        size: (h, w) of the canvas half.
+        grid: (rows, cols).
+        mode: "image" (bicubic, clamped to [0, 255]), "normalised" (bicubic, unclamped) or "mask" (nearest).
+
+    Returns:
+        (3, h, w).
+    """
+    rows, cols = cell_bounds(grid[0], size[0], patch), cell_bounds(grid[1], size[1], patch)
+    out = sources[0].new_zeros(3, *size, dtype=torch.float32)
+    j = 0
+    for r0, r1 in rows:
+        for c0, c1 in cols:
+            src, cell = sources[j % len(sources)].float(), (r1 - r0, c1 - c0)
+            if mode == "image":
+                out[:, r0:r1, c0:c1] = resize_image(src, cell)
+            elif mode == "normalised":
+                out[:, r0:r1, c0:c1] = F.interpolate(src[None], size=cell, mode="bicubic", align_corners=False)[0]
+            else:
+                out[:, r0:r1, c0:c1] = resize_mask(src, cell)
+            j += 1
+    return out
+
+
+def untile(answer: Tensor, grid: tuple[int, int], patch: int) -> Tensor:
+    """Mean of the grid cells of an answer, each resized (bilinear) to the whole: (B, 3, h, w) -> (B, 3, h, w)."""
+    h, w = answer.shape[-2:]
+    cells = []
+    for r0, r1 in cell_bounds(grid[0], h, patch):
+        for c0, c1 in cell_bounds(grid[1], w, patch):
+            cell = answer[..., r0:r1, c0:c1]
+            cells.append(F.interpolate(cell, size=(h, w), mode="bilinear", align_corners=False))
+    return torch.stack(cells).mean(0)
+
+
+# The predictor ---------------------------------------------------------------------------------------------
+def _as_list(x) -> list:
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return [x]
+
+
+class SegGPTPredictor:
+    """Set examples once with :meth:`set_prompts`, then :meth:`predict` / :meth:`predict_batch` many targets.
+
+    Args:
+        model: None (the embedded model), a :class:`SegGPT`, or a checkpoint path (any format
+            :func:`seggpt.load_model` reads).
+        device: where the model runs.
+        dtype: parameter and activation precision (float32, bfloat16, float16). None keeps a given model's
+            dtype (float32 for a loaded one). Decoding always runs in float32.
+        upsample: how the painted answer is brought to the target's size, "bilinear" or "nearest" (see the module
+            docstring).
+    """
+
+    def __init__(
+        self,
+        model: SegGPT | str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        upsample: str = "bilinear",
+    ) -> None:
+        from seggpt.checkpoint import load_model
+
+        if isinstance(model, SegGPT):
+            model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+        else:
+            model = load_model(model, device=device, dtype=dtype or torch.float32)
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLING}")
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.dtype = next(model.parameters()).dtype
+        self.upsample = upsample
+        self.config = model.config
+        self._reset()
+
+    def _reset(self) -> None:
+        self.num_prompts = 0
+        self.ensemble: str | None = None
+        self.task: str | None = None
+        self.palette: np.ndarray | None = None
+        self.prompt_images: Tensor | None = None  # (P', 3, h, w) normalised, model dtype (P' = 1 when spatial)
+        self.prompt_masks: Tensor | None = None
+        self._x_top: Tensor | None = None  # (P', Hp/2, Wp, C) patch embedding of the prompt images
+        self._y: Tensor | None = None  # (P', Hp, Wp, C) patch embedding of the mask canvas (prompt mask twice)
+        self._grid: tuple[int, int] | None = None
+
+    # Prompts -----------------------------------------------------------------------------------------------
+    def set_prompts(
+        self,
+        images: Sequence[ImageSource] | ImageSource,
+        masks: Sequence[ImageSource] | ImageSource,
+        task: str = "semantic",
+        ensemble: str | None = None,
+        num_labels: int | None = None,
+    ) -> None:
+        """Read, paint and embed the examples once.
+
+        Args:
+            images: example images (paths, PIL images or arrays; grey, RGB, RGBA, 16-bit), or one of them.
+            masks: one mask per image, same size: binary, a 2-D label map, a palette PNG or an RGB colour mask
+                (see :func:`seggpt.io.read_mask`). Colour masks are numbered jointly, so a colour is one label
+                in all of them.
+            task: "semantic" (segment the category) or "instance" (segment the same object).
+            ensemble: "feature", "spatial" or "none"; None = "feature" for several examples.
+            num_labels: the number of foreground labels K (labels 1..K); None = the largest label present.
+
+        Raises:
+            ValueError: count or size mismatch, unreadable files, too many labels; the message says which.
+        """
+        images, masks = _as_list(images), _as_list(masks)
+        if len(images) != len(masks):
+            raise ValueError(
+                f"{len(images)} prompt image(s) but {len(masks)} mask(s): give exactly one mask per image, "
+                "in the same order"
+            )
+        if not images:
+            raise ValueError("no prompts: give at least one example image and its mask")
+        arrays = [read_image(im) for im in images]
+        loaded = [load_mask_array(m) for m in masks]
+        labels = [a for a, _ in loaded]
+        colour_at = [i for i, (_, kind) in enumerate(loaded) if kind == "colours"]
+        if colour_at:
+            maps, _ = colours_to_labels([loaded[i][0] for i in colour_at])
+            for i, m in zip(colour_at, maps, strict=True):
+                labels[i] = m
+        for i, (img, lab) in enumerate(zip(arrays, labels, strict=True)):
+            if img.shape[:2] != lab.shape:
+                raise ValueError(
+                    f"prompt {i}: the mask {describe(masks[i])} is {lab.shape[1]}x{lab.shape[0]} (WxH) but its "
+                    f"image {describe(images[i])} is {img.shape[1]}x{img.shape[0]}; a mask must have its image's size"
+                )
+            if not lab.any():
+                warnings.warn(
+                    f"prompt {i}: the mask {describe(masks[i])} is empty (all background); the model will "
+                    "learn to find nothing from this example",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        top = max(int(lab.max()) for lab in labels)
+        if num_labels is None:
+            num_labels = max(top, 1)
+        elif top > num_labels:
+            raise ValueError(f"the masks hold label {top} but num_labels is {num_labels}; raise num_labels")
+        palette = checked_palette(num_labels)
+        painted = [to_chw(paint(lab, palette)) for lab in labels]
+        self._set(
+            [to_chw(a) for a in arrays],
+            painted,
+            task,
+            ensemble,
+            palette,
+            resized=False,
+        )
+
+    def set_prompt_tensors(
+        self,
+        images: Tensor,
+        masks: Tensor,
+        task: str = "semantic",
+        num_labels: int | None = None,
+        ensemble: str | None = None,
+    ) -> None:
+        """Examples already prepared as the model sees them (learned prompts from in-context tuning).
+
+        Args:
+            images, masks: (P, 3, h, w) at ``config.image_size``, normalised (ImageNet mean/std of [0, 1]).
+            num_labels: how many foreground labels the masks paint with the palette; None = 1 (binary).
+        """
+        h, w = self.config.image_size
+        if images.ndim == 3:
+            images, masks = images[None], masks[None]
+        if images.shape != masks.shape or images.ndim != 4 or tuple(images.shape[1:]) != (3, h, w):
+            raise ValueError(
+                f"prompt tensors must both be (P, 3, {h}, {w}); got images {tuple(images.shape)}, "
+                f"masks {tuple(masks.shape)}"
+            )
+        palette = checked_palette(num_labels or 1)
+        self._set(list(images.detach()), list(masks.detach()), task, ensemble, palette, resized=True)
+
+    def _set(
+        self, images: list[Tensor], masks: list[Tensor], task: str, ensemble: str | None, palette, resized: bool
+    ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; use one of {sorted(TASKS)}")
+        k = len(images)
+        ensemble = ensemble or ("feature" if k > 1 else "none")
+        if ensemble not in ENSEMBLES:
+            raise ValueError(f"unknown ensemble {ensemble!r}; use one of {ENSEMBLES}")
+        size, patch = self.config.image_size, self.config.patch_size
+        if ensemble == "spatial":
+            self._grid = grid_layout(k)
+            if resized:  # tensors are normalised already: tile them as they are
+                img = tile(images, size, self._grid, patch, "normalised")
+                msk = tile(masks, size, self._grid, patch, "mask")
+            else:
+                img = normalize(tile(images, size, self._grid, patch, "image"))
+                msk = normalize(tile(masks, size, self._grid, patch, "mask"))
+            img, msk = img[None], msk[None]
+        else:
+            self._grid = None
+            if resized:
+                img, msk = torch.stack(images).float(), torch.stack(masks).float()
+            else:
+                img = normalize(torch.stack([resize_image(x, size) for x in images]))
+                msk = normalize(torch.stack([resize_mask(x, size) for x in masks]))
+        self.prompt_images = img.to(self.device, self.dtype)
+        self.prompt_masks = msk.to(self.device, self.dtype)
+        with torch.no_grad():
+            self._x_top = self.model.patch_embed(self.prompt_images)
+            y_top = self.model.patch_embed(self.prompt_masks)
+        # The mask canvas is the prompt mask above a copy of it (as the released code builds it); the copy's
+        # patches are all replaced by the mask token, so its content never matters.
+        self._y = torch.cat([y_top, y_top], dim=1)
+        self.num_prompts = k
+        self.ensemble = ensemble
+        self.task = task
+        self.palette = palette
+        log.info("prompts set: %d example(s), task %s, ensemble %s, %d label(s)", k, task, ensemble, len(palette) - 1)
+
+    # Targets -----------------------------------------------------------------------------------------------
+    def prepare_targets(self, targets: Sequence[ImageSource]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Read targets and make them query halves: ((T, 3, h, w) normalised, model dtype; original sizes)."""
+        arrays = [read_image(t) for t in targets]
+        size = self.config.image_size
+        if self._grid is not None:
+            q = torch.stack([tile([to_chw(a)], size, self._grid, self.config.patch_size, "image") for a in arrays])
+        else:
+            q = torch.stack([resize_image(to_chw(a), size) for a in arrays])
+        return normalize(q).to(self.device, self.dtype), [a.shape[:2] for a in arrays]
+
+    def paint(self, queries: Tensor, cached: bool = True) -> Tensor:
+        """The model's painted answers for prepared queries.
+
+        Args:
+            queries: (T, 3, h, w) normalised query images (from :meth:`prepare_targets`).
+            cached: use the cached prompt embeddings (the fast path); False runs the plain full-canvas
+                ``model(...)`` on stacked canvases (the reference the fast path is tested against).
+
+        Returns:
+            (T, 3, h, w) float32 in [0, 255]: the answer after the ensemble (and un-tiling for ``spatial``).
+        """
+        self._require_prompts()
+        m = self.model
+        q = queries.to(self.device, self.dtype)
+        t = q.shape[0]
+        p = self.prompt_images.shape[0]  # examples per query as the network sees them (1 when spatial)
+        feature = self.ensemble == "feature" and p > 1
+        seg_type = torch.tensor([TASKS[self.task]], device=self.device)
+        with torch.no_grad():
+            if cached:
+                # T x P canvases, P fastest: the cached prompt tokens above each query's tokens.
+                x = torch.cat([self._x_top.repeat(t, 1, 1, 1), m.patch_embed(q).repeat_interleave(p, dim=0)], 1)
+                y = self._y.repeat(t, 1, 1, 1)
+                tokens = m.embed(x, y, m.query_mask(self.device), seg_type)
+                taps = m.forward_encoder(tokens, num_prompts=p if feature else 1)
+                if feature:  # after the ensemble the P query halves are equal: decode entry 0 of each group
+                    taps = [tap[::p] for tap in taps]
+                out = m.forward_decoder(taps, query_only=True)
+            else:
+                images = stack_canvas(self.prompt_images.repeat(t, 1, 1, 1), q.repeat_interleave(p, dim=0))
+                masks = stack_canvas(self.prompt_masks, self.prompt_masks).repeat(t, 1, 1, 1)
+                out = m(images, masks, m.query_mask(self.device), seg_type.expand(t * p), feature, num_prompts=p)
+                out = query_half(out)
+                if feature:
+                    out = out[::p]
+        out = denormalize(out.float())
+        if not feature:  # "none": average the independent answers (P = 1: unchanged)
+            out = out.reshape(t, p, *out.shape[1:]).mean(1)
+        if self._grid is not None:
+            out = untile(out, self._grid, self.config.patch_size)
+        return out
+
+    def predict(self, target: ImageSource) -> Prediction:
+        """Segment one target (path, PIL image or array) with the examples set by :meth:`set_prompts`."""
+        return self.predict_batch([target], batch_size=1)[0]
+
+    def predict_batch(
+        self, targets: Sequence[ImageSource], batch_size: int = 8, progress: bool = False
+    ) -> list[Prediction]:
+        """Segment many targets, ``batch_size`` at a time (each runs as batch_size x P canvases).
+
+        Raises:
+            ValueError / FileNotFoundError: a target that cannot be read (named in the message).
+        """
+        self._require_prompts()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        targets = list(targets)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(targets), unit="image")
+        out = []
+        try:
+            for s in range(0, len(targets), batch_size):
+                chunk = targets[s : s + batch_size]
+                queries, sizes = self.prepare_targets(chunk)
+                raw = self.paint(queries)
+                out.extend(self.decode(r, hw) for r, hw in zip(raw, sizes, strict=True))
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    def decode(self, raw: Tensor, size: tuple[int, int]) -> Prediction:
+        """A painted answer (3, h, w) in [0, 255] -> :class:`Prediction` at ``size`` = (H, W)."""
+        labels, _, scores = decode_answer(raw, self.palette, size, self.upsample)
+        labels = labels.cpu().numpy().astype(np.int32)
+        return Prediction(
+            labels=labels,
+            color=self.palette[labels],
+            scores=scores.cpu().numpy().astype(np.float32),
+            raw=raw.permute(1, 2, 0).cpu().numpy().astype(np.float32),
+            palette=self.palette,
+        )
+
+    def _require_prompts(self) -> None:
+        if self.prompt_images is None:
+            raise RuntimeError("no examples yet: call set_prompts(images, masks) before predicting")
