@@ -577,15 +577,37 @@ def sample_semantic(
         raise ValueError(f"{attribute} {value!r} is not a category of split {split!r}; choose one of {pool}")
     images, masks = [], []
     for _ in range(k_shots + 1):
-        for _attempt in range(8):
-            scene, classes = category_scene(rng, size, vocab, attribute, [value], p_share=p_share)
-            image, inst = render(scene, rng)
-            mask = class_map(inst, classes)
-            if int(mask.sum()) >= _min_pixels(size):
-                break  # otherwise the category is hidden (occluded / off-canvas): draw the scene again
+        image, mask = sample_category_image(rng, size, attribute, value, split, p_share)
         images.append(image)
         masks.append(mask)
     return SemanticEpisode(images[:-1], masks[:-1], images[-1], masks[-1], attribute, value)
+
+
+def sample_category_image(
+    rng: np.random.Generator,
+    size: int | Size,
+    attribute: str,
+    value: str,
+    split: str = "train",
+    p_share: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One scene holding the category ``attribute = value`` and distractors: image (H, W, 3) uint8 and the
+    category's visible pixels (H, W) uint8 in {0, 1} (never empty: a scene that hides it is drawn again)."""
+    size = _check_size(size)
+    vocab = vocabulary(split)
+    if attribute not in ATTRIBUTES:
+        raise ValueError(f"unknown attribute {attribute!r}; choose one of {ATTRIBUTES}")
+    if value not in vocab.values(attribute):
+        raise ValueError(
+            f"{attribute} {value!r} is not drawn in split {split!r}; choose one of {vocab.values(attribute)}"
+        )
+    for _attempt in range(8):
+        scene, classes = category_scene(rng, size, vocab, attribute, [value], p_share=p_share)
+        image, inst = render(scene, rng)
+        mask = class_map(inst, classes)
+        if int(mask.sum()) >= _min_pixels(size):
+            break  # otherwise the category is hidden (occluded / off-canvas): draw the scene again
+    return image, mask
 
 
 def _pair(ia: np.ndarray, la: np.ndarray, ib: np.ndarray, lb: np.ndarray, seg_type: int, meta: dict) -> Pair:
