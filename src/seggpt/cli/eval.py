@@ -1,0 +1,126 @@
+"""``seggpt eval BENCHMARK --data DIR [--weights W] [--shots K] [--ensemble E] --json OUT``.
+
+Runs one of the paper's benchmarks with its published protocol and writes OUT (JSON) and OUT.md (a markdown
+table with the paper's numbers beside). Under ``torchrun --nproc_per_node N seggpt eval ...`` the work is
+sharded across the N processes and gathered on rank 0, which writes the report; the numbers equal a
+single-process run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Kept here (not imported from seggpt.eval) so `seggpt --help` does not import the runners.
+BENCHMARKS = ["fss1000", "coco20i", "pascal5i", "ade20k", "davis2017", "clinicdb", "folder", "synthcontext"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="reproduce the paper's benchmarks (FSS-1000, COCO-20i, PASCAL-5i, ADE20K, DAVIS-17, ...)",
+        description=(
+            "Evaluate SegGPT on a benchmark with its published protocol. Writes a JSON report and a markdown "
+            "table (OUT with .md). Shard with: torchrun --nproc_per_node N -m seggpt eval ..."
+        ),
+    )
+    p.add_argument("benchmark", choices=BENCHMARKS, help="which benchmark")
+    p.add_argument("--data", type=Path, default=None, help="the dataset folder, in its published layout")
+    p.add_argument(
+        "--weights", default=None, help="checkpoint (official .pth, HF folder, .safetensors); default: embedded"
+    )
+    p.add_argument("--shots", type=int, default=1, help="examples per query (k); default 1")
+    p.add_argument(
+        "--ensemble", choices=["feature", "spatial", "none"], default=None, help="how k > 1 examples combine"
+    )
+    p.add_argument("--seed", type=int, default=None, help="episode / example seed (default: the published one)")
+    p.add_argument("--episodes", type=int, default=None, help="episodes per fold (default: the published number)")
+    p.add_argument("--fold", type=int, action="append", default=None, help="fold to run (repeatable; default all)")
+    p.add_argument("--split-file", type=Path, default=None, help="class / image / sequence list replacing the default")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="ADE20K example seeds (default 1000..4000)")
+    p.add_argument("--context-frames", type=int, default=None, help="DAVIS: recent frames in the feature ensemble")
+    p.add_argument("--prompts", nargs="+", default=None, help="folder/clinicdb: stems of the example pairs")
+    p.add_argument(
+        "--limit", type=int, default=None, help="only the first N work items (a smoke run, not the protocol)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="targets per forward where the protocol allows")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--json", required=True, type=Path, dest="json_out", help="report path (markdown beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from seggpt.eval import distributed as D
+    from seggpt.eval.registry import EvalOptions, get
+    from seggpt.eval.report import markdown_path, write_report
+
+    shard = D.shard_from_env()
+    if shard.is_main and not args.overwrite:
+        for p in (args.json_out, markdown_path(args.json_out)):
+            if p.exists():
+                raise FileExistsError(f"{p} exists; pass --overwrite to replace it")
+    options = EvalOptions(
+        shots=args.shots,
+        ensemble=args.ensemble,
+        seed=args.seed,
+        episodes=args.episodes,
+        folds=tuple(args.fold) if args.fold else None,
+        split_file=args.split_file,
+        seeds=tuple(args.seeds) if args.seeds else None,
+        context_frames=args.context_frames,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        extra={"prompts": args.prompts} if args.prompts else {},
+    )
+    benchmark = get(args.benchmark)
+    device = args.device
+    if device == "cuda" and shard.world_size > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard.rank))}"  # one GPU per rank
+
+    from seggpt.predictor import SegGPTPredictor
+
+    predictor = SegGPTPredictor(model=args.weights, device=device, dtype=getattr(torch, args.dtype))
+    initialised = D.init_distributed(shard)
+    try:
+        start = time.perf_counter()
+        state = benchmark.collect(predictor, args.data, options, shard, shard.is_main and not args.no_progress)
+        states = D.gather_to_main(state, shard)
+        elapsed = time.perf_counter() - start
+        if shard.is_main:
+            result = benchmark.summarize(states, options)
+            run_info = {
+                "weights": args.weights or "embedded",
+                "data": str(args.data),
+                "device": str(device),
+                "dtype": args.dtype,
+                "world_size": shard.world_size,
+                "seconds": round(elapsed, 1),
+                "limit": args.limit,
+            }
+            jp, mp = write_report(result, args.json_out, run_info, overwrite=args.overwrite)
+            summary = ", ".join(f"{k} {v:.1f}" for k, v in result.metrics.items() if isinstance(v, float))
+            print(f"{args.benchmark}: {summary}")
+            print(f"wrote {jp} and {mp}")
+        D.barrier(shard)
+    finally:
+        D.shutdown(initialised)
+    return 0
