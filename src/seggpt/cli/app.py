@@ -1,0 +1,62 @@
+"""``seggpt app [--weights W] [--host H] [--port P]``: the local web page for in-context segmentation."""
+
+from __future__ import annotations
+
+import argparse
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "app",
+        help="a web page: upload or paint example masks, segment images or a video, download the results",
+        description=(
+            "Serve a local web page for in-context segmentation. Upload example images, upload or paint their "
+            "masks, add target images or a video, and download overlays and label maps. Listens on 127.0.0.1 "
+            "only unless --host says otherwise. Needs Flask: pip install 'seggpt[app]'."
+        ),
+    )
+    p.add_argument("--weights", default=None, help="checkpoint (native, official .pth or HF folder); default: embedded")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="model precision (default float32)")
+    p.add_argument("--max-upload-mb", type=float, default=64.0, help="size limit of one request in MiB (default 64)")
+    p.add_argument("--max-megapixels", type=float, default=25.0, help="pixel limit of one image (default 25 MP)")
+    p.add_argument("--max-examples", type=int, default=8, help="examples per request (default 8)")
+    p.add_argument("--max-targets", type=int, default=32, help="target images per request (default 32)")
+    p.add_argument("--max-frames", type=int, default=300, help="frames of a video target (default 300)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    try:
+        from seggpt.app import Limits, create_app, is_loopback, serve
+    except ImportError as e:
+        raise ValueError(f"the web app needs Flask: pip install 'seggpt[app]' ({e})") from None
+
+    for name in ("max_upload_mb", "max_megapixels", "max_examples", "max_targets", "max_frames"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
+    limits = Limits(
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=int(args.max_megapixels * 1e6),
+        max_examples=args.max_examples,
+        max_targets=args.max_targets,
+        max_frames=args.max_frames,
+    )
+    app = create_app(args.weights, device=args.device, dtype=getattr(torch, args.dtype), limits=limits)
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}; anyone who can reach this machine can use the app")
+    try:
+        serve(app, host=args.host, port=args.port, on_ready=lambda url: print(f"seggpt app: open {url}", flush=True))
+    except OSError as e:  # port in use, address not available
+        raise ValueError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    except KeyboardInterrupt:
+        pass
+    return 0

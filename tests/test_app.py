@@ -1,0 +1,231 @@
+"""The web app's server, through Flask's test client: results equal the library's, limits and bad files give
+clear messages, downloads, video targets, the CLI. The real-browser test is tests/test_app_browser.py."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("flask")
+
+from seggpt.app import Limits, Segmenter, create_app, is_loopback  # noqa: E402
+from seggpt.checkpoint import save_native  # noqa: E402
+from seggpt.config import vit_tiny  # noqa: E402
+from seggpt.modeling import SegGPT  # noqa: E402
+from seggpt.predictor import SegGPTPredictor  # noqa: E402
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data))).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = SegGPT(vit_tiny())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    path = tmp_path_factory.mktemp("app") / "tiny.safetensors"
+    save_native(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def segmenter(weights) -> Segmenter:
+    return Segmenter(weights)
+
+
+@pytest.fixture(scope="module")
+def direct(weights) -> SegGPTPredictor:
+    """The library's predictor on the same weights: what the page must reproduce exactly."""
+    return SegGPTPredictor(model=weights)
+
+
+@pytest.fixture
+def client(segmenter):
+    return create_app(segmenter=segmenter, limits=Limits(max_upload_mb=2, max_pixels=200_000)).test_client()
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    example = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    labels = np.zeros((48, 64), np.uint8)
+    labels[5:25, 5:30] = 1
+    labels[25:45, 30:60] = 2
+    targets = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), rng.integers(0, 256, (30, 70, 3), dtype=np.uint8)]
+    return example, labels, targets
+
+
+def _form(example, mask_png=None, painted_png=None, targets=(), **fields):
+    form = {"example_0": (io.BytesIO(_png(example)), "ex.png"), **fields}
+    if mask_png is not None:
+        form["mask_0"] = (io.BytesIO(mask_png), "mask.png")
+    if painted_png is not None:
+        form["painted_0"] = (io.BytesIO(painted_png), "painted_0.png")
+    form["target"] = [(io.BytesIO(b), name) for b, name in targets]
+    return form
+
+
+def test_segment_equals_library(client, direct, data):
+    example, labels, targets = data
+    form = _form(example, mask_png=_png(labels), targets=[(_png(t), f"t{i}.png") for i, t in enumerate(targets)])
+    form["num_labels"] = "8"
+    r = client.post("/api/segment", data=form, content_type="multipart/form-data")
+    assert r.status_code == 200, r.json
+    j = r.json
+    direct.set_prompts([example], [labels], task="semantic", num_labels=8)
+    assert [res["name"] for res in j["results"]] == ["t0.png", "t1.png"]
+    for res, target in zip(j["results"], targets, strict=True):
+        expected = direct.predict(target)
+        got = _decode_png(client.get(res["files"]["labels"]).data)
+        assert got.shape == target.shape[:2] == (res["height"], res["width"])
+        np.testing.assert_array_equal(got, expected.labels)
+        np.testing.assert_array_equal(_decode_png(client.get(res["files"]["color"]).data), expected.color)
+        assert res["labels"] == sorted(np.unique(expected.labels).tolist())
+    # the zip holds every file of the run
+    z = zipfile.ZipFile(io.BytesIO(client.get(j["zip"]).data))
+    assert len(z.namelist()) == 3 * len(targets)
+
+
+def test_painted_mask_is_a_label_map_in_the_red_channel(client, direct, data):
+    example, labels, targets = data
+    rgba = np.zeros((*labels.shape, 4), np.uint8)
+    rgba[..., 0] = labels  # the page sends R = label (G, B copies, A = 255)
+    rgba[..., 1] = labels
+    rgba[..., 2] = labels
+    rgba[..., 3] = 255
+    form = _form(example, painted_png=_png(rgba), targets=[(_png(targets[0]), "t.png")], task="instance")
+    r = client.post("/api/segment", data=form, content_type="multipart/form-data")
+    assert r.status_code == 200, r.json
+    direct.set_prompts([example], [labels.astype(np.int64)], task="instance")
+    np.testing.assert_array_equal(
+        _decode_png(client.get(r.json["results"][0]["files"]["labels"]).data), direct.predict(targets[0]).labels
+    )
+    # what was painted comes back as a reusable label map
+    np.testing.assert_array_equal(_decode_png(client.get(r.json["prompts"][0]).data), labels)
+
+
+@pytest.mark.parametrize(
+    "case, status, message",
+    [
+        ("text_target", 400, "target 1 (notes.txt) is not an image"),
+        ("truncated_target", 400, "damaged or truncated"),
+        ("huge_target", 400, "the limit is 0.2 MP"),
+        ("mask_size", 400, "is 10x10 but the image is 64x48"),
+        ("no_mask", 400, "has no mask"),
+        ("empty_painted", 400, "is empty: paint the object"),
+        ("no_target", 400, "add at least one target"),
+        ("bad_task", 400, "task must be one of semantic, instance"),
+        ("bad_labels", 400, "whole number"),
+        ("too_few_labels", 400, "raise num_labels"),
+        ("too_big", 413, "larger than the limit of 2 MB"),
+    ],
+)
+def test_bad_requests_get_clear_messages(client, data, case, status, message):
+    example, labels, targets = data
+    good_target = [(_png(targets[0]), "t.png")]
+    kw = {"mask_png": _png(labels), "targets": good_target}
+    if case == "text_target":
+        kw["targets"] = [(b"just some text\n", "notes.txt")]
+    elif case == "truncated_target":
+        kw["targets"] = [(_png(targets[0])[:200], "cut.png")]
+    elif case == "huge_target":
+        kw["targets"] = [(_png(np.zeros((500, 500, 3), np.uint8)), "big.png")]
+    elif case == "mask_size":
+        kw["mask_png"] = _png(np.zeros((10, 10), np.uint8))
+    elif case == "no_mask":
+        kw.pop("mask_png")
+    elif case == "empty_painted":
+        kw.pop("mask_png")
+        kw["painted_png"] = _png(np.zeros((48, 64, 4), np.uint8))
+    elif case == "no_target":
+        kw["targets"] = []
+    elif case == "bad_task":
+        kw["task"] = "panoptic"
+    elif case == "bad_labels":
+        kw["num_labels"] = "two"
+    elif case == "too_few_labels":
+        kw["num_labels"] = "1"
+    elif case == "too_big":
+        kw["targets"] = [(np.random.default_rng(0).bytes(3 * 2**20), "noise.png")]
+    r = client.post("/api/segment", data=_form(example, **kw), content_type="multipart/form-data")
+    assert r.status_code == status
+    assert message in r.json["error"], r.json
+
+
+def test_page_info_and_downloads(client):
+    page = client.get("/")
+    assert page.status_code == 200 and b'id="example-input"' in page.data
+    assert client.get("/static/app.js").status_code == 200
+    info = client.get("/api/info").json
+    assert info["limits"]["max_upload_bytes"] == 2 * 2**20 and info["image_size"] == [32, 32]
+    r = client.get("/api/result/0123456789abcdef/x.png")
+    assert r.status_code == 404 and "no longer kept" in r.json["error"]
+
+
+def test_video_gif_equals_video_predictor(client, weights, data):
+    from seggpt.video import SegGPTVideoPredictor
+
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (32, 40, 3), dtype=np.uint8) for _ in range(3)]
+    buf = io.BytesIO()
+    Image.fromarray(frames[0]).save(
+        buf, format="GIF", save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]], duration=100
+    )
+    gif = buf.getvalue()
+    decoded = _gif_frames(gif)  # GIF quantises colours: compare on the decoded frames
+    first = np.zeros((32, 40), np.uint8)
+    first[4:20, 4:30] = 1
+    first[20:30, 10:38] = 2
+    form = {
+        "example_0": (io.BytesIO(_png(decoded[0])), "frame0.png"),
+        "mask_0": (io.BytesIO(_png(first)), "mask.png"),
+        "video": (io.BytesIO(gif), "clip.gif"),
+        "task": "instance",
+    }
+    r = client.post("/api/segment", data=form, content_type="multipart/form-data")
+    assert r.status_code == 200, r.json
+    results = r.json["results"]
+    assert len(results) == 3 and results[0]["files"]["animation"].endswith("clip_overlay.gif")
+    expected = [lab for _, lab in SegGPTVideoPredictor(model=weights, task="instance").propagate(decoded, first)]
+    for res, exp in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(_decode_png(client.get(res["files"]["labels"]).data), exp)
+    # the first frame as the page fetches it to paint on
+    ff = client.post("/api/first_frame", data={"video": (io.BytesIO(gif), "clip.gif")})
+    np.testing.assert_array_equal(_decode_png(ff.data), decoded[0])
+    bad = client.post("/api/first_frame", data={"video": (io.BytesIO(b"not a video"), "clip.mp4")})
+    assert bad.status_code == 400 and "could not be decoded as a video" in bad.json["error"]
+
+
+def _gif_frames(data: bytes) -> list[np.ndarray]:
+    from PIL import ImageSequence
+
+    # convert inside the loop: the iterator moves one image object from frame to frame
+    return [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(io.BytesIO(data)))]
+
+
+def test_localhost_by_default_and_cli_errors(capsys):
+    from seggpt.cli import build_parser, main
+
+    args = build_parser().parse_args(["app"])
+    assert args.host == "127.0.0.1" and args.port == 7860 and args.weights is None
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
+    assert main(["app", "--max-upload-mb", "0"]) == 2
+    assert "--max-upload-mb must be positive" in capsys.readouterr().err
+    assert main(["app", "--weights", "/nonexistent/w.safetensors", "--port", "0"]) == 2
+    assert "error" in capsys.readouterr().err
