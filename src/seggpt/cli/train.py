@@ -1,0 +1,49 @@
+"""``seggpt train CONFIG [key=value ...]``: train or fine-tune SegGPT; also under ``torchrun --nproc_per_node N``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune a SegGPT model from a YAML config",
+        description=(
+            "Train SegGPT on a mixture of datasets. CONFIG is a YAML file (see configs/); key=value pairs override "
+            "it with dotted keys, e.g. optim.lr=3e-4 steps=2000 data.sources.0.weight=2. Run the same command "
+            "under `torchrun --nproc_per_node N` for data-parallel training (gloo on CPU, nccl on GPU). "
+            "A run resumes from the newest checkpoint in its run_dir."
+        ),
+    )
+    p.add_argument("config", help="YAML training config")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--time-limit", type=float, default=None, metavar="MIN", help="stop with a checkpoint after MIN minutes"
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from seggpt.train import load_config, train
+
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+    rank = int(os.environ.get("RANK", "0"))
+    result = train(
+        cfg,
+        progress=not args.no_progress and rank == 0,
+        time_limit=None if args.time_limit is None else 60 * args.time_limit,
+    )
+    if rank == 0:
+        if result.model_path is None:
+            print(f"stopped at step {result.step} with a checkpoint in {result.run_dir}; run again to resume")
+        else:
+            loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
+            print(f"trained {result.step} steps (last loss {loss}); model: {result.model_path}")
+    return 0

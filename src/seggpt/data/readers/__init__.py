@@ -1,0 +1,1 @@
+"""Dataset readers, each for the layout its dataset ships in. See seggpt.data.registry for the type names."""

@@ -1,0 +1,90 @@
+"""Process-group setup for ``torchrun``: gloo on the CPU, nccl on CUDA; DDP or FSDP wrapping."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
+    if pref == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(pref)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def setup(device: str = "auto") -> DistInfo:
+    """Join the process group torchrun describes (WORLD_SIZE > 1), or run alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend)
+        log.info("rank %d/%d joined the %s process group on %s", rank, world, backend, dev)
+    return DistInfo(rank, world, local_rank, dev)
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: nn.Module, info: DistInfo, kind: str) -> nn.Module:
+    """DistributedDataParallel, or FSDP sharding each transformer block (ViT-L), when running distributed."""
+    if not info.enabled:
+        return model
+    if kind == "fsdp":
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+        from seggpt.modeling.layers import Block
+
+        kw = {"device_id": info.device} if info.device.type == "cuda" else {}
+        return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Block}), use_orig_params=True, **kw)
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [info.device] if info.device.type == "cuda" else None
+    return DDP(model, device_ids=ids)
+
+
+def all_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean of a tensor over ranks (a copy; the identity when alone)."""
+    x = x.detach().clone()
+    if info.enabled:
+        dist.all_reduce(x)
+        x /= info.world
+    return x
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

@@ -1,0 +1,408 @@
+"""The SegGPT trainer: AdamW + warm-up/cosine + layer-wise lr decay, bf16 autocast, DDP/FSDP, exact resume.
+
+    from seggpt.train import load_config, train
+    result = train(load_config("configs/tiny.yaml", ["steps=200"]))
+
+A run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` + ``metrics.png``,
+``checkpoints/step_XXXXXXX.pt`` (model, optimiser, schedule, sampler position and every RNG state, each written
+atomically) and, at the end, ``model.safetensors`` (``save_native``; ``seggpt.load_model`` reads it).
+
+Exact resume: sample k of the run is a pure function of (seed, k) (see :mod:`seggpt.data.mixture`), and the
+checkpoint restores everything else that is random, so an interrupted and resumed run lands on the same
+parameters as an uninterrupted one (bit-exact on the CPU).
+
+Loss: the model's smooth-L1 loss, normalised per sample and then averaged over the batch, so that a batch
+split over ranks or accumulation steps gives the same gradient as the whole batch at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from seggpt.checkpoint import load_model, save_native
+from seggpt.config import preset
+from seggpt.data.base import DataError, Source
+from seggpt.data.mixture import Mixture, StepSampler, TrainingSamples, collate
+from seggpt.modeling import SegGPT
+from seggpt.train import distributed as D
+from seggpt.train.config import TrainConfig
+from seggpt.train.metrics import append_metrics, plot_metrics, truncate_metrics
+from seggpt.train.optim import WarmupCosine, param_groups
+
+log = logging.getLogger(__name__)
+
+_CKPT = re.compile(r"^step_(\d+)\.pt$")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    model_path: Path | None  # model.safetensors, None when the run stopped early on a time limit
+    step: int  # optimiser steps done
+    last_loss: float | None
+    skipped: int  # bad samples skipped on this rank
+
+
+# Loss ----------------------------------------------------------------------------------------------------
+def per_sample_loss(
+    pred: Tensor, target: Tensor, bool_masked_pos: Tensor, valid: Tensor | None, patch_size: int
+) -> Tensor:
+    """Smooth-L1 (beta 0.01) over masked-patch pixels (times ``valid``), normalised per sample: (B,).
+
+    For one sample it equals ``SegGPT.loss``; over a batch it weights every sample equally, which keeps the
+    gradient of a global batch independent of how it is split across ranks and accumulation steps.
+    """
+    b, c, h, w = pred.shape
+    p = patch_size
+    m = bool_masked_pos.reshape(b, 1, h // p, w // p).float()
+    m = m.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
+    if valid is not None:
+        m = m * valid.float()
+    m = m.expand(b, c, h, w)
+    loss = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=0.01)
+    return (loss * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) + 1e-2)
+
+
+# Model ---------------------------------------------------------------------------------------------------
+def build_model(cfg: TrainConfig) -> SegGPT:
+    """The model to train: a preset (random init), or ``init_from`` a checkpoint, with overrides."""
+    spec = cfg.model
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.overrides.items()}
+    if spec.init_from is None:
+        if spec.preset is None:
+            raise ValueError("set model.preset (e.g. vit_tiny) or model.init_from (a checkpoint)")
+        return SegGPT(preset(spec.preset, **overrides))
+    source = None if spec.init_from == "embedded" else spec.init_from
+    loaded = load_model(source)
+    arch = preset(spec.preset, **overrides) if spec.preset else loaded.config.replace(**overrides)
+    model = SegGPT(arch)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"init_from {spec.init_from} does not fit the configured model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]} (drop model.preset to take the checkpoint's architecture)"
+        )
+    return model
+
+
+def build_sources(cfg: TrainConfig) -> tuple[list[Source], list[float]]:
+    from seggpt.data.registry import build_source
+
+    if not cfg.data.sources:
+        raise ValueError("no data: set data.sources (a list of {type: ..., weight: ...}) or pass sources=")
+    sources, weights = [], []
+    for spec in cfg.data.sources:
+        spec = dict(spec)
+        weights.append(float(spec.get("weight", 1.0)))
+        if "augment" not in spec and spec.get("type") not in ("synth", "real_pairs"):
+            spec["augment"] = cfg.data.augment
+        sources.append(build_source(spec))
+    return sources, weights
+
+
+# Checkpoints ---------------------------------------------------------------------------------------------
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 -- the legacy global state user code may draw from
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+
+
+def _model_and_optim_state(model, optimizer, info: D.DistInfo, kind: str) -> tuple[dict, dict]:
+    if info.enabled and kind == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_state_dict(model, optimizer, options=opts)
+    inner = model.module if info.enabled else model
+    return inner.state_dict(), optimizer.state_dict()
+
+
+def _load_model_and_optim_state(model, optimizer, msd: dict, osd: dict, info: D.DistInfo, kind: str) -> None:
+    if info.enabled and kind == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd,
+                       options=StateDictOptions(full_state_dict=True))  # fmt: skip
+        return
+    inner = model.module if info.enabled else model
+    inner.load_state_dict(msd)
+    optimizer.load_state_dict(osd)
+
+
+# Training ------------------------------------------------------------------------------------------------
+def train(
+    config: TrainConfig,
+    sources: Sequence[Source] | None = None,
+    weights: Sequence[float] | None = None,
+    progress: bool = False,
+    time_limit: float | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train (or resume) a SegGPT model as ``config`` says; under torchrun every rank calls this.
+
+    Args:
+        config: the run's configuration.
+        sources: Source objects to draw from instead of ``config.data.sources`` (for use from Python).
+        weights: their mixture weights (default equal).
+        progress: show a tqdm bar on rank 0.
+        time_limit: seconds; stop cleanly with a checkpoint when exceeded (resume later continues).
+        stop_after: stop (with a checkpoint) after this optimiser step, as if interrupted there.
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    cfg = config
+    info = D.setup(cfg.device)
+    try:
+        return _train(cfg, info, sources, weights, progress, time_limit, stop_after)
+    finally:
+        D.teardown(info)
+
+
+def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> TrainResult:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = Path(cfg.run_dir)
+    ckpt_dir = run / "checkpoints"
+    if info.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    D.barrier(info)
+    if cfg.batch_size % (info.world * cfg.grad_accum):
+        raise ValueError(
+            f"batch_size {cfg.batch_size} must be divisible by processes x grad_accum = {info.world} x {cfg.grad_accum}"
+        )
+    micro = cfg.batch_size // (info.world * cfg.grad_accum)
+
+    # Model: identical initialisation on every rank (DDP also broadcasts rank 0's parameters).
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(info.device)
+    model.grad_checkpointing = cfg.model.grad_checkpointing
+    model.train()
+    mcfg = model.config
+    groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay, mcfg.depth)
+    for g in groups:
+        g.pop("names")
+    wrapped = D.wrap(model, info, cfg.distributed)
+    fused = info.device.type == "cuda"
+    optimizer = torch.optim.AdamW(
+        groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, fused=fused or None
+    )
+    schedule = WarmupCosine(cfg.optim.lr, cfg.steps, cfg.optim.warmup_steps, cfg.optim.min_lr)
+
+    # Resume.
+    start = 0
+    skipped_total = 0
+    ckpt = latest_checkpoint(run) if cfg.resume else None
+    if ckpt is not None:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        _load_model_and_optim_state(wrapped, optimizer, state["model"], state["optimizer"], info, cfg.distributed)
+        start = int(state["step"])
+        skipped_total = int(state["sampler"].get("skipped", 0))
+        if state["sampler"]["seed"] != cfg.seed or state["sampler"]["batch_size"] != cfg.batch_size:
+            raise ValueError(f"{ckpt} was written with another seed or batch size; use a new run_dir")
+        _set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
+        log.info("resumed from %s at step %d", ckpt, start)
+        if info.is_main:
+            truncate_metrics(run / "metrics.jsonl", start)
+    elif info.is_main:
+        (run / "metrics.jsonl").unlink(missing_ok=True)
+    if info.is_main:
+        tmp = run / ".config.yaml.tmp"
+        tmp.write_text(cfg.to_yaml())
+        os.replace(tmp, run / "config.yaml")
+
+    # Data.
+    if sources is None:
+        sources, w = build_sources(cfg)
+        weights = weights or w
+    mixture = Mixture(list(sources), weights)
+    dataset = TrainingSamples(
+        mixture,
+        mcfg.image_size,
+        mcfg.patch_size,
+        cfg.data.masking,
+        seed=cfg.seed,
+        mix_prob=cfg.data.mix_prob,
+        skip_bad=cfg.data.skip_bad_samples,
+        num_samples=cfg.data.num_samples,
+    )
+    sampler = StepSampler(cfg.batch_size, info.rank, info.world, start_step=start, steps=cfg.steps)
+    loader = DataLoader(
+        dataset,
+        batch_size=micro,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=False,
+    )
+    batches = iter(loader)
+
+    autocast = (
+        torch.autocast(info.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
+    )
+    bar = None
+    if progress and info.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+    def save_checkpoint(step: int) -> None:
+        msd, osd = _model_and_optim_state(wrapped, optimizer, info, cfg.distributed)
+        rng = [None] * info.world
+        if info.enabled:
+            torch.distributed.all_gather_object(rng, _rng_state())
+        else:
+            rng = [_rng_state()]
+        if info.is_main:
+            state = {
+                "model": msd,
+                "optimizer": osd,
+                "scheduler": {**schedule.state_dict(), "step": step},
+                "step": step,
+                "sampler": {
+                    "seed": cfg.seed,
+                    "batch_size": cfg.batch_size,
+                    "next_step": step,
+                    "skipped": skipped_total,
+                },
+                "rng": rng,
+                "config": cfg.to_dict(),
+                "model_config": mcfg.to_dict(),
+            }
+            _save_atomic(state, ckpt_dir / f"step_{step:07d}.pt")
+            old = sorted((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT.match(p.name)))
+            for _, p in old[: max(0, len(old) - cfg.keep_checkpoints)]:
+                p.unlink(missing_ok=True)
+            if cfg.plot:
+                plot_metrics(run / "metrics.jsonl", run / "metrics.png")
+        D.barrier(info)
+
+    t0 = time.perf_counter()
+    t_log = t0
+    loss_acc = torch.zeros((), device=info.device)
+    n_acc = 0
+    last_loss: float | None = None
+    step = start
+    stopped_early = False
+    for step in range(start, cfg.steps):
+        lr = schedule.apply(optimizer, step)
+        for k in range(cfg.grad_accum):
+            try:
+                batch = next(batches)
+            except DataError as e:
+                raise DataError(f"{e} (set data.skip_bad_samples=true to skip bad samples)") from e
+            batch = {key: v.to(info.device, non_blocking=True) for key, v in batch.items()}
+            skipped_total += int(batch.pop("skipped").sum())
+            sync = info.enabled and k < cfg.grad_accum - 1 and cfg.distributed == "ddp"
+            with wrapped.no_sync() if sync else contextlib.nullcontext(), autocast:
+                pred = wrapped(batch["images"], batch["masks"], batch["bool_masked_pos"], batch["seg_type"])
+                loss = per_sample_loss(pred, batch["masks"], batch["bool_masked_pos"], batch["valid"], mcfg.patch_size)
+                loss = loss.mean() / cfg.grad_accum
+            loss.backward()
+            loss_acc += loss.detach()
+        n_acc += 1
+        if cfg.optim.clip_grad:
+            if info.enabled and cfg.distributed == "fsdp":
+                wrapped.clip_grad_norm_(cfg.optim.clip_grad)
+            else:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+
+        if cfg.data.max_skipped is not None and skipped_total > cfg.data.max_skipped:
+            raise DataError(
+                f"{skipped_total} bad samples skipped, more than data.max_skipped={cfg.data.max_skipped}; "
+                "the log names the files"
+            )
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            mean_loss = float(D.all_mean(loss_acc / n_acc, info))
+            now = time.perf_counter()
+            if info.is_main:
+                rec = {
+                    "step": done,
+                    "loss": mean_loss,
+                    "lr": lr,
+                    "samples_per_s": n_acc * cfg.batch_size / max(now - t_log, 1e-9),
+                    "skipped": skipped_total,
+                    "elapsed_s": now - t0,
+                }
+                append_metrics(run / "metrics.jsonl", rec)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+            last_loss, loss_acc, n_acc, t_log = mean_loss, torch.zeros_like(loss_acc), 0, now
+        if bar is not None:
+            bar.update(1)
+        over_time = time_limit is not None and time.perf_counter() - t0 > time_limit
+        if info.enabled and time_limit is not None:
+            flag = torch.tensor(float(over_time))
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            over_time = bool(flag.item())
+        early = over_time or (stop_after is not None and done >= stop_after and done < cfg.steps)
+        if done % cfg.checkpoint_every == 0 or early or done == cfg.steps:
+            save_checkpoint(done)
+        if early:
+            stopped_early = True
+            break
+    if bar is not None:
+        bar.close()
+
+    model_path = None
+    final_step = step + 1 if cfg.steps > start else start
+    if not stopped_early:
+        model_path = run / "model.safetensors"
+        if info.enabled and cfg.distributed == "fsdp":
+            msd, _ = _model_and_optim_state(wrapped, optimizer, info, cfg.distributed)
+            if info.is_main:
+                plain = SegGPT(mcfg)
+                plain.load_state_dict(msd)
+                save_native(plain, model_path, overwrite=True)
+        elif info.is_main:
+            save_native(model, model_path, overwrite=True, extra_metadata={"trained_steps": str(final_step)})
+        if info.is_main and cfg.plot:
+            plot_metrics(run / "metrics.jsonl", run / "metrics.png")
+        D.barrier(info)
+    return TrainResult(run, model_path, final_step, last_loss, skipped_total)
