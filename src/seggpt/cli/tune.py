@@ -1,0 +1,103 @@
+"""``seggpt tune --data DIR --out PROMPT``: in-context tuning, a learned prompt for a dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="learn a prompt (in-context tuning) on a folder of images and masks, with the model frozen",
+        description=(
+            "In-context tuning: the model stays frozen and the example itself (image, and mask) is learned on a "
+            "dataset. The result is a small .safetensors prompt file that segment / video / eval take with "
+            "--prompt-file. It records the model it was tuned for and is refused by any other model."
+        ),
+    )
+    p.add_argument("--data", required=True, help="folder with images/ and masks/ (matching file stems)")
+    p.add_argument("--out", required=True, help="the learned prompt file to write (.safetensors)")
+    p.add_argument("--task", choices=["semantic", "instance"], default="semantic", help="type token to tune for")
+    p.add_argument(
+        "--classes",
+        nargs="+",
+        metavar="ID",
+        help="class ids in the masks (or #rrggbb colours for colour masks); default: every class found",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["multi", "per-class"],
+        default="multi",
+        help="multi: one prompt painting class k with palette colour k; per-class: one binary prompt per class",
+    )
+    p.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
+    p.add_argument("--batch-size", type=int, default=8, help="queries per step (default 8)")
+    p.add_argument("--lr", type=float, default=0.03, help="AdamW learning rate on the prompt pixels (default 0.03)")
+    p.add_argument("--prompts", type=int, default=1, help="examples per prompt, used as a feature ensemble")
+    p.add_argument("--init", choices=["example", "noise"], default="example", help="start from real examples or noise")
+    p.add_argument("--learn", choices=["both", "image", "mask"], default="both", help="which half of the prompt")
+    p.add_argument("--weights", default=None, help="model checkpoint (default: the embedded model)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (faster on GPUs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default=None, help="tuning state file (default: OUT.state.pt)")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="save the tuning state every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from the tuning state file if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from seggpt.checkpoint import load_model
+    from seggpt.tuning import TuneConfig, dataset_classes, open_folder, parse_class, save_prompts, tune
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    state = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".state.pt")
+    if state.exists() and not args.resume and not args.overwrite:
+        raise FileExistsError(
+            f"a tuning state {state} exists from an earlier run: pass --resume to continue it, or --overwrite to "
+            "start afresh"
+        )
+    config = TuneConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        num_prompts=args.prompts,
+        mode=args.mode,
+        init=args.init,
+        learn=args.learn,
+        amp=args.amp,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
+    model = load_model(args.weights, device=args.device)
+    data = open_folder(args.data, model.config.image_size)
+    if args.classes:
+        classes = [parse_class(c) for c in args.classes]
+    else:
+        classes = dataset_classes(data, config.ignore_index)
+        if not classes:
+            raise ValueError(f"the masks in {args.data} hold no foreground class")
+        if len(classes) > 64:
+            raise ValueError(f"{len(classes)} classes found in {args.data}; choose some with --classes")
+    print(f"tuning {args.mode} prompt for classes {classes} on {len(data)} images, {args.steps} steps")
+    prompts = tune(
+        model,
+        data,
+        classes,
+        task=args.task,
+        config=config,
+        checkpoint=state,
+        resume=args.resume,
+        progress=not args.no_progress,
+        info={"data": str(Path(args.data).resolve())},
+    )
+    save_prompts(prompts, out, overwrite=args.overwrite)
+    state.unlink(missing_ok=True)  # the run is complete: the prompt file is the result
+    loss = prompts[0].info.get("final_loss")
+    print(f"wrote {out}: {len(prompts)} prompt(s), classes {classes}, final loss {loss:.4f}")
+    return 0

@@ -1,0 +1,274 @@
+"""In-context tuning: only the prompt learns, prompts round-trip, other models are refused, resume is exact."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seggpt import SegGPT, vit_tiny
+from seggpt.checkpoint import save_native
+from seggpt.transforms import IMAGENET_MEAN, IMAGENET_STD
+from seggpt.tuning import (
+    LearnedPrompt,
+    PromptMismatchError,
+    TuneConfig,
+    load_prompt_into,
+    load_prompts,
+    model_fingerprint,
+    open_folder,
+    prompt_loss,
+    save_prompts,
+    segment_per_class,
+    segment_tensors,
+    tune,
+)
+
+
+def tiny_model(seed: int = 0) -> SegGPT:
+    torch.manual_seed(seed)
+    model = SegGPT(vit_tiny())
+    with torch.no_grad():  # non-zero tokens everywhere, so the prompt matters through every path
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+class Squares:
+    """Items of two classes: label 1 a bright square, label 2 a dark-red square, on grey; (h, w) from the model."""
+
+    def __init__(self, size: tuple[int, int], n: int = 8, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        h, w = size
+        self.items = []
+        for i in range(n):
+            lab = torch.zeros(h, w, dtype=torch.long)
+            for c in (1,) if i % 3 == 2 else (1, 2):
+                y, x = torch.randint(0, h - 10, (2,), generator=g).tolist()
+                lab[y : y + 10, x : x + 10] = c
+            img = torch.full((3, h, w), 90, dtype=torch.uint8)
+            img[:, lab == 1] = 230
+            img[:, lab == 2] = torch.tensor([150, 10, 10], dtype=torch.uint8)[:, None]
+            self.items.append((img, lab))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.items[i]
+
+
+FAST = dict(steps=6, batch_size=2, warmup=1, checkpoint_every=2)
+
+
+def test_only_the_prompt_changes():
+    model = tiny_model()
+    model.train()  # tuning must run in eval mode and hand the model back as it got it
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = Squares(model.config.image_size)
+    prompts = tune(model, data, [1, 2], config=TuneConfig(**FAST))
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        assert torch.equal(before[k], after[k]), f"{k} changed during tuning"
+    assert model.training
+    assert all(p.requires_grad for p in model.parameters())
+    # ...and the prompt did change from the real example it started from.
+    start = tune(model, data, [1, 2], config=TuneConfig(**{**FAST, "steps": 1, "lr": 1e-12}))[0]
+    assert not torch.equal(prompts[0].images, start.images)
+
+
+def test_loss_decreases_on_a_fixed_task():
+    model = tiny_model()
+    data = Squares(model.config.image_size, n=1)
+    cfg = TuneConfig(steps=10, batch_size=2, lr=0.2, warmup=1, flip=False, positive_fraction=1.0)
+    init = tune(model, data, [1, 2], config=dataclasses.replace(cfg, steps=1, lr=1e-12))[0]
+    tuned = tune(model, data, [1, 2], config=cfg)[0]
+    img, lab = data[0]
+    q_img, q_lab = img[None].float().repeat(2, 1, 1, 1), lab[None].repeat(2, 1, 1)
+    with torch.no_grad():
+        before = prompt_loss(model, init.images[None], init.masks[None], q_img, q_lab, [(1, 2)], "semantic")
+        after = prompt_loss(model, tuned.images[None], tuned.masks[None], q_img, q_lab, [(1, 2)], "semantic")
+    assert after < 0.99 * before, (before, after)
+
+
+def test_prompt_stays_a_valid_picture():
+    model = tiny_model()
+    prompt = tune(model, Squares(model.config.image_size), [1], config=TuneConfig(**{**FAST, "lr": 5.0}))[0]
+    lo = (0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    hi = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    for t in (prompt.images, prompt.masks):
+        assert (t >= lo.view(1, 3, 1, 1) - 1e-6).all() and (t <= hi.view(1, 3, 1, 1) + 1e-6).all()
+    images, masks = prompt.to_uint8()
+    assert images.shape == (1, *model.config.image_size, 3) and images.dtype == np.uint8
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    model = tiny_model()
+    data = Squares(model.config.image_size)
+    multi = tune(model, data, [1, 2], config=TuneConfig(**{**FAST, "num_prompts": 2}))
+    per_class = tune(model, data, [1, 2], config=TuneConfig(**{**FAST, "mode": "per-class"}))
+    assert len(multi) == 1 and len(per_class) == 2
+    assert multi[0].images.shape == (2, 3, *model.config.image_size)
+    for prompts in (multi, per_class):
+        path = save_prompts(prompts, tmp_path / f"p{len(prompts)}.safetensors")
+        loaded = load_prompts(path)
+        assert len(loaded) == len(prompts)
+        for a, b in zip(prompts, loaded, strict=True):
+            assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+            assert (a.task, a.classes, a.fingerprint, a.info) == (b.task, b.classes, b.fingerprint, b.info)
+            assert b.model_config == model.config.to_dict()
+    with pytest.raises(FileExistsError):
+        save_prompts(multi, tmp_path / "p1.safetensors")
+    with pytest.raises(ValueError, match="per-class"):
+        LearnedPrompt.load(tmp_path / "p2.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a prompt")
+    with pytest.raises(ValueError, match="learned prompt"):
+        load_prompts(tmp_path / "junk.safetensors")
+
+
+def test_fingerprint_tells_models_apart_but_not_dtypes():
+    a, b = tiny_model(0), tiny_model(1)
+    assert model_fingerprint(a) != model_fingerprint(b)
+    # The same weights in bfloat16 (rounded from float32) are the same model for a prompt.
+    a_bf16 = tiny_model(0).to(torch.bfloat16)
+    assert model_fingerprint(a_bf16) == model_fingerprint(a)
+    # One weight nudged is a different model.
+    c = tiny_model(0)
+    with torch.no_grad():
+        c.blocks[1].mlp.fc1.weight.mul_(1.01)
+    assert model_fingerprint(c) != model_fingerprint(a)
+
+
+class RecordingPredictor:
+    """The contract's predictor surface that learned prompts use: ``.model`` and ``set_prompt_tensors``."""
+
+    def __init__(self, model: SegGPT) -> None:
+        self.model = model
+        self.calls = []
+
+    def set_prompt_tensors(self, images, masks, task="semantic", num_labels=None, ensemble=None):
+        self.calls.append((images, masks, task, num_labels, ensemble))
+
+
+def test_mismatched_model_is_refused(tmp_path):
+    model, other = tiny_model(0), tiny_model(1)
+    prompt = tune(model, Squares(model.config.image_size), [1, 2], config=TuneConfig(**FAST))[0]
+    path = prompt.save(tmp_path / "prompt.safetensors")
+    with pytest.raises(PromptMismatchError) as e:
+        load_prompt_into(RecordingPredictor(other), path)
+    msg = str(e.value)
+    assert model_fingerprint(model)[7:19] in msg and model_fingerprint(other)[7:19] in msg
+    assert "seggpt tune" in msg
+    with pytest.raises(PromptMismatchError):
+        segment_per_class(other, [prompt], torch.zeros(1, 3, *model.config.image_size))
+    # The right model takes it, with the palette size the classes need.
+    pred = RecordingPredictor(model)
+    loaded = load_prompt_into(pred, path)
+    (images, masks, task, num_labels, ensemble) = pred.calls[0]
+    assert torch.equal(images, prompt.images) and torch.equal(masks, prompt.masks)
+    assert (task, num_labels, ensemble, loaded.classes) == ("semantic", 2, "none", (1, 2))
+
+
+def test_real_predictor_accepts_a_learned_prompt(tmp_path):
+    predictor_mod = pytest.importorskip("seggpt.predictor")
+    model = tiny_model()
+    prompt = tune(model, Squares(model.config.image_size), [1, 2], config=TuneConfig(**FAST))[0]
+    predictor = predictor_mod.SegGPTPredictor(model)
+    prompt.apply(predictor)
+    target = np.full((40, 50, 3), 90, np.uint8)
+    pred = predictor.predict(target)
+    assert pred.labels.shape == (40, 50) and pred.labels.max() <= 2
+    # The predictor's answer equals segmenting with the prompt tensors directly, at model resolution.
+    q = torch.nn.functional.interpolate(
+        torch.from_numpy(target).permute(2, 0, 1)[None].float(), size=model.config.image_size, mode="bicubic"
+    ).clamp(0, 255)
+    _, painted = segment_tensors(model, prompt.images, prompt.masks, q, 2)
+    assert np.allclose(pred.raw, painted[0].permute(1, 2, 0).numpy(), atol=1e-2)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    model = tiny_model()
+    data = Squares(model.config.image_size)
+    cfg = TuneConfig(steps=6, batch_size=2, warmup=2, checkpoint_every=2, num_prompts=2)
+    whole = tune(model, data, [1, 2], config=cfg)[0]
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step, loss):
+        if step == 5:  # after the step-4 checkpoint: step 5 is lost and must be redone identically
+            raise Stop
+
+    state = tmp_path / "state.pt"
+    with pytest.raises(Stop):
+        tune(model, data, [1, 2], config=cfg, checkpoint=state, callback=interrupt)
+    assert state.is_file()
+    steps = []
+    (resumed,) = tune(
+        model, data, [1, 2], config=cfg, checkpoint=state, resume=True, callback=lambda s, _: steps.append(s)
+    )
+    assert steps == [5, 6]
+    assert torch.equal(resumed.images, whole.images) and torch.equal(resumed.masks, whole.masks)
+    # A state from another run is refused rather than silently mixed in.
+    with pytest.raises(ValueError, match="different tuning run"):
+        tune(model, data, [1], config=cfg, checkpoint=state, resume=True)
+
+
+def test_per_class_merge_and_bad_input():
+    model = tiny_model()
+    data = Squares(model.config.image_size)
+    prompts = tune(model, data, [1, 2], config=TuneConfig(**{**FAST, "mode": "per-class"}))
+    assert [p.classes for p in prompts] == [(1,), (2,)]
+    labels = segment_per_class(model, prompts, torch.stack([data[i][0] for i in range(3)]).float())
+    assert labels.shape == (3, *model.config.image_size) and set(labels.unique().tolist()) <= {0, 1, 2}
+    with pytest.raises(ValueError, match="appear in none"):
+        tune(model, data, [7], config=TuneConfig(**FAST))
+    with pytest.raises(ValueError, match="positive ids"):
+        tune(model, data, [0, 1], config=TuneConfig(**FAST))
+    with pytest.raises(ValueError, match="mode"):
+        TuneConfig(mode="both")
+
+
+def _write_folder(root, size=(40, 36), n=4):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        lab = np.zeros(size, np.uint8)
+        y, x = rng.integers(0, 20, 2)
+        lab[y : y + 15, x : x + 15] = 1 + i % 2
+        img = np.where(lab[..., None] > 0, 220, 60).astype(np.uint8).repeat(3, 2)
+        Image.fromarray(img).save(root / "images" / f"im{i}.jpg")
+        Image.fromarray(lab).save(root / "masks" / f"im{i}.png")
+
+
+def test_folder_dataset(tmp_path):
+    _write_folder(tmp_path / "d")
+    data = open_folder(tmp_path / "d", (32, 32))
+    img, lab = data[1]
+    assert img.shape == (3, 32, 32) and img.dtype == torch.uint8 and lab.shape == (32, 32)
+    assert set(lab.unique().tolist()) == {0, 2}
+    (tmp_path / "d" / "images" / "extra.png").write_bytes((tmp_path / "d" / "masks" / "im0.png").read_bytes())
+    with pytest.raises(ValueError, match="no mask"):
+        open_folder(tmp_path / "d", (32, 32))
+
+
+def test_cli_tune_end_to_end(tmp_path, capsys):
+    from seggpt.cli import main
+
+    _write_folder(tmp_path / "d")
+    weights = save_native(tiny_model(), tmp_path / "tiny.safetensors")
+    out = tmp_path / "prompt.safetensors"
+    argv = ["tune", "--data", str(tmp_path / "d"), "--weights", str(weights), "--out", str(out)]
+    argv += ["--steps", "3", "--batch-size", "2", "--no-progress"]
+    assert main(argv) == 0
+    prompt = LearnedPrompt.load(out)
+    assert prompt.classes == (1, 2)  # every class found in the masks
+    assert main(argv) == 2  # refuses to overwrite the prompt
+    assert "exists" in capsys.readouterr().err
+    assert main(argv + ["--overwrite", "--mode", "per-class", "--classes", "2"]) == 0
+    assert [p.classes for p in load_prompts(out)] == [(2,)]
