@@ -374,6 +374,17 @@ function showResults(j) {
   const zip = $("#dl-zip");
   zip.href = j.zip;
   zip.classList.remove("hidden");
+  const links = $("#prompt-links");
+  links.innerHTML = "";
+  j.prompts.forEach((url, i) => {
+    const a = document.createElement("a");
+    a.className = "button dl-painted";
+    a.href = url;
+    a.download = "";
+    a.textContent = `painted mask ${i + 1}`;
+    a.title = "the mask you painted, as a label map (reuse it as a mask file)";
+    links.appendChild(a);
+  });
   const anim = $("#animation");
   anim.innerHTML = "";
   anim.classList.add("hidden");
