@@ -1,0 +1,98 @@
+"""``seggpt video`` end to end on a tiny random model saved in the native format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seggpt import SegGPT, save_native, vit_tiny
+from seggpt.cli import main
+from seggpt.video_io import open_frames, read_davis_png, write_davis_png, write_video
+
+H, W, T = 40, 48, 5
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("video_cli")
+    weights = root / "tiny.safetensors"
+    save_native(SegGPT(vit_tiny()), weights)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (T, H, W, 3), dtype=np.uint8)
+    folder = root / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i:05d}.jpg")
+    write_video(root / "clip.mp4", list(frames), fps=10)
+    mask = np.zeros((H, W), np.int64)
+    mask[4:14, 4:20] = 1
+    mask[20:36, 24:44] = 2
+    write_davis_png(root / "first.png", mask)
+    return root, weights, mask
+
+
+def test_folder_to_davis_annotations_and_overlay_video(setup, tmp_path, capsys):
+    root, weights, mask = setup
+    out = tmp_path / "out"
+    args = ["video", "--frames", str(root / "frames"), "--first-mask", str(root / "first.png")]
+    args += ["--weights", str(weights), "--out", str(out), "--context", "2", "--no-progress"]
+    args += ["--overlay-video", str(tmp_path / "overlay.mp4")]
+    assert main(args) == 0
+    assert "frames/s" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(T)]
+    for i in range(T):
+        with Image.open(out / f"{i:05d}.png") as img:
+            assert img.mode == "P" and img.size == (W, H)
+        assert set(np.unique(read_davis_png(out / f"{i:05d}.png"))) <= {0, 1, 2}
+    np.testing.assert_array_equal(read_davis_png(out / "00000.png"), mask)
+    assert len(list(open_frames(tmp_path / "overlay.mp4"))) == T
+    # A second run must not overwrite silently.
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_video_file_with_later_annotation(setup, tmp_path):
+    root, weights, mask = setup
+    new = np.zeros((H, W), np.int64)
+    new[0:6, 40:48] = 4
+    write_davis_png(tmp_path / "new.png", new)
+    out = tmp_path / "out"
+    args = ["video", "--frames", str(root / "clip.mp4"), "--first-mask", str(root / "first.png")]
+    args += ["--weights", str(weights), "--out", str(out), "--annotation", f"3:{tmp_path / 'new.png'}"]
+    assert main(args + ["--no-progress", "--dtype", "bf16"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(T)]
+    third = read_davis_png(out / "00003.png")
+    np.testing.assert_array_equal(third[0:6, 40:48], 4)  # the annotation's object is exactly where drawn
+    assert (third == 4).sum() == 48
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("size", "a mask must have its frame's size"),
+        ("empty", "no object"),
+        ("broken", "cannot read"),
+        ("missing", "no such folder"),
+    ],
+)
+def test_clear_errors(setup, tmp_path, capsys, case, message):
+    root, weights, mask = setup
+    frames, first = root / "frames", root / "first.png"
+    if case == "size":
+        write_davis_png(tmp_path / "small.png", mask[:30])
+        first = tmp_path / "small.png"
+    elif case == "empty":
+        write_davis_png(tmp_path / "empty.png", mask * 0)
+        first = tmp_path / "empty.png"
+    elif case == "broken":
+        frames = tmp_path / "broken.mp4"
+        frames.write_bytes(b"\x00\x01 not a video")
+    else:
+        frames = tmp_path / "missing.mp4"
+    args = ["video", "--frames", str(frames), "--first-mask", str(first), "--weights", str(weights)]
+    assert main(args + ["--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("*.png"))  # nothing half-written
