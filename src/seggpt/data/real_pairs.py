@@ -110,12 +110,6 @@ def segmented_photo(name: str) -> SegmentedPhoto:
     return SegmentedPhoto(name, image, tuple(segment_regions(image, s) for s in SEGMENT_SCALES))
 
 
-def _keep_shared(example: np.ndarray, query: np.ndarray) -> np.ndarray:
-    # A region the example does not show cannot be named in the query: it is background there.
-    shown = np.unique(example)
-    return np.where(np.isin(query, shown), query, 0).astype(np.int32)
-
-
 class RealPhotoPairs:
     """Two-view instance pairs from the photographs bundled with scikit-image: a training Source.
 
@@ -155,16 +149,16 @@ class RealPhotoPairs:
         name = self.photos[int(rng.integers(len(self.photos)))]
         photo = segmented_photo(name)
         regions = photo.regions[int(rng.integers(len(photo.regions)))]
-        num = int(regions.max())
-        lut = np.zeros(num + 1, np.int32)
-        if num:
-            n = int(rng.integers(1, min(self.max_regions, num) + 1))
-            chosen = rng.choice(num, n, replace=False) + 1
-            lut[chosen] = np.arange(1, n + 1, dtype=np.int32)
-        labels = lut[regions]
-        ia, la = random_view(photo.image, labels, size, rng, self.augment)
-        ib, lb = random_view(photo.image, labels, size, rng, self.augment)
-        lb = _keep_shared(la, lb)
+        ia, full_a = random_view(photo.image, regions, size, rng, self.augment)
+        ib, full_b = random_view(photo.image, regions, size, rng, self.augment)
+        # Label a random subset of the regions the example view shows well (>= 0.5 % of it), as 1..n.
+        ids, counts = np.unique(full_a[full_a > 0], return_counts=True)
+        shown = ids[counts >= max(1, full_a.size // 200)]
+        lut = np.zeros(int(regions.max()) + 1, np.int32)
+        if len(shown):
+            n = int(rng.integers(1, min(self.max_regions, len(shown)) + 1))
+            lut[rng.choice(shown, n, replace=False)] = np.arange(1, n + 1, dtype=np.int32)
+        la, lb = lut[full_a], lut[full_b]
         return Pair(ia, la, ib, lb, INSTANCE, False, {"source": self.name, "mode": "views", "photo": name})
 
 
