@@ -129,7 +129,8 @@ def read_image(src: ImageSource) -> np.ndarray:
         raise ValueError(f"{name}: expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {a.shape})")
-    return np.ascontiguousarray(_scale_to_uint8(a, name))
+    out = np.ascontiguousarray(_scale_to_uint8(a, name))
+    return out if out.flags.writeable else out.copy()  # PIL arrays are read-only; torch warns on those
 
 
 # Masks ----------------------------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def load_mask_array(src: ImageSource) -> tuple[np.ndarray, str]:
         raise ValueError(f"mask {name}: expected (H, W) labels or an (H, W, 3) colour mask, got shape {a.shape}")
 
     if a.ndim == 3:
-        return np.ascontiguousarray(_scale_to_uint8(a, f"mask {name}")), "colours"
+        return np.array(_scale_to_uint8(a, f"mask {name}")), "colours"
     if a.dtype == bool:
         return a.astype(np.int64), "labels"
     if np.issubdtype(a.dtype, np.floating):
