@@ -157,8 +157,9 @@ def summarize(states: list[Any], options: EvalOptions) -> BenchmarkResult:
     details = {
         "best_seed": best,
         "seeds": per_seed,
-        "class_iou": [100 * float(v) for v in merged[best].class_iou()],
-        "class_acc": [100 * float(v) for v in merged[best].class_acc()],
+        # index = category - 1; None where undefined (the category absent from predictions and truth)
+        "class_iou": [100 * float(v) if np.isfinite(v) else None for v in merged[best].class_iou()],
+        "class_acc": [100 * float(v) if np.isfinite(v) else None for v in merged[best].class_acc()],
     }
     protocol = {
         "shots": options.shots,

@@ -8,6 +8,8 @@ all the image's annotations of that class (crowd regions included). Reported: mI
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +72,8 @@ def load(data: Path) -> COCOData:
     except ImportError as e:  # pragma: no cover - pycocotools is a dependency of the eval extra
         raise ImportError("COCO-20i needs pycocotools: pip install pycocotools") from e
     try:
-        coco = COCO(str(ann))
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            coco = COCO(str(ann))
     except Exception as e:  # json errors, missing keys
         raise layout_error(f"{ann} is not a COCO annotation file ({e})", LAYOUT) from e
     if len(coco.cats) != 80:

@@ -1,0 +1,217 @@
+"""Each benchmark runner on a fixture in its dataset's layout, with a fake predictor whose answers are drawn into
+the images (see eval_fixtures.py), so every expected score is worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from eval_fixtures import (
+    FakePredictor,
+    FakeVideoPredictor,
+    coco_category_ids,
+    write_ade,
+    write_clinicdb,
+    write_coco,
+    write_davis,
+    write_fss,
+    write_pascal,
+    write_user_folder,
+)
+from seggpt.eval import EvalOptions, Shard, evaluate, get, run_local, sample_episodes
+from seggpt.eval import fss as fss_mod
+
+# pycocotools 2.0 decoding under numpy 2 warns on every mask; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def _sharded(name, predictor_factory, data, options, world=2):
+    b = get(name)
+    states = [run_local(b, predictor_factory(), data, options, Shard(r, world)) for r in range(world)]
+    return b.summarize(states, options)
+
+
+# Episodes ------------------------------------------------------------------------------------------------
+def test_episodes_deterministic_prefix_and_no_query_in_supports():
+    items = {0: [f"a{i}" for i in range(10)], 1: [f"b{i}" for i in range(10)]}
+    queries = [(k, c) for c, ks in items.items() for k in ks]
+    e5 = sample_episodes(queries, items, shots=5, seed=0, num_episodes=50)
+    assert e5 == sample_episodes(queries, items, shots=5, seed=0, num_episodes=50)
+    e1 = sample_episodes(queries, items, shots=1, seed=0, num_episodes=50)
+    assert [e.supports[0] for e in e1] == [e.supports[0] for e in e5]  # k-shot extends (k-1)-shot
+    assert all(e.query not in e.supports and len(set(e.supports)) == 5 for e in e5)
+    assert all(s in items[e.class_id] for e in e5 for s in e.supports)
+    other = sample_episodes(queries, items, shots=5, seed=1, num_episodes=50)
+    assert [e.supports for e in other] != [e.supports for e in e5]
+    # Episode i does not depend on how many episodes are drawn.
+    assert sample_episodes(queries, items, shots=5, seed=0, num_episodes=10) == e5[:10]
+    # One episode per query, in order, without num_episodes (FSS-1000).
+    every = sample_episodes(queries, items, shots=1, seed=0)
+    assert [(e.query, e.class_id) for e in every] == queries
+
+
+# FSS-1000 ------------------------------------------------------------------------------------------------
+def test_fss1000(tmp_path):
+    data = write_fss(tmp_path)
+    pred = FakePredictor()
+    r = evaluate("fss1000", pred, data, EvalOptions(shots=1))
+    # cat_a perfect (IoU 1), cat_b empty answers (IoU 0): mIoU 50. Background: 6 images, I = 192 each,
+    # U = 192 (cat_a) or 256 (cat_b): 1152 / 1344; foreground 192 / 384 -> FB-IoU (6/7 + 1/2) / 2.
+    assert r.metrics["mIoU"] == pytest.approx(50.0)
+    assert r.metrics["FB-IoU"] == pytest.approx(100 * (6 / 7 + 0.5) / 2)
+    assert r.details["episodes"] == 6 and len(pred.calls) == 6
+    assert r.details["class_iou"] == {"cat_a": 100.0, "cat_b": 0.0}
+    assert r.paper["mIoU"] == 85.6
+    assert all(len(c["masks"]) == 1 and set(c["masks"][0].ravel().tolist()) == {0, 1} for c in pred.calls)
+
+
+def test_fss1000_two_shots_use_the_other_images(tmp_path):
+    data = write_fss(tmp_path)
+    episodes, classes, _ = fss_mod.build_episodes(data, EvalOptions(shots=2))
+    assert classes == ["cat_a", "cat_b"] and len(episodes) == 6
+    for e in episodes:
+        cls = classes[e.class_id]
+        assert sorted(e.supports) == sorted({f"{cls}/{n}" for n in (1, 2, 3)} - {e.query})
+    pred = FakePredictor()
+    evaluate("fss1000", pred, data, EvalOptions(shots=2, ensemble="spatial"))
+    assert all(len(c["images"]) == 2 and c["ensemble"] == "spatial" for c in pred.calls)
+
+
+def test_fss1000_needs_a_split_file(tmp_path):
+    data = write_fss(tmp_path, split=False)
+    with pytest.raises(FileNotFoundError, match="--split-file"):
+        evaluate("fss1000", FakePredictor(), data)
+    split = tmp_path / "mine.txt"
+    split.write_text("cat_a\n")
+    r = evaluate("fss1000", FakePredictor(), data, EvalOptions(split_file=split))
+    assert r.metrics["mIoU"] == 100.0
+    split.write_text("cat_a\nnot_there\n")
+    with pytest.raises(FileNotFoundError, match="not_there"):
+        evaluate("fss1000", FakePredictor(), data, EvalOptions(split_file=split))
+
+
+# COCO-20i ------------------------------------------------------------------------------------------------
+def test_coco20i_fold_split_and_crowd(tmp_path):
+    from seggpt.eval.coco20i import fold_classes
+
+    assert fold_classes(0)[:3] == [0, 4, 8] and fold_classes(3)[-1] == 79
+    assert sorted(sum((fold_classes(f) for f in range(4)), [])) == list(range(80))
+    data = write_coco(tmp_path)
+    r = evaluate("coco20i", FakePredictor(), data, EvalOptions(folds=(0,), episodes=40))
+    fold = r.details["folds"]["0"]
+    c0, c4 = coco_category_ids()[0], coco_category_ids()[4]
+    # c0 is exactly the red region, crowd part included: IoU 1; c4 never red: 0; the 18 other classes of the
+    # fold have no episode here: 0. mIoU = 1/20.
+    assert fold["class_iou"][f"class{c0}"] == 100.0
+    assert fold["class_iou"][f"class{c4}"] == 0.0
+    assert len(fold["class_iou"]) == 20 and fold["episodes"] == 40
+    assert r.metrics["mIoU"] == pytest.approx(5.0)
+
+
+# PASCAL-5i -----------------------------------------------------------------------------------------------
+def test_pascal5i_ignores_border(tmp_path):
+    data = write_pascal(tmp_path)
+    r = evaluate("pascal5i", FakePredictor(), data, EvalOptions(folds=(0,), episodes=30))
+    fold = r.details["folds"]["0"]
+    # Class 1: red region = the class plus its 255 border; border ignored -> IoU 1. Class 2 never red: 0.
+    assert fold["class_iou"]["aeroplane"] == 100.0
+    assert fold["class_iou"]["bicycle"] == 0.0
+    assert r.metrics["mIoU"] == pytest.approx(20.0)
+
+
+# ADE20K --------------------------------------------------------------------------------------------------
+def test_ade20k_example_based(tmp_path):
+    data = write_ade(tmp_path)
+    pred = FakePredictor()
+    r = evaluate("ade20k", pred, data, EvalOptions(shots=1, seeds=(1000,)))
+    # Categories with a training image: 1, 2, 3. Category 1: IoU 1, Acc 1. Category 2: 40 px predicted in v1,
+    # 100 px true in v2, none shared: IoU 0, Acc 0. Category 3: 40 px predicted, none true: IoU 0, Acc undefined.
+    # 'other' pixels (red in v1) are ignored. mIoU = 1/3, mAcc = 1/2.
+    assert r.metrics["mIoU"] == pytest.approx(100 / 3)
+    assert r.metrics["mAcc"] == pytest.approx(50.0)
+    assert r.details["best_seed"] == 1000
+    assert len(pred.calls) == 3 and all(c["masks"][0].any() for c in pred.calls)
+    # Examples of a category contain it, and k examples are distinct.
+    pred2 = FakePredictor()
+    evaluate("ade20k", pred2, data, EvalOptions(shots=2, seeds=(1000, 2000)))
+    assert all(len(c["images"]) in (1, 2) and c["ensemble"] == "feature" for c in pred2.calls if len(c["images"]) > 1)
+
+
+# DAVIS-2017 ----------------------------------------------------------------------------------------------
+def test_davis2017(tmp_path):
+    data = write_davis(tmp_path)
+    vp = FakeVideoPredictor()
+    r = evaluate("davis2017", vp, data)
+    # Scored frames 1..3. Object 1: J = F = (1, 1, 0); object 2: (1, 0, 1) (absent in f2: empty truth, non-empty
+    # answer). Mean 2/3 each; decay with bins (0,1),(1,1),(1,2),(2,2): 1 and -0.5.
+    assert vp.calls == 2
+    assert r.metrics["J&F-Mean"] == pytest.approx(200 / 3)
+    assert r.metrics["J-Mean"] == pytest.approx(200 / 3)
+    assert r.metrics["F-Mean"] == pytest.approx(200 / 3)
+    assert r.metrics["J-Decay"] == pytest.approx(25.0)
+    assert r.metrics["F-Recall"] == pytest.approx(200 / 3)
+    assert r.details["objects"] == 4
+
+
+# CVC-ClinicDB and folders --------------------------------------------------------------------------------
+def test_clinicdb(tmp_path):
+    data = write_clinicdb(tmp_path)
+    r = evaluate("clinicdb", FakePredictor(), data, EvalOptions(extra={"prompts": ["1"]}))
+    # Targets 2 (IoU 1), 3 (8 of 16 px: IoU 1/2, Dice 2/3), 4 (nothing, nothing: 1).
+    assert r.metrics["mIoU"] == pytest.approx(100 * 2.5 / 3)
+    assert r.metrics["mDice"] == pytest.approx(100 * (1 + 2 / 3 + 1) / 3)
+    assert r.metrics["IoU (pixels summed)"] == pytest.approx(75.0)
+    # Background summed: I 48 + 48 + 64, U 48 + 56 + 64.
+    assert r.metrics["FB-IoU"] == pytest.approx(100 * (160 / 168 + 0.75) / 2)
+    r2 = evaluate("clinicdb", FakePredictor(), data, EvalOptions(shots=2))
+    assert len(r2.protocol["examples"]) == 2 and r2.protocol["targets"] == 2
+
+
+def test_user_folder_multilabel(tmp_path):
+    data = write_user_folder(tmp_path)
+    pred = FakePredictor(step=100)
+    r = evaluate("folder", pred, data, EvalOptions(extra={"prompts": ["a"]}))
+    # Label 1: 8 px right in b, 16 px of c answered 2 -> IoU 8/24; label 2: 8 right, 16 wrong -> 8/24.
+    # Acc: label 1 8/24, label 2 8/8.
+    assert pred.calls[0]["masks"][0].max() == 2
+    assert r.metrics["mIoU"] == pytest.approx(100 / 3)
+    assert r.metrics["mAcc"] == pytest.approx(100 * (1 / 3 + 1) / 2)
+
+
+# Layout errors -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["fss1000", "coco20i", "pascal5i", "ade20k", "davis2017", "clinicdb", "folder"])
+def test_missing_or_malformed_folder_names_the_layout(tmp_path, name):
+    with pytest.raises(FileNotFoundError, match="Expected layout"):
+        evaluate(name, FakePredictor(), tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="Expected layout"):
+        evaluate(name, FakePredictor(), tmp_path / "empty")
+
+
+def test_malformed_coco_json(tmp_path):
+    (tmp_path / "val2014").mkdir()
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_val2014.json").write_text("{not json")
+    with pytest.raises(FileNotFoundError, match="not a COCO annotation file"):
+        evaluate("coco20i", FakePredictor(), tmp_path)
+
+
+# Sharded equals unsharded --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "writer", "factory", "options"),
+    [
+        ("fss1000", write_fss, FakePredictor, EvalOptions()),
+        ("coco20i", write_coco, FakePredictor, EvalOptions(folds=(0,), episodes=15)),
+        ("pascal5i", write_pascal, FakePredictor, EvalOptions(folds=(0,), episodes=15)),
+        ("ade20k", write_ade, FakePredictor, EvalOptions(seeds=(1000, 2000), batch_size=1)),
+        ("davis2017", write_davis, FakeVideoPredictor, EvalOptions()),
+        ("clinicdb", write_clinicdb, FakePredictor, EvalOptions(batch_size=1)),
+        ("folder", write_user_folder, lambda: FakePredictor(step=100), EvalOptions(batch_size=1)),
+    ],
+)
+def test_sharded_equals_unsharded(tmp_path, name, writer, factory, options):
+    data = writer(tmp_path)
+    whole = evaluate(name, factory(), data, options)
+    for world in (2, 3):
+        split = _sharded(name, factory, data, options, world)
+        assert split.metrics == whole.metrics
+        assert split.details == whole.details
