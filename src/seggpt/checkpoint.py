@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 StateDict = dict[str, Tensor]
 FORMATS = ("native", "hf", "official")
 NATIVE_FORMAT_TAG = "seggpt-native-v1"
+OFFICIAL_CONFIG_KEY = "seggpt_config"
 EMBEDDED_WEIGHTS = Path(__file__).parent / "weights" / "seggpt_small.safetensors"
 
 
@@ -163,6 +164,8 @@ def infer_config(state_dict: Mapping[str, Tensor], **overrides) -> SegGPTConfig:
         decoder_embed_dim=dec_dim,
         out_indices=evenly_spaced_outputs(depth, dec_in // c),
     )
+    # Merge after block 2 as released, but never after the first decoder tap of a shallow model.
+    fields["merge_index"] = min(2, min(fields["out_indices"]))
     side_cls, side = math.isqrt(n_pos - 1), math.isqrt(n_pos)
     if side_cls * side_cls == n_pos - 1:
         fields.update(pretrain_img_size=side_cls * p, pos_embed_cls_slot=True)
@@ -251,7 +254,8 @@ def config_to_hf(cfg: SegGPTConfig) -> dict:
 
 
 # Reading --------------------------------------------------------------------------------------------------
-def _torch_load(path: Path) -> dict:
+def _torch_load(path: Path) -> tuple[dict, dict | None]:
+    """(state dict, the seggpt config dict stored beside it or None)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -264,6 +268,7 @@ def _torch_load(path: Path) -> dict:
         raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {e}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    cfg_dict = obj.get(OFFICIAL_CONFIG_KEY) if isinstance(obj.get(OFFICIAL_CONFIG_KEY), dict) else None
     for wrapper in ("model", "state_dict"):
         if wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
@@ -271,7 +276,7 @@ def _torch_load(path: Path) -> dict:
     bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
     if bad:
         raise CheckpointError(f"{path}: entries that are not tensors: {_some(bad)}")
-    return obj
+    return obj, cfg_dict
 
 
 def _safetensors_load(path: Path) -> tuple[StateDict, dict[str, str]]:
@@ -285,9 +290,15 @@ def _safetensors_load(path: Path) -> tuple[StateDict, dict[str, str]]:
         raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
 
 
-def read_checkpoint(source: str | os.PathLike) -> tuple[StateDict, SegGPTConfig]:
-    """Read any supported checkpoint into (official-key state dict, config). Does not build a model."""
-    path = Path(source).expanduser()
+def read_checkpoint(source: str | os.PathLike, **config_overrides) -> tuple[StateDict, SegGPTConfig]:
+    """Read any supported checkpoint into (official-key state dict, config). Does not build a model.
+
+    ``config_overrides`` replace config fields, for what a bare official checkpoint cannot tell."""
+    sd, cfg = _read(Path(source).expanduser(), config_overrides)
+    return sd, (cfg.replace(**config_overrides) if config_overrides else cfg)
+
+
+def _read(path: Path, overrides: dict) -> tuple[StateDict, SegGPTConfig]:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -303,7 +314,7 @@ def read_checkpoint(source: str | os.PathLike) -> tuple[StateDict, SegGPTConfig]
         if (path / "model.safetensors").is_file():
             sd, _ = _safetensors_load(path / "model.safetensors")
         elif (path / "pytorch_model.bin").is_file():
-            sd = _torch_load(path / "pytorch_model.bin")
+            sd, _ = _torch_load(path / "pytorch_model.bin")
         else:
             raise CheckpointError(f"{path} has config.json but neither model.safetensors nor pytorch_model.bin")
         return hf_to_official(sd), config_from_hf(hf_cfg)
@@ -312,9 +323,12 @@ def read_checkpoint(source: str | os.PathLike) -> tuple[StateDict, SegGPTConfig]
         if meta.get("format") == NATIVE_FORMAT_TAG:
             return dict(sd), SegGPTConfig.from_dict(json.loads(meta["config"]))
         sd = to_official(sd)
-        return sd, infer_config(sd)
-    sd = to_official(_torch_load(path))
-    return sd, infer_config(sd)
+        return sd, infer_config(sd, **overrides)
+    sd, cfg_dict = _torch_load(path)
+    sd = to_official(sd)
+    # Files this project writes in the official layout carry the config beside "model" (the authors' loader
+    # reads only "model"); the released checkpoint does not, so its architecture comes from tensor shapes.
+    return sd, (SegGPTConfig.from_dict(cfg_dict) if cfg_dict else infer_config(sd, **overrides))
 
 
 def load_state_dict_strict(
@@ -369,9 +383,7 @@ def load_model(
                 "Pass a checkpoint (an official .pth, a Hugging Face folder or a seggpt .safetensors)."
             )
         source = EMBEDDED_WEIGHTS
-    sd, cfg = read_checkpoint(source)
-    if config_overrides:
-        cfg = cfg.replace(**config_overrides)
+    sd, cfg = read_checkpoint(source, **config_overrides)
     model = _skeleton(cfg)
     sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
     load_state_dict_strict(model, sd, where=str(source), assign=True)
@@ -421,10 +433,18 @@ def save_native(
     return dst
 
 
-def save_official(sd: Mapping[str, Tensor], path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``{"model": state_dict}`` with torch.save, as the authors released it. Atomic."""
+def save_official(
+    sd: Mapping[str, Tensor], path: str | os.PathLike, config: SegGPTConfig | None = None, overwrite: bool = False
+) -> Path:
+    """Write ``{"model": state_dict}`` with torch.save, as the authors released it. Atomic.
+
+    With ``config`` its fields are stored beside ``"model"`` (plain types, readable with weights_only), so a
+    round trip keeps what tensor shapes cannot tell; the authors' loader ignores the extra entry."""
+    obj: dict = {"model": _contiguous(sd)}
+    if config is not None:
+        obj[OFFICIAL_CONFIG_KEY] = config.to_dict()
     dst = Path(path)
-    _atomic_file(dst, lambda tmp: torch.save({"model": _contiguous(sd)}, tmp), overwrite)
+    _atomic_file(dst, lambda tmp: torch.save(obj, tmp), overwrite)
     return dst
 
 
@@ -465,5 +485,5 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str, overwrite: 
     if to == "native":
         return save_native(sd, dst, config=cfg, overwrite=overwrite)
     if to == "official":
-        return save_official(sd, dst, overwrite=overwrite)
+        return save_official(sd, dst, config=cfg, overwrite=overwrite)
     return save_hf(sd, cfg, dst, overwrite=overwrite)

@@ -53,7 +53,8 @@ class SegGPT(nn.Module):
         side = cfg.pretrain_img_size // cfg.patch_size
         self.pos_embed = nn.Parameter(torch.zeros(1, side * side + int(cfg.pos_embed_cls_slot), c))
 
-        dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        # Stochastic depth rising linearly over depth (plain floats: the model may be built on the meta device).
+        dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(
             Block(
                 dim=c,

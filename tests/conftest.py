@@ -1,0 +1,42 @@
+"""Shared test set-up: deterministic, CPU, two threads (the machine this project is built on)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def hf_config_for(cfg, **extra):
+    """The transformers SegGptConfig with the same architecture as a SegGPTConfig (test-only dependency)."""
+    from transformers import SegGptConfig
+
+    return SegGptConfig(
+        hidden_size=cfg.embed_dim,
+        num_hidden_layers=cfg.depth,
+        num_attention_heads=cfg.num_heads,
+        image_size=list(cfg.img_size),
+        patch_size=cfg.patch_size,
+        mlp_dim=int(cfg.embed_dim * cfg.mlp_ratio),
+        pretrain_image_size=cfg.pretrain_img_size,
+        decoder_hidden_size=cfg.decoder_embed_dim,
+        merge_index=cfg.merge_index,
+        intermediate_hidden_state_indices=list(cfg.out_indices),
+        drop_path_rate=0.0,
+        **extra,
+    )
+
+
+def randomize_(module: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
+    """Give every parameter random values (zero-initialised tokens and tables would hide mistakes)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, std)
+    return module

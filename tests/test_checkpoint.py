@@ -1,0 +1,211 @@
+"""Checkpoint formats: official .pth, Hugging Face folders, native safetensors; strict loading; conversions."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+import seggpt.checkpoint as ck
+from conftest import hf_config_for, randomize_
+from seggpt.cli import main as cli_main
+from seggpt.config import vit_base, vit_large, vit_tiny
+from seggpt.modeling import SegGPT
+
+
+def _model(**overrides) -> SegGPT:
+    return randomize_(SegGPT(vit_tiny(**overrides))).eval()
+
+
+def _forward(model: SegGPT) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    h, w = model.config.img_size
+    images, masks = torch.randn(2, 3, h, w, generator=g), torch.randn(2, 3, h, w, generator=g)
+    with torch.no_grad():
+        return model(images, masks, model.query_mask(), torch.tensor([0, 1]))
+
+
+def _hf_forward(hf, model_cfg) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    h, w = model_cfg.img_size
+    images, masks = torch.randn(2, 3, h, w, generator=g), torch.randn(2, 3, h, w, generator=g)
+    half = h // 2
+    outs = []
+    with torch.no_grad():
+        for i, task in enumerate(("semantic", "instance")):
+            outs.append(
+                hf(
+                    pixel_values=images[i : i + 1, :, half:],
+                    prompt_pixel_values=images[i : i + 1, :, :half],
+                    prompt_masks=masks[i : i + 1, :, :half],
+                    embedding_type=task,
+                ).pred_masks
+            )
+    return torch.cat(outs)
+
+
+def _same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
+def test_key_maps_are_inverse_and_cover_every_key():
+    sd = SegGPT(vit_tiny()).state_dict()
+    hf_sd = ck.official_to_hf(sd)
+    assert len(hf_sd) == len(sd)
+    _same_tensors(ck.hf_to_official(hf_sd), sd)
+
+
+def test_official_names_match_transformers_names():
+    from transformers import SegGptForImageSegmentation
+
+    cfg = vit_tiny()
+    hf_keys = set(SegGptForImageSegmentation(hf_config_for(cfg)).state_dict())
+    assert set(ck.official_to_hf(SegGPT(cfg).state_dict())) == hf_keys
+
+
+def test_released_key_count_and_inferred_architecture():
+    with torch.device("meta"):
+        sd = SegGPT(vit_large()).state_dict()
+    assert len(sd) == 354  # SEGGPT.md section 3
+    assert ck.infer_config(sd) == vit_large()
+    with torch.device("meta"):
+        sd_b = SegGPT(vit_base()).state_dict()
+    assert ck.infer_config(sd_b) == vit_base()
+
+
+def test_infers_heads_canvas_and_windows_from_shapes():
+    cfg = vit_tiny(num_heads=4, img_size=(128, 64), window_size=4, global_attn_indexes=(1, 3))
+    sd = SegGPT(cfg).state_dict()
+    got = ck.infer_config(sd, merge_index=cfg.merge_index, out_indices=cfg.out_indices)
+    assert got.num_heads == 4  # width 32 / head dim 8
+    assert got.img_size == (128, 64)
+    assert got.window_size == 4 and got.global_attn_indexes == (1, 3)
+    assert got == cfg.replace(drop_path_rate=got.drop_path_rate)
+
+
+def test_official_pth_loads_exactly(tmp_path):
+    model = _model()
+    path = tmp_path / "seggpt_official.pth"
+    torch.save({"model": model.state_dict()}, path)
+    loaded = ck.load_model(path, merge_index=1, out_indices=(1, 2, 3))
+    torch.testing.assert_close(_forward(loaded), _forward(model), atol=0, rtol=0)
+    torch.save(model.state_dict(), tmp_path / "bare.pth")  # a bare state dict works too
+    _same_tensors(ck.read_checkpoint(tmp_path / "bare.pth")[0], model.state_dict())
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_loads_a_save_pretrained_folder(tmp_path, safe):
+    from transformers import SegGptForImageSegmentation
+
+    cfg = vit_tiny()
+    hf = randomize_(SegGptForImageSegmentation(hf_config_for(cfg))).eval()
+    hf.save_pretrained(tmp_path / "hf", safe_serialization=safe)
+    ours = ck.load_model(tmp_path / "hf")
+    assert ours.config.replace(drop_path_rate=0.0) == cfg
+    torch.testing.assert_close(_forward(ours), _hf_forward(hf, cfg), atol=1e-4, rtol=0)
+
+
+def test_converted_hf_folder_loads_in_transformers(tmp_path):
+    from transformers import SegGptForImageSegmentation
+
+    model = _model()
+    ck.save_native(model, tmp_path / "m.safetensors")
+    ck.convert(tmp_path / "m.safetensors", tmp_path / "hf", to="hf")
+    hf = SegGptForImageSegmentation.from_pretrained(tmp_path / "hf").eval()
+    torch.testing.assert_close(_hf_forward(hf, model.config), _forward(model), atol=1e-4, rtol=0)
+
+
+def test_round_trips_are_bit_exact(tmp_path):
+    model = _model()
+    native = ck.save_native(model, tmp_path / "a.safetensors")
+    ck.convert(native, tmp_path / "b_hf", to="hf")
+    ck.convert(tmp_path / "b_hf", tmp_path / "c.pth", to="official")
+    ck.convert(tmp_path / "c.pth", tmp_path / "d.safetensors", to="native")
+    for p in ("b_hf", "c.pth", "d.safetensors"):
+        sd, _ = ck.read_checkpoint(tmp_path / p)
+        _same_tensors(sd, model.state_dict())
+    # The native format keeps what shapes cannot tell (merge_index, decoder taps).
+    assert ck.read_checkpoint(native)[1] == model.config
+
+
+def test_native_keeps_fp16_and_loads_in_any_dtype(tmp_path):
+    model = _model()
+    ck.save_native(model, tmp_path / "h.safetensors", dtype=torch.float16)
+    sd, _ = ck.read_checkpoint(tmp_path / "h.safetensors")
+    assert all(v.dtype == torch.float16 for v in sd.values())
+    bf = ck.load_model(tmp_path / "h.safetensors", dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in bf.parameters())
+    assert not bf.training
+
+
+def test_wrong_shapes_missing_and_unexpected_keys_are_named(tmp_path):
+    sd = _model().state_dict()
+    sd["blocks.0.mlp.fc1.weight"] = torch.zeros(7, 32)
+    del sd["blocks.1.norm2.bias"]
+    sd["blocks.0.attn.extra"] = torch.zeros(1)
+    ck.save_native(sd, tmp_path / "bad.safetensors", config=vit_tiny())
+    with pytest.raises(ck.CheckpointError) as e:
+        ck.load_model(tmp_path / "bad.safetensors")
+    msg = str(e.value)
+    assert "blocks.1.norm2.bias" in msg and "missing" in msg
+    assert "blocks.0.attn.extra" in msg and "unexpected" in msg
+    assert "blocks.0.mlp.fc1.weight (7, 32) (model wants (128, 32))" in msg
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this would have run",))
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Payload()}, f)
+    with pytest.raises(ck.CheckpointError, match="not a plain tensor checkpoint"):
+        ck.load_model(path)
+
+
+def test_other_bad_sources(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ck.load_model(tmp_path / "nope.pth")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ck.CheckpointError, match="config.json"):
+        ck.load_model(tmp_path / "folder")
+    (tmp_path / "folder" / "config.json").write_text('{"model_type": "vit"}')
+    with pytest.raises(ck.CheckpointError, match="not 'seggpt'"):
+        ck.load_model(tmp_path / "folder")
+    torch.save({"model": {"foo": torch.zeros(1)}}, tmp_path / "other.pth")
+    with pytest.raises(ck.CheckpointError, match="not a SegGPT state dict"):
+        ck.load_model(tmp_path / "other.pth")
+    (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ck.CheckpointError, match="cannot read"):
+        ck.load_model(tmp_path / "junk.safetensors")
+    monkeypatch.setattr(ck, "EMBEDDED_WEIGHTS", tmp_path / "missing.safetensors")
+    with pytest.raises(FileNotFoundError, match="no embedded model"):
+        ck.load_model()
+
+
+def test_windowed_model_cannot_go_to_hf(tmp_path):
+    model = _model(img_size=(64, 64), window_size=4)
+    ck.save_native(model, tmp_path / "w.safetensors")
+    with pytest.raises(ck.CheckpointError, match="windowed"):
+        ck.convert(tmp_path / "w.safetensors", tmp_path / "w_hf", to="hf")
+    assert not (tmp_path / "w_hf").exists()
+
+
+def test_cli_convert(tmp_path, capsys):
+    model = _model()
+    src = ck.save_native(model, tmp_path / "m.safetensors")
+    assert cli_main(["convert", str(src), str(tmp_path / "m.pth"), "--to", "official"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    before = Path(tmp_path / "m.pth").read_bytes()
+    # An existing output is not overwritten without --overwrite.
+    assert cli_main(["convert", str(src), str(tmp_path / "m.pth"), "--to", "official"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert Path(tmp_path / "m.pth").read_bytes() == before
+    assert cli_main(["convert", str(src), str(tmp_path / "m.pth"), "--to", "official", "--overwrite"]) == 0
+    _same_tensors(ck.read_checkpoint(tmp_path / "m.pth")[0], model.state_dict())
