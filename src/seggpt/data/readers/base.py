@@ -55,13 +55,24 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def _open(path: Path) -> Image.Image:
+    """PIL image from a file, decompressing ``.gz`` (STARE ships ``.ppm.gz``)."""
+    if path.suffix == ".gz":
+        import gzip
+        import io
+
+        with gzip.open(path, "rb") as f:
+            return Image.open(io.BytesIO(f.read()))
+    return Image.open(path)
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Any image file -> (H, W, 3) uint8 (grey, palette, RGBA and 16-bit handled)."""
+    """Any image file -> (H, W, 3) uint8 (grey, palette, RGBA and 16-bit handled; ``.gz`` decompressed)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image {path} does not exist")
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 a = np.asarray(im, dtype=np.float64)
                 a = (255 * a / max(a.max(), 1)).astype(np.uint8)
@@ -97,17 +108,9 @@ def read_any_mask(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist")
     try:
-        if path.suffix == ".gz":
-            import gzip
-            import io
-
-            with gzip.open(path, "rb") as f:
-                im = Image.open(io.BytesIO(f.read()))
-                im.load()
-        else:
-            im = Image.open(path)
-            im.load()
-        a = np.asarray(im.convert("L") if im.mode == "P" else im)
+        with _open(path) as im:
+            # Palette and bilevel files (DRIVE .gif, some .tif) become 0..255 grey first.
+            a = np.asarray(im.convert("L") if im.mode in ("P", "1") else im)
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read {what} {path}: {e}") from e
     if a.ndim == 3:
@@ -174,3 +177,50 @@ __all__ = [
     "read_rgb",
     "require_dir",
 ]
+
+
+class Concat(LabelDataset):
+    """Several readers as one. With ``separate_classes`` the class ids of each part are shifted so parts with
+    different vocabularies (iSAID and loveDA) never share an id; without it ids are shared (vessel = vessel)."""
+
+    def __init__(self, parts: list[LabelDataset], name: str, separate_classes: bool = True) -> None:
+        if not parts:
+            raise ValueError(f"{name}: no datasets given")
+        if len({p.seg_type for p in parts}) != 1:
+            raise ValueError(f"{name}: cannot mix semantic and instance datasets")
+        self.parts, self.name, self.seg_type = parts, name, parts[0].seg_type
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+        self.offsets = [0] * len(parts)
+        if separate_classes:
+            acc = 0
+            for k, p in enumerate(parts):
+                if p.num_classes is None:
+                    raise ValueError(f"{name}: {p.name} has no fixed class count to offset by")
+                self.offsets[k] = acc
+                acc += p.num_classes
+            self.num_classes = acc
+        else:
+            self.num_classes = max((p.num_classes or 0) for p in parts) or None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        k = int(np.searchsorted(self.starts, i, side="right") - 1)
+        return k, i - int(self.starts[k])
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        k, j = self._locate(i)
+        image, labels = self.parts[k].load(j)
+        if self.offsets[k]:
+            labels = np.where(labels > 0, labels + self.offsets[k], labels)
+        return image, labels
+
+    def describe(self, i: int) -> str:
+        k, j = self._locate(i)
+        return self.parts[k].describe(j)
+
+    def classes(self, i: int) -> set[int] | None:
+        k, j = self._locate(i)
+        c = self.parts[k].classes(j)
+        return None if c is None else {x + self.offsets[k] for x in c}
