@@ -105,7 +105,7 @@ function addExample(file) {
     <div class="meta"></div>
     <div class="actions">
       <label class="button">Upload mask…<input class="mask-input" type="file" accept="image/*,.tif,.tiff" hidden></label>
-      <button type="button" class="clear">Clear mask</button>
+      <button type="button" class="clear" title="remove the uploaded or painted mask">Clear</button>
       <button type="button" class="remove">Remove</button>
     </div>`;
   el.querySelector(".title").textContent = file.name;
@@ -143,17 +143,32 @@ function addExample(file) {
 function setMaskFile(ex, f) {
   ex.maskFile = f;
   const stage = ex.el.querySelector(".stage");
-  let prev = stage.querySelector(".mask-preview");
-  if (!prev) {
-    prev = document.createElement("img");
-    prev.className = "mask-preview";
-    prev.alt = "mask";
-    stage.appendChild(prev);
-  }
-  prev.onerror = () => prev.remove();   // not displayable: the server decodes it
-  prev.src = URL.createObjectURL(f);
+  const old = stage.querySelector(".mask-preview");
+  if (old) old.remove();
   if (ex.canvas) ex.canvas.classList.add("hidden");
   updateMeta(ex);
+  // Show the uploaded mask as a tint over its image: black is background, every other colour is drawn
+  // (grey and white in the brush's first colour, so binary masks show). The server decodes the file itself.
+  const img = new Image();
+  img.onload = () => {
+    const c = document.createElement("canvas");
+    c.className = "mask-preview";
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    const ctx = c.getContext("2d");
+    ctx.drawImage(img, 0, 0);
+    const id = ctx.getImageData(0, 0, c.width, c.height), d = id.data;
+    const first = displayColour(1);
+    for (let i = 0; i < d.length; i += 4) {
+      const r = d[i], g = d[i + 1], b = d[i + 2];
+      if (d[i + 3] === 0 || (r | g | b) === 0) { d[i + 3] = 0; continue; }
+      if (r === g && g === b) { d[i] = first[0]; d[i + 1] = first[1]; d[i + 2] = first[2]; }
+      d[i + 3] = 150;
+    }
+    ctx.putImageData(id, 0, 0);
+    if (ex.maskFile === f) stage.appendChild(c);
+  };
+  img.src = URL.createObjectURL(f);   // not displayable (TIFF): no tint, the server still reads it
 }
 
 function updateMeta(ex) {
