@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from seggpt.data.base import IGNORE, DataError, Source
+from seggpt.data.registry import build_source
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
-from seggpt.data.registry import build_source
 
 RNG = np.random.default_rng(0)
 
