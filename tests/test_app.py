@@ -120,6 +120,21 @@ def test_painted_mask_is_a_label_map_in_the_red_channel(client, direct, data):
     np.testing.assert_array_equal(_decode_png(client.get(r.json["prompts"][0]).data), labels)
 
 
+@pytest.mark.parametrize("ensemble", ["auto", "spatial", "none"])
+def test_two_examples_and_the_ensemble_picker(client, direct, data, ensemble):
+    example, labels, targets = data
+    second = np.ascontiguousarray(example[::-1])
+    form = _form(example, mask_png=_png(labels), targets=[(_png(targets[1]), "t.png")], ensemble=ensemble)
+    form["example_1"] = (io.BytesIO(_png(second)), "ex2.png")
+    form["mask_1"] = (io.BytesIO(_png(np.ascontiguousarray(labels[::-1]))), "mask2.png")
+    r = client.post("/api/segment", data=form, content_type="multipart/form-data")
+    assert r.status_code == 200, r.json
+    direct.set_prompts([example, second], [labels, labels[::-1]], ensemble=None if ensemble == "auto" else ensemble)
+    assert direct.ensemble == {"auto": "feature"}.get(ensemble, ensemble)
+    got = _decode_png(client.get(r.json["results"][0]["files"]["labels"]).data)
+    np.testing.assert_array_equal(got, direct.predict(targets[1]).labels)
+
+
 @pytest.mark.parametrize(
     "case, status, message",
     [
@@ -178,35 +193,46 @@ def test_page_info_and_downloads(client):
     assert r.status_code == 404 and "no longer kept" in r.json["error"]
 
 
-def test_video_gif_equals_video_predictor(client, weights, data):
+@pytest.mark.parametrize("kind", ["gif", "mp4"])
+def test_video_equals_video_predictor(client, weights, tmp_path, kind):
     from seggpt.video import SegGPTVideoPredictor
 
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 256, (32, 40, 3), dtype=np.uint8) for _ in range(3)]
-    buf = io.BytesIO()
-    Image.fromarray(frames[0]).save(
-        buf, format="GIF", save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]], duration=100
-    )
-    gif = buf.getvalue()
-    decoded = _gif_frames(gif)  # GIF quantises colours: compare on the decoded frames
+    if kind == "gif":
+        buf = io.BytesIO()
+        Image.fromarray(frames[0]).save(
+            buf, format="GIF", save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]], duration=100
+        )
+        gif = buf.getvalue()
+        decoded = _gif_frames(gif)  # GIF quantises colours: compare on the decoded frames
+    else:
+        pytest.importorskip("av")
+        from seggpt.video_io import open_frames, write_video
+
+        path = write_video(tmp_path / "clip.mp4", frames, fps=10)
+        gif = path.read_bytes()
+        decoded = list(open_frames(path))  # lossy: compare on what the decoder gives back
+    assert len(decoded) == 3
     first = np.zeros((32, 40), np.uint8)
     first[4:20, 4:30] = 1
     first[20:30, 10:38] = 2
     form = {
         "example_0": (io.BytesIO(_png(decoded[0])), "frame0.png"),
         "mask_0": (io.BytesIO(_png(first)), "mask.png"),
-        "video": (io.BytesIO(gif), "clip.gif"),
+        "video": (io.BytesIO(gif), f"clip.{kind}"),
         "task": "instance",
     }
     r = client.post("/api/segment", data=form, content_type="multipart/form-data")
     assert r.status_code == 200, r.json
     results = r.json["results"]
     assert len(results) == 3 and results[0]["files"]["animation"].endswith("clip_overlay.gif")
+    assert client.get(results[0]["files"]["animation"]).mimetype == "image/gif"
     expected = [lab for _, lab in SegGPTVideoPredictor(model=weights, task="instance").propagate(decoded, first)]
     for res, exp in zip(results, expected, strict=True):
         np.testing.assert_array_equal(_decode_png(client.get(res["files"]["labels"]).data), exp)
     # the first frame as the page fetches it to paint on
-    ff = client.post("/api/first_frame", data={"video": (io.BytesIO(gif), "clip.gif")})
+    ff = client.post("/api/first_frame", data={"video": (io.BytesIO(gif), f"clip.{kind}")})
     np.testing.assert_array_equal(_decode_png(ff.data), decoded[0])
     bad = client.post("/api/first_frame", data={"video": (io.BytesIO(b"not a video"), "clip.mp4")})
     assert bad.status_code == 400 and "could not be decoded as a video" in bad.json["error"]

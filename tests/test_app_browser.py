@@ -109,6 +109,15 @@ def files(tmp_path_factory) -> dict[str, Path]:
     for name, arr in out.items():
         paths[name] = d / f"{name}.png"
         Image.fromarray(arr).save(paths[name])
+    frames = [rng.integers(0, 256, (60, 80, 3), dtype=np.uint8) for _ in range(3)]
+    paths["video"] = d / "clip.gif"
+    Image.fromarray(frames[0]).save(
+        paths["video"], save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]], duration=100
+    )
+    first = np.zeros((60, 80), np.uint8)
+    first[10:40, 10:50] = 1
+    paths["first_mask"] = d / "first_mask.png"
+    Image.fromarray(first).save(paths["first_mask"])
     paths["junk"] = d / "notes.txt"
     paths["junk"].write_text("this is not an image\n")
     return paths
@@ -210,3 +219,29 @@ def test_bad_file_gets_a_message_in_the_page(browser, base_url, files):
     error = WebDriverWait(browser, WAIT).until(ec.visibility_of_element_located((By.ID, "error")))
     assert "notes.txt" in error.text and "is not an image" in error.text
     assert "Traceback" not in browser.page_source
+
+
+def test_video_first_frame_mask_is_propagated(browser, base_url, files, weights):
+    from PIL import ImageSequence
+
+    from seggpt.video import SegGPTVideoPredictor
+
+    _open(browser, base_url)
+    browser.find_element(By.ID, "video-input").send_keys(str(files["video"]))
+    browser.find_element(By.ID, "first-frame").click()  # the server's frame 0 becomes example 1
+    _add_example_wait(browser)
+    browser.find_element(By.CSS_SELECTOR, ".example input.mask-input").send_keys(str(files["first_mask"]))
+    cards = _run_and_wait(browser)
+    assert len(cards) == 3  # one result per frame
+    assert browser.find_element(By.CSS_SELECTOR, "#animation img").is_displayed()
+    frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(files["video"]))]
+    vp = SegGPTVideoPredictor(model=weights, task="semantic")
+    expected = [labels for _, labels in vp.propagate(frames, first_masks=files["first_mask"])]
+    for card, exp in zip(cards, expected, strict=True):
+        np.testing.assert_array_equal(
+            _fetch_png(card.find_element(By.CSS_SELECTOR, "a.dl-labels").get_attribute("href")), exp
+        )
+
+
+def _add_example_wait(browser) -> None:
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".example canvas.paint"))
