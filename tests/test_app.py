@@ -256,3 +256,16 @@ def test_localhost_by_default_and_cli_errors(capsys):
     assert "--max-upload-mb must be positive" in capsys.readouterr().err
     assert main(["app", "--weights", "/nonexistent/w.safetensors", "--port", "0"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_cli_says_when_the_port_is_taken(weights, capsys):
+    import socket
+
+    from seggpt.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["app", "--weights", str(weights), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -604,8 +604,16 @@ def is_loopback(host: str) -> bool:
 
 def make_server(app, host: str = "127.0.0.1", port: int = 7860):
     """A threaded Werkzeug server bound to (host, port); port 0 picks a free port (``server.server_port``)."""
+    import socket
+
     from werkzeug.serving import make_server as _make_server
 
+    if port:
+        # Werkzeug answers a taken port with sys.exit; check first so callers get an OSError they can report.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     return _make_server(host, port, app, threaded=True)
 
 

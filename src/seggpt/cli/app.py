@@ -31,12 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import importlib.util
+
     import torch
 
-    try:
-        from seggpt.app import Limits, create_app, is_loopback, serve
-    except ImportError as e:
-        raise ValueError(f"the web app needs Flask: pip install 'seggpt[app]' ({e})") from None
+    if importlib.util.find_spec("flask") is None:
+        raise ValueError("the web app needs Flask, which is not installed: pip install 'seggpt[app]'")
+    from seggpt.app import Limits, create_app, is_loopback, serve
 
     for name in ("max_upload_mb", "max_megapixels", "max_examples", "max_targets", "max_frames"):
         if getattr(args, name) <= 0:
