@@ -1,0 +1,102 @@
+"""``seggpt eval`` end to end with the real predictor on a random ``vit_tiny`` model, and sharding with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import randomize_
+from eval_fixtures import write_davis, write_fss, write_user_folder
+from seggpt import SegGPT, save_native, vit_tiny
+from seggpt.cli import main
+from seggpt.eval import EvalOptions, Shard, evaluate, get, run_local
+from seggpt.predictor import SegGPTPredictor
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = randomize_(SegGPT(vit_tiny()), std=0.1).eval()
+    with torch.no_grad():  # answers around mid-grey, so that random weights paint both black and white pixels
+        model.decoder_pred[3].bias.copy_(torch.tensor([0.066, 0.196, 0.418]))
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_native(model, path)
+    return path
+
+
+def test_cli_writes_json_and_markdown(tmp_path, tiny_weights, capsys):
+    data = write_fss(tmp_path / "fss")
+    out = tmp_path / "out" / "fss.json"
+    argv = ["eval", "fss1000", "--data", str(data), "--weights", str(tiny_weights), "--shots", "2"]
+    argv += ["--json", str(out), "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "fss1000"
+    assert 0.0 <= report["metrics"]["mIoU"] <= 100.0
+    assert report["protocol"]["shots"] == 2 and report["protocol"]["episodes"] == 6
+    assert report["paper"]["mIoU"] == 89.3 and report["run"]["world_size"] == 1
+    md = out.with_suffix(".md").read_text()
+    assert "| mIoU |" in md and "89.3" in md
+    assert "wrote" in capsys.readouterr().out
+    # Never replaces a report without --overwrite.
+    assert main(argv) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+
+
+def test_cli_layout_error_is_one_clear_line(tmp_path, tiny_weights, capsys):
+    argv = ["eval", "pascal5i", "--data", str(tmp_path / "voc"), "--weights", str(tiny_weights)]
+    assert main(argv + ["--json", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert "Expected layout" in err and "SegmentationClassAug" in err
+
+
+def test_real_predictor_sharded_equals_unsharded(tmp_path, tiny_weights):
+    data = write_fss(tmp_path / "fss")
+    options = EvalOptions(shots=2, ensemble="feature")
+    b = get("fss1000")
+    whole = evaluate(b, SegGPTPredictor(tiny_weights), data, options)
+    states = [run_local(b, SegGPTPredictor(tiny_weights), data, options, Shard(r, 2)) for r in range(2)]
+    split = b.summarize(states, options)
+    assert 0.0 < whole.metrics["mIoU"] < 100.0  # non-trivial answers: the comparison below can fail
+    assert split.metrics == whole.metrics and split.details == whole.details
+
+    folder = write_user_folder(tmp_path / "folder")
+    options = EvalOptions(extra={"prompts": ["a"]}, batch_size=1)
+    f = get("folder")
+    whole = evaluate(f, SegGPTPredictor(tiny_weights), folder, options)
+    states = [run_local(f, SegGPTPredictor(tiny_weights), folder, options, Shard(r, 2)) for r in range(2)]
+    assert f.summarize(states, options).metrics == whole.metrics
+
+
+def test_davis_with_the_real_video_predictor(tmp_path, tiny_weights):
+    data = write_davis(tmp_path / "davis", sequences=("bear",))
+    r = evaluate("davis2017", SegGPTPredictor(tiny_weights), data, EvalOptions(context_frames=2))
+    assert 0.0 <= r.metrics["J&F-Mean"] <= 100.0
+    assert r.protocol["context_frames"] == 2 and r.details["objects"] == 2
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_torchrun_two_ranks_equal_one(tmp_path, tiny_weights):
+    """A real ``torchrun --nproc_per_node 2`` run (gloo) gathers the same numbers as one process."""
+    data = write_fss(tmp_path / "fss")
+    common = ["eval", "fss1000", "--data", str(data), "--weights", str(tiny_weights), "--no-progress"]
+    assert main(common + ["--json", str(tmp_path / "one.json")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "seggpt.cli"]
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd + common + ["--json", str(tmp_path / "two.json")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["run"]["world_size"] == 2
+    assert two["metrics"] == one["metrics"] and two["details"] == one["details"]
+    print(f"torchrun run took {time.perf_counter() - start:.1f} s")
