@@ -1,6 +1,7 @@
 """Render the demo's bundled inputs into ``src/seggpt/assets/demo/`` (run once; the small PNGs are committed).
 
     python scripts/make_demo_assets.py [--out DIR] [--overwrite]
+    python scripts/make_demo_assets.py --sheet docs/synthcontext.png     # the README's picture of the world
 
 Every task is a set of example images with masks and target images with their true masks, listed in
 ``manifest.json``:
@@ -24,12 +25,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from seggpt.coloring import build_palette
+from seggpt.coloring import build_palette, paint, paint_with, random_palette
 from seggpt.data import synth
 from seggpt.data.augment import AugmentConfig, random_view
-from seggpt.data.real_pairs import HELD_OUT_PHOTOS, segmented_photo
+from seggpt.data.real_pairs import HELD_OUT_PHOTOS, RealPhotoPairs, segmented_photo
 from seggpt.io import atomic_write, save_label_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,12 +162,91 @@ def write(out: Path, seed: int = 0, overwrite: bool = False) -> Path:
     return atomic_write(out / "manifest.json", lambda tmp: Path(tmp).write_text(text), overwrite)
 
 
+def _paint(label_maps: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Paint label maps that share ids with one mapping: binary masks white (as at inference), several ids in
+    random colours (as in training)."""
+    ids = sorted(set().union(*(np.unique(m).tolist() for m in label_maps)) - {0})
+    if ids == [1]:
+        return [paint(m.astype(np.int64), build_palette(1)) for m in label_maps]
+    mapping = dict(zip(ids, random_palette(len(ids), rng), strict=True))
+    return [paint_with(m, mapping) for m in label_maps]
+
+
+def _with_masks(images: list[np.ndarray], label_maps: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    return [t for pair in zip(images, _paint(label_maps, rng), strict=True) for t in pair]
+
+
+def contact_sheet(seed: int = 0, tile: int = 112) -> Image.Image:
+    """A picture of SynthContext: few-shot episodes of each category kind, a three-class pair, an instance
+    pair, a video, held-out episodes and real-photo pairs; every image is followed by its mask."""
+    rng = np.random.default_rng(seed)
+    colours = np.random.default_rng(seed + 1)
+    size = (128, 128)
+
+    def episode(attribute: str, value: str, split: str, shots: int) -> list[np.ndarray]:
+        ep = synth.sample_semantic(rng, size, shots, split=split, attribute=attribute, value=value)
+        return _with_masks([*ep.images, ep.query_image], [*ep.masks, ep.query_mask], colours)
+
+    def pair(p) -> list[np.ndarray]:
+        return _with_masks([p.example_image, p.query_image], [p.example_labels, p.query_labels], colours)
+
+    rows = [
+        ("semantic, category = shape star5: 3 examples, then the query", episode("shape", "star5", "train", 3)),
+        ("semantic, category = texture stripes (any shape, any colour)", episode("texture", "stripes", "train", 3)),
+        ("semantic, category = colour red (any shape, any texture)", episode("colour", "red", "train", 3)),
+    ]
+    mc = synth.sample_multiclass(rng, size, num_classes=3)
+    rows.append(
+        (
+            f"three classes at once ({', '.join(mc.meta['values'])}) | instances: two views of one scene",
+            pair(mc) + pair(synth.sample_instance(rng, size)),
+        )
+    )
+    video = synth.sample_video(rng, size, num_frames=8, num_objects=3)
+    frames = (0, 2, 4, 6)
+    rows.append(
+        (
+            "video: objects move, turn, occlude, leave and come back (frames 0, 2, 4, 6)",
+            _with_masks([video.frames[t] for t in frames], [video.labels[t] for t in frames], colours),
+        )
+    )
+    rows.append(
+        (
+            "held out, evaluation only: shape heart | texture rings (one example, then the query)",
+            episode("shape", "heart", "eval", 1) + episode("texture", "rings", "eval", 1),
+        )
+    )
+    photos = RealPhotoPairs()
+    rows.append(
+        (
+            "real photographs bundled with scikit-image: two views, unsupervised regions",
+            pair(photos.sample_pair(rng, size)) + pair(photos.sample_pair(rng, size)),
+        )
+    )
+    header = 16
+    sheet = Image.new("RGB", (8 * tile, len(rows) * (tile + header)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, (title, tiles) in enumerate(rows):
+        y = r * (tile + header)
+        draw.text((4, y + 2), title, fill=(0, 0, 0))
+        for c, t in enumerate(tiles[:8]):
+            img = Image.fromarray(np.ascontiguousarray(t)).resize((tile, tile), Image.BILINEAR)
+            sheet.paste(img, (c * tile, y + header))
+    return sheet
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: the package's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    parser.add_argument("--sheet", type=Path, help="write only a contact sheet of SynthContext episodes here")
     args = parser.parse_args(argv)
+    if args.sheet:
+        img = contact_sheet(args.seed).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+        atomic_write(args.sheet, lambda tmp: img.save(tmp, format="PNG", optimize=True), args.overwrite)
+        print(f"wrote {args.sheet} ({args.sheet.stat().st_size / 1024:.0f} KB)")
+        return 0
     path = write(args.out, args.seed, args.overwrite)
     files = sorted(args.out.glob("*.png"))
     total = sum(f.stat().st_size for f in files) + path.stat().st_size

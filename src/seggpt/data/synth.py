@@ -788,7 +788,8 @@ def sample_video(
 ) -> Video:
     """Objects that move, turn, change scale, occlude one another, leave the frame and come back.
 
-    Object 1 always swings out of the frame and back (so every video has a reappearance when num_frames >= 5);
+    Object 1 always leaves the frame in the middle frames and comes back (every video with num_frames >= 3 has a
+    reappearance);
     the others move linearly and bounce off the walls of a domain a little larger than the frame. Z-order is
     fixed per object, so crossing paths occlude.
     """
@@ -808,12 +809,14 @@ def sample_video(
         spin = rng.uniform(-0.25, 0.25)
         growth = rng.uniform(-0.03, 0.03)
         if i == 0:
-            # Out and back: a sinusoid along one axis whose amplitude carries the object past the border.
+            # Out and back: along one axis towards the nearer border, fully outside while sin(pi t / (T-1)) > 0.8
+            # (the middle frames), back where it started on the last frame.
             axis = int(rng.integers(2))
             span = (w, h)[axis]
-            amp = 0.5 * span + 1.3 * o.radius
-            phase = 2 * math.pi * t / max(num_frames - 1, 1)
-            main = span / 2 + amp * np.sin(phase)
+            start = span * rng.uniform(0.2, 0.8)
+            towards = 1.0 if start > span / 2 else -1.0
+            amp = ((span - start if towards > 0 else start) + 1.5 * o.radius) / 0.8
+            main = start + towards * amp * np.sin(math.pi * t / max(num_frames - 1, 1))
             other = (h, w)[axis] * rng.uniform(0.25, 0.75) + rng.uniform(-1, 1) * t
             xs, ys = (main, other) if axis == 0 else (other, main)
         else:
