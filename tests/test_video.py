@@ -29,6 +29,7 @@ class ColourKeyPredictor:
     def __init__(self) -> None:
         self.config = SimpleNamespace(image_size=(SIZE, SIZE))
         self.prompt_counts: list[int] = []
+        self.num_labels: list[int | None] = []
 
     @staticmethod
     def _keys(rgb: np.ndarray) -> np.ndarray:
@@ -37,6 +38,7 @@ class ColourKeyPredictor:
 
     def set_prompt_tensors(self, images, masks, task="semantic", num_labels=None, ensemble=None):
         self.prompt_counts.append(len(images))
+        self.num_labels.append(num_labels)
         img = denormalize(images).round().permute(0, 2, 3, 1).numpy()
         msk = denormalize(masks).round().permute(0, 2, 3, 1).numpy()
         pairs = (self._keys(img).reshape(-1) << 24) | self._keys(msk).reshape(-1)
@@ -133,9 +135,14 @@ def test_context_zero_keeps_only_the_annotated_frames():
 def test_later_annotation_adds_a_new_object_from_its_frame_on():
     frames, gt = synthetic_video()
     c_box = gt[5] == ID_C
-    vp = SegGPTVideoPredictor(predictor=ColourKeyPredictor(), context=2)
+    stand_in = ColourKeyPredictor()
+    vp = SegGPTVideoPredictor(predictor=stand_in, context=2)
     pred = run(vp, frames, gt[0], annotations={5: np.where(c_box, ID_C, 0)})
     np.testing.assert_array_equal(pred, gt)
+    # Ids 2, 5, 9 are painted with a palette of 3 colours (compact, not 9), the same for the whole video since
+    # every annotation was known at the start.
+    assert stand_in.num_labels == [3] * (len(frames) - 1)
+    assert vp.object_ids == [ID_A, ID_B, ID_C]
     assert not (pred[:5] == ID_C).any()
     assert [c.index for c in vp.context_frames if c.annotated] == [0, 5]
     # Control: without the annotation C is never labelled.

@@ -11,9 +11,10 @@ is a query whose examples are
 All examples go through the model together as a feature ensemble (the query features are averaged over the
 examples after every attention; paper Table 4b: 1 frame 70.0, 4 frames 74.7, 8 frames 75.6 J&F on DAVIS-17).
 
-Objects are painted with one fixed palette (``build_palette(num_objects)``) for the whole video, so the model's
-answer decodes back to exact object ids. Examples are kept as label maps at model resolution and painted when
-used: if a later annotation brings a new id, every example is repainted consistently.
+Objects are painted with one fixed palette for the whole video: the k-th object annotated gets colour k of
+``build_palette(number of objects)`` (compact, so sparse ids such as {3, 17} still get well-separated colours),
+and the model's answer decodes back to exact object ids. Examples are kept as id maps at model resolution and
+painted when used: if a later annotation brings a new object, every example is repainted consistently.
 
     >>> vp = SegGPTVideoPredictor(context=8)
     >>> for t, labels in vp.propagate("frames/", first_masks="00000.png"):
@@ -183,7 +184,7 @@ class SegGPTVideoPredictor:
         self._annotated: dict[int, ContextFrame] = {}
         self._recent: deque[ContextFrame] = deque(maxlen=self.context)
         self._pending: dict[int, np.ndarray] = {}
-        self._num_objects = 0
+        self._object_ids: list[int] = []  # in order of first annotation: object k + 1 is painted colour k + 1
         self._next_frame = 0
         self.frame_size: tuple[int, int] | None = None
         self.last_frame: np.ndarray | None = None
@@ -196,8 +197,13 @@ class SegGPTVideoPredictor:
 
     @property
     def num_objects(self) -> int:
-        """Palette size: the largest object id annotated so far."""
-        return self._num_objects
+        """How many objects have been annotated so far (the palette size)."""
+        return len(self._object_ids)
+
+    @property
+    def object_ids(self) -> list[int]:
+        """The annotated object ids, in the order of their colours."""
+        return list(self._object_ids)
 
     def add_annotation(self, frame_index: int, mask: MaskSource) -> None:
         """Annotate a frame that has not been segmented yet: a new object, or a correction.
@@ -224,7 +230,7 @@ class SegGPTVideoPredictor:
         if self.frame_size is not None:
             self._check_size(labels, f"the annotation of frame {frame_index}")
         self._pending[frame_index] = labels
-        self._num_objects = max(self._num_objects, int(labels.max()))
+        self._object_ids += [int(i) for i in np.unique(labels) if i != 0 and i not in self._object_ids]
 
     # Propagation ----------------------------------------------------------------------------------------
     def propagate(
@@ -330,14 +336,16 @@ class SegGPTVideoPredictor:
 
     def _predict(self, frame: np.ndarray) -> np.ndarray:
         examples = self.context_frames
-        palette = build_palette(self._num_objects)
+        n = max(len(self._object_ids), 1)
+        palette = build_palette(n)
+        slot_of = np.zeros(MAX_DAVIS_ID + 1, np.int64)  # object id -> colour index (0 for background)
+        slot_of[self._object_ids] = np.arange(1, len(self._object_ids) + 1)
+        id_of = np.array([0, *self._object_ids] + [0] * (n - len(self._object_ids)), np.int64)
         images = torch.stack([e.image for e in examples])
-        masks = torch.stack([normalize(to_chw(paint(e.labels.numpy(), palette))) for e in examples])
-        self.predictor.set_prompt_tensors(
-            images, masks, task=self.task, num_labels=self._num_objects, ensemble="feature"
-        )
+        masks = torch.stack([normalize(to_chw(paint(slot_of[e.labels.numpy()], palette))) for e in examples])
+        self.predictor.set_prompt_tensors(images, masks, task=self.task, num_labels=n, ensemble="feature")
         prediction = self.predictor.predict(frame)
-        labels = np.asarray(prediction.labels).astype(np.int64)
+        labels = id_of[np.asarray(prediction.labels)]
         if labels.shape != self.frame_size:
             raise RuntimeError(f"the predictor answered {labels.shape} for a frame of {self.frame_size}")
         return labels

@@ -115,9 +115,8 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(fps=f"{count / (time.perf_counter() - start):.2f}")
     seconds = time.perf_counter() - start
-    ids = predictor.num_objects
     print(
-        f"wrote {count} annotations (object ids up to {ids}) to {out} in {seconds:.1f} s "
+        f"wrote {count} annotations of {predictor.num_objects} object(s) to {out} in {seconds:.1f} s "
         f"({count / max(seconds, 1e-9):.2f} frames/s)" + (f"; overlay video {args.overlay_video}" if writer else "")
     )
     return 0
