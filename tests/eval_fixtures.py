@@ -22,8 +22,9 @@ class FakePrediction:
 class FakePredictor:
     """``set_prompts`` records the call; the answer is ``red // step`` (binary tasks: red > 127)."""
 
-    def __init__(self, step: int | None = None) -> None:
+    def __init__(self, step: int | None = None, model=None) -> None:
         self.step = step
+        self.model = model  # only for learned prompts, whose loader checks the model's fingerprint
         self.calls: list[dict] = []
         self.num_labels = 1
 
@@ -31,6 +32,10 @@ class FakePredictor:
         self.calls.append(
             {"images": [np.asarray(i) for i in images], "masks": [np.asarray(m) for m in masks], "ensemble": ensemble}
         )
+        self.num_labels = num_labels or 1
+
+    def set_prompt_tensors(self, images, masks, task="semantic", num_labels=None, ensemble=None):
+        self.calls.append({"tensors": (images, masks), "num_labels": num_labels, "ensemble": ensemble})
         self.num_labels = num_labels or 1
 
     def _answer(self, image) -> FakePrediction:

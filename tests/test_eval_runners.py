@@ -24,6 +24,26 @@ from seggpt.eval import fss as fss_mod
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGGPT_CACHE", str(tmp_path / "cache"))
+
+
+def _learned_prompt(tmp_path, classes):
+    """A prompt file for a random vit_tiny model, and that model (its fingerprint must match)."""
+    import torch
+
+    from seggpt import SegGPT, vit_tiny
+    from seggpt.tuning import LearnedPrompt, model_fingerprint, save_prompts
+
+    model = SegGPT(vit_tiny()).eval()
+    h, w = model.config.image_size
+    prompt = LearnedPrompt(
+        torch.zeros(1, 3, h, w), torch.zeros(1, 3, h, w), "semantic", classes, model_fingerprint(model)
+    )
+    return save_prompts([prompt], tmp_path / "prompt.safetensors"), model
+
+
 def _sharded(name, predictor_factory, data, options, world=2):
     b = get(name)
     states = [run_local(b, predictor_factory(), data, options, Shard(r, world)) for r in range(world)]
@@ -136,6 +156,34 @@ def test_ade20k_example_based(tmp_path):
     assert all(len(c["images"]) in (1, 2) and c["ensemble"] == "feature" for c in pred2.calls if len(c["images"]) > 1)
 
 
+def test_ade20k_tuned_prompt(tmp_path):
+    data = write_ade(tmp_path / "ade")
+    path, model = _learned_prompt(tmp_path, classes=(7, 1))
+    pred = FakePredictor(step=100, model=model)
+    r = evaluate("ade20k", pred, data, EvalOptions(prompt_file=path))
+    # The fake answers label 2 where red is 255 (v1: the category-1 rows and half the 'other' rows), which the
+    # prompt maps to category 1: IoU 1. Category 2 (100 px in v2) and category 5 (v1 rows 4-7, 40 px) are
+    # answered as background: IoU 0, Acc 0. mIoU = mAcc = 1/3.
+    assert pred.calls[0]["num_labels"] == 2
+    assert r.metrics["mIoU"] == pytest.approx(100 / 3)
+    assert r.metrics["mAcc"] == pytest.approx(100 / 3)
+    assert r.paper == {"mIoU": 39.6, "mAcc": 50.7}
+
+
+def test_ade20k_index_is_cached(tmp_path):
+    from seggpt.eval.ade20k import ADEData, category_index
+
+    data = write_ade(tmp_path / "ade")
+    reader = ADEData(data / "ADEChallengeData2016")
+    first = category_index(reader)
+    assert first[1] == ["ADE_train_1", "ADE_train_2"] and first[3] == ["ADE_train_1"]
+    (cached,) = (tmp_path / "cache").glob("ade20k-index-*.json")
+    # The cache is what a second call reads: alter it and the alteration comes back.
+    cached.write_text(cached.read_text().replace("ADE_train_1", "ADE_train_X"))
+    assert category_index(reader)[3] == ["ADE_train_X"]
+    assert category_index(reader, cache=False) == first
+
+
 # DAVIS-2017 ----------------------------------------------------------------------------------------------
 def test_davis2017(tmp_path):
     data = write_davis(tmp_path)
@@ -164,6 +212,18 @@ def test_clinicdb(tmp_path):
     assert r.metrics["FB-IoU"] == pytest.approx(100 * (160 / 168 + 0.75) / 2)
     r2 = evaluate("clinicdb", FakePredictor(), data, EvalOptions(shots=2))
     assert len(r2.protocol["examples"]) == 2 and r2.protocol["targets"] == 2
+
+
+def test_user_folder_with_a_learned_prompt(tmp_path):
+    data = write_user_folder(tmp_path / "f")
+    path, model = _learned_prompt(tmp_path, classes=(2, 1))  # predicted 1 is label 2, predicted 2 is label 1
+    r = evaluate("folder", FakePredictor(step=100, model=model), data, EvalOptions(prompt_file=path))
+    # Every image is a target. Answers (red // 100, clipped to 2) mapped through (2, 1):
+    # a: rows 0-1 red 100 -> 1 -> label 2 (true 1), rows 2-3 red 200 -> 2 -> label 1 (true 2): all wrong;
+    # b: red 150 -> label 2 (true 1), red 250 -> label 1 (true 2): all wrong; c: red 250 -> label 1 (true 1): right.
+    # Label 1: I 16, pred 8 + 8 + 16, true 8 + 8 + 16 -> U 48; label 2: I 0.
+    assert r.metrics["mIoU"] == pytest.approx(100 * (16 / 48 + 0) / 2)
+    assert r.protocol["targets"] == 3
 
 
 def test_user_folder_multilabel(tmp_path):

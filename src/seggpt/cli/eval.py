@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context-frames", type=int, default=None, help="DAVIS: recent frames in the feature ensemble")
     p.add_argument("--prompts", nargs="+", default=None, help="folder/clinicdb: stems of the example pairs")
     p.add_argument(
+        "--prompt-file", type=Path, default=None, help="a learned prompt (seggpt tune): ade20k tuned row, folders"
+    )
+    p.add_argument(
         "--limit", type=int, default=None, help="only the first N work items (a smoke run, not the protocol)"
     )
     p.add_argument("--batch-size", type=int, default=8, help="targets per forward where the protocol allows")
@@ -89,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
         context_frames=args.context_frames,
         batch_size=args.batch_size,
         limit=args.limit,
+        prompt_file=args.prompt_file,
         extra={"prompts": args.prompts} if args.prompts else {},
     )
     benchmark = get(args.benchmark)
+    if benchmark.check is not None:
+        benchmark.check(args.data, options)  # a wrong folder fails before the model loads
     device = args.device
     if device == "cuda" and shard.world_size > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard.rank))}"  # one GPU per rank

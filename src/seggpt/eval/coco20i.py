@@ -63,10 +63,15 @@ class COCOData:
         return out
 
 
-def load(data: Path) -> COCOData:
+def check(data: Path | None, options: EvalOptions | None = None) -> Path:
+    """The annotation file, after checking the folders exist (without reading the JSON)."""
     require_dir(data, LAYOUT, "COCO-20i")
     require_dir(data / "val2014", LAYOUT, "COCO 2014 val images")
-    ann = require_file(data / "annotations" / "instances_val2014.json", LAYOUT, "COCO 2014 val annotations")
+    return require_file(data / "annotations" / "instances_val2014.json", LAYOUT, "COCO 2014 val annotations")
+
+
+def load(data: Path) -> COCOData:
+    ann = check(data)
     try:
         from pycocotools.coco import COCO
     except ImportError as e:  # pragma: no cover - pycocotools is a dependency of the eval extra

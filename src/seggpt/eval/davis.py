@@ -129,5 +129,12 @@ def summarize(states: list[Any], options: EvalOptions) -> BenchmarkResult:
 
 
 BENCHMARK = register(
-    Benchmark(NAME, "DAVIS-2017 semi-supervised video object segmentation (val, J&F)", LAYOUT, collect, summarize)
+    Benchmark(
+        NAME,
+        "DAVIS-2017 semi-supervised video object segmentation (val, J&F)",
+        LAYOUT,
+        collect,
+        summarize,
+        check=lambda data, options: sequences(data, options) and None,
+    )
 )

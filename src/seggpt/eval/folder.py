@@ -9,6 +9,9 @@ instead), and every other image is segmented with those k examples (feature ense
   dataset, and FB-IoU.
 * ``folder``: masks are label maps (binary 0/255 masks become 0/1; 255 in a multi-label map is ignored).
   Reported: semantic mIoU over the foreground labels, mIoU with background, mAcc, and per-label IoU.
+
+With ``--prompt-file`` (a prompt learned by ``seggpt tune``) there are no example pairs: every image is a
+target, and the prompt's labels 1..K are mapped back to the dataset labels it was tuned on.
 """
 
 from __future__ import annotations
@@ -118,6 +121,18 @@ def choose_prompts(pairs: list[Pair], options: EvalOptions) -> tuple[list[Pair],
     return examples, targets[: options.limit] if options.limit else targets
 
 
+def _learned_prompt(predictor: Any, options: EvalOptions) -> np.ndarray:
+    """Load the learned prompt into the predictor; returns the lookup table predicted label -> dataset label."""
+    from seggpt.tuning import load_prompt_into
+
+    prompt = load_prompt_into(predictor, options.prompt_file, ensemble=options.ensemble)
+    return np.array([0, *prompt.classes], np.int64)
+
+
+def _all_targets(pairs: list[Pair], options: EvalOptions) -> list[Pair]:
+    return pairs[: options.limit] if options.limit else pairs
+
+
 def _batches(targets: list[Pair], batch_size: int) -> list[list[Pair]]:
     # Fixed batches whatever the world size: a sharded run computes exactly the forwards of a single one.
     return [targets[i : i + batch_size] for i in range(0, len(targets), batch_size)]
@@ -171,7 +186,7 @@ def summarize_clinicdb(states: list[Any], options: EvalOptions) -> BenchmarkResu
         "FB-IoU": 100 * meter.fb_iou(),
     }
     protocol = {
-        "examples": states[0]["examples"],
+        "examples": states[0]["examples"] or str(options.prompt_file),
         "targets": len(per_image),
         "shots": len(states[0]["examples"]),
         "ensemble": options.ensemble or "feature",
@@ -188,25 +203,30 @@ def summarize_clinicdb(states: list[Any], options: EvalOptions) -> BenchmarkResu
 
 def collect_folder(predictor: Any, data: Path, options: EvalOptions, shard: Shard, progress: bool) -> dict:
     pairs = folder_pairs(data)
-    examples, targets = choose_prompts(pairs, options)
-    example_masks = [read_label_mask(p.mask) for p in examples]
     # The label set is the whole folder's, so every rank paints the examples with the same palette.
     num_labels = 0
     for p in pairs:
         m = read_label_mask(p.mask)
         num_labels = max(num_labels, int(m[m != IGNORE].max(initial=0)))
     num_labels = max(num_labels, 1)
-    kwargs: dict[str, Any] = {"task": "semantic", "num_labels": num_labels}
-    if len(examples) > 1 and options.ensemble:
-        kwargs["ensemble"] = options.ensemble
-    prompts = [np.where(m == IGNORE, 0, m) for m in example_masks]
-    predictor.set_prompts([read_rgb(p.image) for p in examples], prompts, **kwargs)
+    lut = None
+    if options.prompt_file is not None:
+        lut = _learned_prompt(predictor, options)
+        num_labels = max(num_labels, int(lut.max()))
+        examples, targets = [], _all_targets(pairs, options)
+    else:
+        examples, targets = choose_prompts(pairs, options)
+        kwargs: dict[str, Any] = {"task": "semantic", "num_labels": num_labels}
+        if len(examples) > 1 and options.ensemble:
+            kwargs["ensemble"] = options.ensemble
+        prompts = [np.where(m == IGNORE, 0, m) for m in (read_label_mask(p.mask) for p in examples)]
+        predictor.set_prompts([read_rgb(p.image) for p in examples], prompts, **kwargs)
     meter = SemanticMeter(num_labels + 1)
     for batch in _iterate(_batches(targets, options.batch_size), shard, progress, "folder"):
         preds = predictor.predict_batch([read_rgb(p.image) for p in batch], batch_size=options.batch_size)
         for p, pred in zip(batch, preds, strict=True):
             gt = read_label_mask(p.mask)
-            labels = np.asarray(pred.labels)
+            labels = np.asarray(pred.labels) if lut is None else lut[np.asarray(pred.labels)]
             if labels.shape != gt.shape:
                 raise ValueError(f"{p.mask}: mask {gt.shape} and image {labels.shape} differ in size")
             meter.update(labels, gt)
@@ -226,7 +246,7 @@ def summarize_folder(states: list[Any], options: EvalOptions) -> BenchmarkResult
     }
     details = {"class_iou": {str(c): (100 * float(v) if np.isfinite(v) else None) for c, v in enumerate(iou)}}
     protocol = {
-        "examples": states[0]["examples"],
+        "examples": states[0]["examples"] or str(options.prompt_file),
         "targets": states[0]["targets"],
         "ensemble": options.ensemble or "feature",
         "seed": SEED if options.seed is None else options.seed,
@@ -242,8 +262,16 @@ CLINICDB = register(
         CLINICDB_LAYOUT,
         collect_clinicdb,
         summarize_clinicdb,
+        check=lambda data, options: clinicdb_pairs(data) and None,
     )
 )
 FOLDER = register(
-    Benchmark("folder", "your own images/ + masks/ folder", FOLDER_LAYOUT, collect_folder, summarize_folder)
+    Benchmark(
+        "folder",
+        "your own images/ + masks/ folder",
+        FOLDER_LAYOUT,
+        collect_folder,
+        summarize_folder,
+        check=lambda data, options: folder_pairs(data) and None,
+    )
 )

@@ -66,13 +66,18 @@ class VOCData:
         return out
 
 
-def load(data: Path, options: EvalOptions) -> tuple[VOCData, list[str], dict[int, list[str]]]:
-    """Reader, evaluation ids, and for each class the ids whose mask contains it."""
+def check(data: Path | None, options: EvalOptions) -> Path:
+    """The image list, after checking the folders exist."""
     require_dir(data, LAYOUT, "PASCAL-5i")
     require_dir(data / "JPEGImages", LAYOUT, "VOC images")
     require_dir(data / "SegmentationClassAug", LAYOUT, "SBD-augmented masks")
     split = Path(options.split_file) if options.split_file else data / "ImageSets" / "Segmentation" / "val.txt"
-    require_file(split, LAYOUT, "image list")
+    return require_file(split, LAYOUT, "image list")
+
+
+def load(data: Path, options: EvalOptions) -> tuple[VOCData, list[str], dict[int, list[str]]]:
+    """Reader, evaluation ids, and for each class the ids whose mask contains it."""
+    split = check(data, options)
     ids = [ln.split()[0] for ln in split.read_text().splitlines() if ln.strip()]
     reader = VOCData(data)
     by_class: dict[int, list[str]] = {c: [] for c in range(1, 21)}
@@ -122,5 +127,5 @@ def summarize(states: list[Any], options: EvalOptions) -> BenchmarkResult:
 
 
 BENCHMARK = register(
-    Benchmark(NAME, "PASCAL-5i few-shot (4 folds x 1000 episodes, seed 0)", LAYOUT, collect, summarize)
+    Benchmark(NAME, "PASCAL-5i few-shot (4 folds x 1000 episodes, seed 0)", LAYOUT, collect, summarize, check)
 )

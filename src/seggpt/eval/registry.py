@@ -52,6 +52,8 @@ class EvalOptions:
         context_frames: DAVIS: frames in the video predictor's feature ensemble (None: its default).
         batch_size: targets per forward where the protocol allows batching.
         limit: evaluate only the first N work items (a smoke run; the report says it is not the protocol).
+        prompt_file: a learned prompt (``seggpt tune``) used as the example for every target instead of sampled
+            examples: ADE20K's tuned-prompt protocol, and the folder benchmarks.
         extra: runner-specific options (e.g. ``{"prompts": [...]}`` for the folder benchmark).
     """
 
@@ -65,6 +67,7 @@ class EvalOptions:
     context_frames: int | None = None
     batch_size: int = 8
     limit: int | None = None
+    prompt_file: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +85,7 @@ class EvalOptions:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["split_file"] = str(self.split_file) if self.split_file else None
+        d["prompt_file"] = str(self.prompt_file) if self.prompt_file else None
         return d
 
 
@@ -118,6 +122,8 @@ class Benchmark:
         layout: the expected folder layout, quoted in errors about missing or malformed data.
         collect: evaluates one shard; see the module docstring.
         summarize: merges the shards' states into the result.
+        check: optional cheap validation of the data folder (raises with the expected layout), run by the CLI
+            before it loads the model.
     """
 
     name: str
@@ -125,6 +131,7 @@ class Benchmark:
     layout: str
     collect: Collect
     summarize: Summarize
+    check: Callable[[Path | None, EvalOptions], None] | None = None
 
 
 _REGISTRY: dict[str, Benchmark] = {}
