@@ -150,6 +150,21 @@ def test_later_annotation_adds_a_new_object_from_its_frame_on():
     assert not (again == ID_C).any()
 
 
+def test_new_object_added_while_propagating_grows_the_palette_consistently():
+    frames, gt = synthetic_video()
+    stand_in = ColourKeyPredictor()
+    vp = SegGPTVideoPredictor(predictor=stand_in, context=2)
+
+    def annotate(t, vp):
+        if t == 2:
+            vp.add_annotation(5, np.where(gt[5] == ID_C, ID_C, 0))
+
+    pred = run(vp, frames, gt[0], on_frame=annotate)
+    np.testing.assert_array_equal(pred, gt)
+    # Two colours until C is annotated, then three; every example is repainted with the larger palette.
+    assert stand_in.num_labels == [2] * 4 + [3] * 7
+
+
 def test_correction_added_while_propagating_replaces_that_frames_prediction():
     frames, gt = synthetic_video()
     correction = np.zeros((SIZE, SIZE), np.int64)

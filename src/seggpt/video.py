@@ -138,7 +138,8 @@ class SegGPTVideoPredictor:
         model: None (the embedded model), a :class:`SegGPT`, or a checkpoint path. Ignored if ``predictor``
             is given.
         device: where the model runs ("cpu", "cuda", ...).
-        dtype: model precision (torch.float32, or torch.bfloat16 / float16).
+        dtype: model precision (torch.float32, torch.bfloat16, torch.float16); None keeps a given model's dtype
+            (float32 for a loaded one).
         context: K, the number of most recent predicted frames kept as examples (>= 0; default 8, the paper's
             best setting). The annotated frames come on top of these.
         task: "instance" (the authors' choice for video: each colour is one object) or "semantic".
@@ -154,7 +155,7 @@ class SegGPTVideoPredictor:
         self,
         model: SegGPT | str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         context: int = 8,
         task: str = "instance",
         annotation_mode: AnnotationMode = "merge",
