@@ -3,7 +3,7 @@
 Runs one of the paper's benchmarks with its published protocol and writes OUT (JSON) and OUT.md (a markdown
 table with the paper's numbers beside). Under ``torchrun --nproc_per_node N seggpt eval ...`` the work is
 sharded across the N processes and gathered on rank 0, which writes the report; the numbers equal a
-single-process run.
+single-process run. (``torchrun`` takes ``-m seggpt.cli`` or the path of the ``seggpt`` script.)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="reproduce the paper's benchmarks (FSS-1000, COCO-20i, PASCAL-5i, ADE20K, DAVIS-17, ...)",
         description=(
             "Evaluate SegGPT on a benchmark with its published protocol. Writes a JSON report and a markdown "
-            "table (OUT with .md). Shard with: torchrun --nproc_per_node N -m seggpt eval ..."
+            "table (OUT with .md). Shard with: torchrun --nproc_per_node N -m seggpt.cli eval ..."
         ),
     )
     p.add_argument("benchmark", choices=BENCHMARKS, help="which benchmark")
