@@ -99,6 +99,8 @@ def test_binary_masks_any_encoding(tmp_path, labels):
     Image.fromarray(fg.astype(np.uint8)).save(tmp_path / "m01.png")
     for src in (tmp_path / "m255.png", tmp_path / "m1.png", tmp_path / "m01.png", fg, fg.astype(np.float32)):
         np.testing.assert_array_equal(read_mask(src), fg.astype(np.int64), err_msg=str(src))
+    Image.fromarray((fg * 65535).astype(np.uint16)).save(tmp_path / "m16.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "m16.png"), fg)
     white_on_black = np.repeat((fg * 255).astype(np.uint8)[..., None], 3, axis=2)
     np.testing.assert_array_equal(read_mask(white_on_black), fg)
 

@@ -71,7 +71,19 @@ def test_segment_end_to_end(files, weights, capsys):
     assert main([*argv, "--ensemble", "spatial", str(root / "targets")]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "a.png").read_bytes() == before
-    assert main([*argv, "--ensemble", "spatial", "--overwrite", "--no-progress", str(root / "targets")]) == 0
+    rerun = [*argv, "--ensemble", "spatial", "--dtype", "bf16", "--overwrite", "--no-progress", str(root / "targets")]
+    assert main(rerun) == 0
+    assert Image.open(out / "a.png").size == (50, 30)
+
+
+def test_no_embedded_model_says_use_weights(files, monkeypatch, capsys):
+    import seggpt.checkpoint
+
+    root, _ = files
+    monkeypatch.setattr(seggpt.checkpoint, "EMBEDDED_WEIGHTS", root / "absent.safetensors")
+    code = main(["segment", *prompt_args(root, 1), "--out", str(root / "o"), str(root / "targets")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no embedded model" in err and "--weights" in err
 
 
 def test_bad_targets_are_reported_and_the_rest_done(files, weights, capsys):
@@ -99,9 +111,9 @@ def test_prompt_errors_exit_2_with_a_clear_line(files, weights, capsys):
     assert main([*base, "--prompt", str(root / "ex0.jpg"), str(root / "small_mask.png")]) == 2
     err = capsys.readouterr().err
     assert "10x10" in err and "48x40" in err and "small_mask.png" in err
-    with pytest.warns(UserWarning, match="empty"):
-        Image.fromarray(np.zeros((40, 48), np.uint8)).save(root / "empty.png")
-        assert main([*base, "--prompt", str(root / "ex0.jpg"), str(root / "empty.png"), "--no-progress"]) == 0
+    Image.fromarray(np.zeros((40, 48), np.uint8)).save(root / "empty.png")
+    assert main([*base, "--prompt", str(root / "ex0.jpg"), str(root / "empty.png"), "--no-progress"]) == 0
+    assert "warning: prompt 0: the mask" in capsys.readouterr().err
     assert main([*base[:-1], str(root / "none*.png"), *prompt_args(root, 1)]) == 1  # a glob that matches nothing
 
 

@@ -6,7 +6,7 @@ Images come as paths, PIL images or numpy arrays: grey, RGB, RGBA, palette and 1
 
 Rules for masks (:func:`read_mask`), in order:
     - a palette ("P" mode) PNG: the palette indices are the labels; index 255 (the VOC "void" border) becomes 0;
-    - a grey (or 16-bit, or bool) mask whose values are only {0, 255} or {0, 1} is binary: foreground = 1;
+    - a grey or bool mask whose values are only {0, 1}, {0, 255} or {0, 65535} (16-bit) is binary: foreground = 1;
     - a grey JPEG (lossy, so never exact labels) is thresholded at 128;
     - any other 2-D integer map is a label map, taken as is;
     - an RGB mask whose three channels are equal is read as grey;
@@ -195,9 +195,10 @@ def load_mask_array(src: ImageSource) -> tuple[np.ndarray, str]:
         return a, "labels"
     if lossy:
         return (a >= 128).astype(np.int64), "labels"
-    values = np.unique(a)
-    if len(values) <= 2 and set(values.tolist()) <= {0, 255}:
-        return (a == 255).astype(np.int64), "labels"
+    values = set(np.unique(a).tolist())
+    for white in (255, 65535):  # 8- and 16-bit binary masks
+        if values <= {0, white}:
+            return (a == white).astype(np.int64), "labels"
     return a, "labels"
 
 

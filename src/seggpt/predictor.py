@@ -71,7 +71,7 @@ MIN_COLOUR_DISTANCE = 20.0
 
 
 # Results ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value: compare fields explicitly
 class Prediction:
     """The answer for one target.
 

@@ -11,6 +11,7 @@ import argparse
 import glob
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -119,11 +120,22 @@ def run(args: argparse.Namespace) -> int:
                 "pass --overwrite to replace them, or choose another --out"
             )
 
-    predictor = SegGPTPredictor(
-        args.weights, device=args.device, dtype=getattr(torch, DTYPES[args.dtype]), upsample=args.upsample
-    )
+    try:
+        predictor = SegGPTPredictor(
+            args.weights, device=args.device, dtype=getattr(torch, DTYPES[args.dtype]), upsample=args.upsample
+        )
+    except FileNotFoundError as e:
+        if args.weights is None:
+            raise FileNotFoundError(f"{e} (--weights PATH)") from None
+        raise
     images, masks = zip(*args.prompt, strict=True)
-    predictor.set_prompts(list(images), list(masks), task=args.task, ensemble=args.ensemble, num_labels=args.num_labels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor.set_prompts(
+            list(images), list(masks), task=args.task, ensemble=args.ensemble, num_labels=args.num_labels
+        )
+    for w in caught:  # one plain line each (the default format shows library file names and source lines)
+        print(f"warning: {w.message}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
 
     from tqdm import tqdm

@@ -1,0 +1,131 @@
+"""Image-inference throughput: ``SegGPTPredictor`` against ``transformers`` called once per target.
+
+Both run the same seeded random weights (``vit_small`` by default: 128x128 images, the embedded CPU model's
+architecture; transformers gets them through the official->HF key map) on the same 32 synthetic targets of mixed
+sizes, with 1 and with 4 examples (a 3-class label map each).
+
+    seggpt        ``p.set_prompts(images, masks)`` once, then ``p.predict_batch(targets, batch_size)``: the prompts
+                  are read, painted and patch-embedded once; targets run batch_size x P canvases at a time
+                  (feature ensemble for 4 examples); only the query half is decoded.
+    transformers  what its documentation shows, per target: ``processor(images=target, prompt_images=...,
+                  prompt_masks=..., num_labels=K)``, ``model(**inputs)``, then
+                  ``processor.post_process_semantic_segmentation(outputs, target_sizes=[...], num_labels=K)``.
+                  Several prompts need the query duplicated by hand and ``feature_ensemble=True``.
+                  (``SegGptImageProcessorPil``: the torchvision-backed processor needs torchvision, which this
+                  project does not install.)
+
+Timing covers everything from the inputs (numpy arrays) to label maps at the targets' sizes, including setting
+the prompts for seggpt. Best of ``--repeat`` runs (the machine is shared). Also prints how often the two agree on
+a label (inputs are resized by different bicubic kernels, PIL vs torch, so they are not bit-equal).
+
+    python benchmarks/predictor.py [--preset vit_small] [--targets 32] [--batch-size 8] [--repeat 1] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+
+def make_data(n_targets: int, n_prompts: int, seed: int = 0):
+    """Blobby synthetic images and 3-class label maps (sizes vary like real photos)."""
+    rng = np.random.default_rng(seed)
+
+    def image(h, w):
+        yy, xx = np.mgrid[:h, :w]
+        base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 127 // (h + w))], -1)
+        return np.clip(base + rng.integers(-40, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+
+    def labels(h, w):
+        lab = np.zeros((h, w), np.int64)
+        for k in (1, 2, 3):
+            y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)
+            lab[y0 : y0 + h // 3, x0 : x0 + w // 3] = k
+        return lab
+
+    sizes = [(int(rng.integers(180, 480)), int(rng.integers(180, 640))) for _ in range(n_targets + n_prompts)]
+    prompts = [(image(h, w), labels(h, w)) for h, w in sizes[:n_prompts]]
+    targets = [image(h, w) for h, w in sizes[n_prompts:]]
+    return prompts, targets
+
+
+def run_ours(model, prompts, targets, batch_size):
+    from seggpt.predictor import SegGPTPredictor
+
+    p = SegGPTPredictor(model, upsample="nearest")  # nearest: the same resizing as transformers, for agreement
+    t0 = time.perf_counter()
+    p.set_prompts([i for i, _ in prompts], [m for _, m in prompts], num_labels=3)
+    preds = p.predict_batch(targets, batch_size=batch_size)
+    return time.perf_counter() - t0, [x.labels for x in preds]
+
+
+def run_hf(hf, processor, prompts, targets):
+    k = len(prompts)
+    images, masks = [i for i, _ in prompts], [m for _, m in prompts]
+    out = []
+    t0 = time.perf_counter()
+    for t in targets:
+        inputs = processor(images=[t] * k, prompt_images=images, prompt_masks=masks, num_labels=3, return_tensors="pt")
+        with torch.no_grad():
+            outputs = hf(**inputs, feature_ensemble=k > 1)
+        outputs.pred_masks = outputs.pred_masks[:1]  # after the ensemble all k answers are the same query's
+        labels = processor.post_process_semantic_segmentation(outputs, target_sizes=[t.shape[:2]], num_labels=3)[0]
+        out.append(labels.numpy())
+    return time.perf_counter() - t0, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="vit_small")
+    ap.add_argument("--targets", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from transformers import SegGptConfig, SegGptForImageSegmentation
+    from transformers.models.seggpt.image_processing_pil_seggpt import SegGptImageProcessorPil
+
+    from seggpt.checkpoint import config_to_hf, official_to_hf
+    from seggpt.config import preset
+    from seggpt.modeling import SegGPT
+
+    try:
+        cfg = preset(args.preset)
+    except ValueError as e:  # vit_small's taps (1, 3, 5, 7) come before merge_index 2 in this build of config.py
+        cfg = preset(args.preset, merge_index=1)
+        print(f"note: {e}; benchmarking with merge_index=1")
+    torch.manual_seed(0)
+    model = SegGPT(cfg).eval()
+    with torch.no_grad():
+        for prm in model.parameters():  # random, but not the zero-initialised tokens: a realistic workload
+            prm.normal_(0, 0.05)
+    hf = SegGptForImageSegmentation(SegGptConfig(**config_to_hf(cfg))).eval()
+    hf.load_state_dict(official_to_hf(model.state_dict()), strict=True)
+    h, w = cfg.image_size
+    processor = SegGptImageProcessorPil(size={"height": h, "width": w})
+
+    rows = []
+    for k in (1, 4):
+        prompts, targets = make_data(args.targets, k)
+        run_ours(model, prompts, targets[:2], args.batch_size)  # warm-up
+        run_hf(hf, processor, prompts, targets[:2])
+        ours = min(run_ours(model, prompts, targets, args.batch_size) for _ in range(args.repeat))
+        theirs = min(run_hf(hf, processor, prompts, targets) for _ in range(args.repeat))
+        agree = np.mean([(a == b).mean() for a, b in zip(ours[1], theirs[1], strict=True)])
+        rows.append((k, len(targets) / theirs[0], len(targets) / ours[0], theirs[0] / ours[0], agree))
+
+    print(f"\n{args.preset} ({cfg.img_size[0] // 2}x{cfg.img_size[1]} images), {args.targets} targets, "
+          f"{args.threads} threads, batch size {args.batch_size}, best of {args.repeat}")  # fmt: skip
+    print("| examples | transformers (targets/s) | seggpt (targets/s) | speed-up | same label |")
+    print("|---:|---:|---:|---:|---:|")
+    for k, t_hf, t_ours, ratio, agree in rows:
+        print(f"| {k} | {t_hf:.1f} | {t_ours:.1f} | {ratio:.2f}x | {agree:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
