@@ -161,8 +161,9 @@ def test_new_object_added_while_propagating_grows_the_palette_consistently():
 
     pred = run(vp, frames, gt[0], on_frame=annotate)
     np.testing.assert_array_equal(pred, gt)
-    # Two colours until C is annotated, then three; every example is repainted with the larger palette.
-    assert stand_in.num_labels == [2] * 4 + [3] * 7
+    # Two colours for frames 1 and 2, three once C's annotation is known (after frame 2); every example is
+    # repainted with the larger palette, so A and B still decode to their ids.
+    assert stand_in.num_labels == [2] * 2 + [3] * 9
 
 
 def test_correction_added_while_propagating_replaces_that_frames_prediction():
