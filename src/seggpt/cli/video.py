@@ -52,7 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="merge: objects drawn in a later annotation replace their prediction, others are kept (default); "
         "replace: the annotation is the whole truth for its frame",
     )
-    p.add_argument("--context", type=int, default=8, metavar="K", help="recent predicted frames kept as examples")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=8,
+        metavar="K",
+        help="recent predicted frames kept as examples (default %(default)s)",
+    )
     p.add_argument("--weights", default=None, help="checkpoint (any format); default: the embedded model")
     p.add_argument("--out", required=True, help="folder for the per-frame annotations")
     p.add_argument("--overlay-video", default=None, metavar="FILE", help="also write an overlay video (e.g. .mp4)")
