@@ -89,7 +89,8 @@ class TrainConfig:
     plot: bool = True
     # Under torchrun: "ddp" (DistributedDataParallel) or "fsdp" (FullyShardedDataParallel, for ViT-L).
     distributed: str = "ddp"
-    # torch.set_num_threads for this process; None leaves torch's default.
+    # torch.set_num_threads during the run; None leaves torch's default. On a busy shared CPU 1 can be many
+    # times faster than 2 (threads waiting on each other when cores are taken).
     threads: int | None = None
     # Resume from the newest checkpoint in run_dir when there is one.
     resume: bool = True
@@ -150,6 +151,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
 
 
 def _parse_value(text: str) -> Any:
+    if text in ("None", "none"):  # Python spelling of YAML's null
+        return None
     for conv in (int, float):  # YAML 1.1 reads "3e-4" as a string; a number is what anyone means
         try:
             return conv(text)

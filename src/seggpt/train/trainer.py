@@ -24,7 +24,7 @@ import random
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class TrainResult:
     step: int  # optimiser steps done
     last_loss: float | None
     skipped: int  # bad samples skipped on this rank
+    # The trained model (this rank's copy; with FSDP only the local shards are meaningful), in train mode.
+    model: SegGPT | None = field(default=None, repr=False, compare=False)
 
 
 # Loss ----------------------------------------------------------------------------------------------------
@@ -195,9 +197,11 @@ def train(
     """
     cfg = config
     info = D.setup(cfg.device)
+    threads = torch.get_num_threads()
     try:
         return _train(cfg, info, sources, weights, progress, time_limit, stop_after)
     finally:
+        torch.set_num_threads(threads)  # `threads` applies to this run only
         D.teardown(info)
 
 
@@ -277,6 +281,9 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
         collate_fn=collate,
         pin_memory=info.device.type == "cuda",
         persistent_workers=False,
+        # Its own generator: creating the iterator would otherwise draw from the global torch RNG, which a
+        # resumed run has just restored (drop path must see the same random stream as an uninterrupted run).
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     batches = iter(loader)
 
@@ -405,4 +412,4 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
         if info.is_main and cfg.plot:
             plot_metrics(run / "metrics.jsonl", run / "metrics.png")
         D.barrier(info)
-    return TrainResult(run, model_path, final_step, last_loss, skipped_total)
+    return TrainResult(run, model_path, final_step, last_loss, skipped_total, model)
