@@ -489,7 +489,8 @@ def category_scene(
             classes.append(j + 1)
     positives = list(objs)
     distractor_pool = [v for v in vocab.values(attribute) if v not in values]
-    for _ in range(int(rng.integers(num_distractors[0], num_distractors[1] + 1))):
+    num = int(rng.integers(num_distractors[0], num_distractors[1] + 1)) if distractor_pool else 0
+    for _ in range(num):
         fixed = {attribute: distractor_pool[int(rng.integers(len(distractor_pool)))]}
         if rng.random() < p_share:
             src = positives[int(rng.integers(len(positives)))]
@@ -633,7 +634,8 @@ def sample_multiclass(
     vocab = vocabulary(split)
     attribute = _category_kind(rng, vocab, attribute)
     pool = vocab.category_values[attribute]
-    n = num_classes if num_classes is not None else int(rng.integers(2, 4))
+    # The eval split has only two held-out textures: at most one class then, the other is the distractor.
+    n = num_classes if num_classes is not None else min(int(rng.integers(2, 4)), len(pool) - 1)
     if not 1 <= n <= len(pool) - 1:
         raise ValueError(f"num_classes must be in [1, {len(pool) - 1}] for {attribute} in split {split!r}")
     values = [pool[i] for i in rng.choice(len(pool), n, replace=False)]
@@ -749,7 +751,7 @@ def sample_semantic_pair(
     if rng.random() < p_same_scene:
         attribute = _category_kind(rng, vocab, None)
         pool = vocab.category_values[attribute]
-        n = int(rng.integers(2, 4)) if rng.random() < p_multiclass else 1
+        n = min(int(rng.integers(2, 4)), len(pool) - 1) if rng.random() < p_multiclass else 1
         values = [pool[i] for i in rng.choice(len(pool), n, replace=False)]
         ssize = _scene_size(size)
         for _attempt in range(8):
