@@ -69,6 +69,18 @@ def test_episodes_deterministic_prefix_and_no_query_in_supports():
     assert [(e.query, e.class_id) for e in every] == queries
 
 
+def test_episode_orders():
+    items = {0: [f"a{i}" for i in range(18)], 1: ["b0", "b1"]}
+    queries = [(k, c) for c, ks in items.items() for k in ks]
+    cyc = sample_episodes(queries, items, shots=1, seed=0, num_episodes=25)
+    assert [(e.query, e.class_id) for e in cyc] == (queries + queries)[:25]  # in order, starting over
+    uni = sample_episodes(queries, items, shots=1, seed=0, num_episodes=400, order="class-uniform")
+    share = sum(e.class_id == 1 for e in uni) / len(uni)
+    assert 0.4 < share < 0.6  # classes, not images, are drawn uniformly (class 1 has 2 of 20 images)
+    with pytest.raises(ValueError, match="order"):
+        sample_episodes(queries, items, shots=1, seed=0, order="random")
+
+
 # FSS-1000 ------------------------------------------------------------------------------------------------
 def test_fss1000(tmp_path):
     data = write_fss(tmp_path)
@@ -136,6 +148,25 @@ def test_pascal5i_ignores_border(tmp_path):
     assert fold["class_iou"]["aeroplane"] == 100.0
     assert fold["class_iou"]["bicycle"] == 0.0
     assert r.metrics["mIoU"] == pytest.approx(20.0)
+
+
+def test_pascal5i_fold_lists(tmp_path):
+    from seggpt.eval.pascal5i import VOCData, build_episodes
+
+    data = write_pascal(tmp_path / "voc")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "fold0.txt").write_text("2007_000002__1\n2007_000001__1\n2007_000004__2\n2007_000003__2\n")
+    eps = build_episodes(VOCData(data), lists, 0, EvalOptions(episodes=6))
+    assert [(e.query, e.class_id) for e in eps][:5] == [
+        ("2007_000002", 1), ("2007_000001", 1), ("2007_000004", 2), ("2007_000003", 2), ("2007_000002", 1),
+    ]  # fmt: skip
+    assert eps[0].supports == ("2007_000001",)
+    r = evaluate("pascal5i", FakePredictor(), data, EvalOptions(folds=(0,), episodes=8, split_file=lists))
+    assert r.metrics["mIoU"] == pytest.approx(20.0)
+    (lists / "fold0.txt").write_text("2007_000002__33\n")
+    with pytest.raises(ValueError, match="bad line"):
+        evaluate("pascal5i", FakePredictor(), data, EvalOptions(folds=(0,), split_file=lists))
 
 
 # ADE20K --------------------------------------------------------------------------------------------------

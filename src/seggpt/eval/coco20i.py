@@ -2,8 +2,10 @@
 
 Fold split (the interleaved one SegGPT and HSNet use): number the 80 categories 0..79 in increasing category
 id order; fold f holds positions {f + 4k : k = 0..19}, i.e. 1-based class indices f+1, f+5, ..., f+77. Fold 0
-starts with person, airplane, boat. Queries and supports come from COCO 2014 val; a class mask is the union of
-all the image's annotations of that class (crowd regions included). Reported: mIoU per fold and their mean.
+starts with person, airplane, boat. Queries and supports come from COCO 2014 val: each episode draws a class
+uniformly among the fold's 20, then a query image of it, then ``shots`` other images of it as supports. A
+class mask is the union of all the image's annotations of that class (crowd regions included). Reported: mIoU
+per fold and their mean.
 """
 
 from __future__ import annotations
@@ -94,7 +96,9 @@ def build_episodes(reader: COCOData, fold: int, options: EvalOptions) -> tuple[l
     items_by_class = {c: sorted(set(v), key=int) for c, v in items_by_class.items()}
     queries = [(k, c) for c in classes for k in items_by_class[c] if len(items_by_class[c]) >= 2]
     seed = SEED if options.seed is None else options.seed
-    episodes = sample_episodes(queries, items_by_class, options.shots, seed, options.episodes or EPISODES)
+    episodes = sample_episodes(
+        queries, items_by_class, options.shots, seed, options.episodes or EPISODES, order="class-uniform"
+    )
     if options.limit:
         episodes = episodes[: options.limit]
     return episodes, classes
@@ -122,6 +126,7 @@ def summarize(states: list[Any], options: EvalOptions) -> BenchmarkResult:
         "ensemble": options.ensemble or "feature",
         "seed": SEED if options.seed is None else options.seed,
         "fold_split": "fold f = classes at 0-based positions f + 4k of the 80 sorted COCO category ids",
+        "episode_sampling": "class uniform over the fold, then a query image of it, supports distinct",
     }
     paper = {"mIoU": PAPER["one-shot mIoU"] if options.shots == 1 else PAPER["few-shot mIoU"]}
     return BenchmarkResult(NAME, metrics, details, protocol, paper)

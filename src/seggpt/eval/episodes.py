@@ -56,6 +56,7 @@ def sample_episodes(
     shots: int,
     seed: int,
     num_episodes: int | None = None,
+    order: str = "cycle",
 ) -> list[Episode]:
     """Draw episodes deterministically.
 
@@ -65,8 +66,11 @@ def sample_episodes(
             from its own episode's supports).
         shots: supports per episode (fewer when the pool is smaller, with a warning).
         seed: the benchmark seed; episode ``i`` uses ``default_rng([seed, i])``.
-        num_episodes: None for one episode per query pair in order (FSS-1000: every test image once); otherwise
-            that many episodes whose query pair is drawn uniformly from ``queries``.
+        num_episodes: how many episodes (None: one per query pair).
+        order: how episode ``i`` picks its query. "cycle": ``queries[i % len(queries)]``, every pair in order,
+            starting over when there are more episodes than pairs (FSS-1000, PASCAL-5i, as the standard HSNet
+            evaluation does); "class-uniform": a class drawn uniformly among the classes of ``queries``, then
+            one of its query items uniformly (COCO-20i, whose classes are very unequal in size).
 
     Returns:
         the episodes, ``index`` = position.
@@ -75,21 +79,31 @@ def sample_episodes(
         raise ValueError(f"shots must be >= 1, got {shots}")
     if not queries:
         raise ValueError("no query candidates: the dataset split holds no image of the benchmark's classes")
+    if order not in ("cycle", "class-uniform"):
+        raise ValueError(f"order must be 'cycle' or 'class-uniform', got {order!r}")
     n = len(queries) if num_episodes is None else int(num_episodes)
     if n < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    by_class: dict[int, list[str]] = {}
+    for key, cls in queries:
+        by_class.setdefault(cls, []).append(key)
+    classes = sorted(by_class)
     episodes = []
     short = 0
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        key, cls = queries[i] if num_episodes is None else queries[int(rng.integers(len(queries)))]
+        if order == "cycle":
+            key, cls = queries[i % len(queries)]
+        else:
+            cls = classes[int(rng.integers(len(classes)))]
+            key = by_class[cls][int(rng.integers(len(by_class[cls])))]
         pool = [k for k in items_by_class[cls] if k != key]
         if not pool:
             raise ValueError(f"class {cls} has no item other than the query {key!r} to serve as support")
         # A permutation (not choice) so that the first k supports do not depend on ``shots``.
-        order = rng.permutation(len(pool))[:shots]
-        short += len(order) < shots
-        episodes.append(Episode(i, int(cls), key, tuple(pool[j] for j in order)))
+        picks = rng.permutation(len(pool))[:shots]
+        short += len(picks) < shots
+        episodes.append(Episode(i, int(cls), key, tuple(pool[j] for j in picks)))
     if short:
         log.warning("%d episodes have fewer than %d supports (their class has too few items)", short, shots)
     return episodes

@@ -72,7 +72,8 @@ def build_episodes(data: Path, options: EvalOptions) -> tuple[list[Episode], lis
     """The benchmark's episodes (class ids are positions in the split file), class names and reader."""
     root = _root(data)
     split = _split_file(data, root, options)
-    classes = [ln.strip() for ln in split.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    # Sorted by name, as the standard evaluation orders the test classes (episode i is the same everywhere).
+    classes = sorted({ln.strip() for ln in split.read_text().splitlines() if ln.strip() and not ln.startswith("#")})
     if not classes:
         raise ValueError(f"split file {split} lists no classes")
     items_by_class: dict[int, list[str]] = {}

@@ -1,8 +1,14 @@
 """PASCAL-5i few-shot benchmark: the 20 VOC classes in 4 folds of 5, 1000 episodes a fold, seed 0.
 
 Fold f holds classes 5f+1 .. 5f+5 (VOC order: fold 0 = aeroplane, bicycle, bird, boat, bottle). Queries and
-supports are VOC 2012 val images (``ImageSets/Segmentation/val.txt``, or ``--split-file`` with one image id
-per line) with SBD-augmented class masks; label 255 (object borders) is ignored in scoring.
+supports are VOC 2012 val images with SBD-augmented class masks; label 255 (object borders) is ignored in
+scoring. The query pairs (image, class) of a fold are taken in list order, starting over after the last one
+until the 1000 episodes are done (as the standard HSNet evaluation does); supports are ``shots`` other images
+of the class, drawn with the seed.
+
+The list: ``ImageSets/Segmentation/val.txt`` (every fold class present in an image makes a pair, in class
+order), or ``--split-file`` with one image id per line, or a folder holding ``fold0.txt`` .. ``fold3.txt`` whose
+lines are ``<image id>__<class>`` pairs (the HSNet fold lists).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ LAYOUT = """\
 DIR/                                   (VOC2012 with the SBD-augmented masks, e.g. VOCdevkit/VOC2012)
   JPEGImages/<id>.jpg
   SegmentationClassAug/<id>.png        class labels 0..20, 255 = ignored border
-  ImageSets/Segmentation/val.txt       the evaluation image ids (or --split-file)
+  ImageSets/Segmentation/val.txt       the evaluation image ids (or --split-file: a list, or a folder of
+                                       fold0.txt..fold3.txt with '<id>__<class>' lines)
 """
 PAPER = {"one-shot mIoU": 83.2, "few-shot mIoU": 89.8}
 
@@ -67,42 +74,76 @@ class VOCData:
 
 
 def check(data: Path | None, options: EvalOptions) -> Path:
-    """The image list, after checking the folders exist."""
+    """The image list (or folder of per-fold lists), after checking the folders exist."""
     require_dir(data, LAYOUT, "PASCAL-5i")
     require_dir(data / "JPEGImages", LAYOUT, "VOC images")
     require_dir(data / "SegmentationClassAug", LAYOUT, "SBD-augmented masks")
     split = Path(options.split_file) if options.split_file else data / "ImageSets" / "Segmentation" / "val.txt"
+    if split.is_dir():
+        return split
     return require_file(split, LAYOUT, "image list")
 
 
-def load(data: Path, options: EvalOptions) -> tuple[VOCData, list[str], dict[int, list[str]]]:
-    """Reader, evaluation ids, and for each class the ids whose mask contains it."""
-    split = check(data, options)
-    ids = [ln.split()[0] for ln in split.read_text().splitlines() if ln.strip()]
-    reader = VOCData(data)
-    by_class: dict[int, list[str]] = {c: [] for c in range(1, 21)}
-    for key in ids:
-        if not (data / "SegmentationClassAug" / f"{key}.png").is_file():
-            raise layout_error(f"mask SegmentationClassAug/{key}.png (listed in {split}) not found", LAYOUT)
-        for c in np.unique(reader.labels(key)):
-            if 1 <= c <= 20:
-                by_class[int(c)].append(key)
-    return reader, ids, by_class
+def _split_for_fold(split: Path, fold: int) -> Path:
+    if not split.is_dir():
+        return split
+    return require_file(split / f"fold{fold}.txt", LAYOUT, f"list of fold {fold}")
 
 
-def build_episodes(by_class: dict[int, list[str]], fold: int, options: EvalOptions) -> list[Episode]:
+def read_list(path: Path) -> list[tuple[str, int | None]]:
+    """Lines ``<id>`` (any class present) or ``<id>__<class>`` (one query pair, the HSNet fold-list format)."""
+    out: list[tuple[str, int | None]] = []
+    for ln in path.read_text().splitlines():
+        tok = ln.split()[0] if ln.strip() else ""
+        if not tok:
+            continue
+        if "__" in tok:
+            key, cls = tok.rsplit("__", 1)
+            if not cls.isdigit() or not 1 <= int(cls) <= 20:
+                raise ValueError(f"{path}: bad line {ln!r}; expected '<image id>__<class 1..20>'")
+            out.append((key, int(cls)))
+        else:
+            out.append((tok, None))
+    if not out:
+        raise layout_error(f"{path} lists no image", LAYOUT)
+    return out
+
+
+def fold_queries(reader: VOCData, split: Path, fold: int) -> tuple[list[tuple[str, int]], dict[int, list[str]]]:
+    """The fold's query pairs in list order, and for each of its classes the images that contain it."""
     classes = fold_classes(fold)
-    queries = [(k, c) for c in classes for k in by_class[c] if len(by_class[c]) >= 2]
+    entries = read_list(_split_for_fold(split, fold))
+    pairs: list[tuple[str, int]] = []
+    for key, cls in entries:
+        if not (reader.root / "SegmentationClassAug" / f"{key}.png").is_file():
+            raise layout_error(f"mask SegmentationClassAug/{key}.png (listed in {split}) not found", LAYOUT)
+        if cls is not None:
+            pairs.append((key, cls))
+        else:  # a plain id: one pair per fold class its mask contains
+            present = set(np.unique(reader.labels(key)).tolist())
+            pairs += [(key, c) for c in classes if c in present]
+    pairs = [(k, c) for k, c in pairs if c in classes]
+    by_class: dict[int, list[str]] = {c: [] for c in classes}
+    for k, c in pairs:
+        if k not in by_class[c]:
+            by_class[c].append(k)
+    queries = [(k, c) for k, c in pairs if len(by_class[c]) >= 2]
+    return queries, by_class
+
+
+def build_episodes(reader: VOCData, split: Path, fold: int, options: EvalOptions) -> list[Episode]:
+    queries, by_class = fold_queries(reader, split, fold)
     seed = SEED if options.seed is None else options.seed
-    episodes = sample_episodes(queries, by_class, options.shots, seed, options.episodes or EPISODES)
+    episodes = sample_episodes(queries, by_class, options.shots, seed, options.episodes or EPISODES, order="cycle")
     return episodes[: options.limit] if options.limit else episodes
 
 
 def collect(predictor: Any, data: Path, options: EvalOptions, shard: Shard, progress: bool) -> dict:
-    reader, _, by_class = load(data, options)
+    split = check(data, options)
+    reader = VOCData(data)
     meters = {}
     for fold in options.folds if options.folds is not None else range(NUM_FOLDS):
-        episodes = build_episodes(by_class, fold, options)
+        episodes = build_episodes(reader, split, fold, options)
         meters[fold] = run_fewshot(
             predictor, episodes, reader, fold_classes(fold), options.shots, options.ensemble, shard, progress
         )
@@ -119,6 +160,7 @@ def summarize(states: list[Any], options: EvalOptions) -> BenchmarkResult:
         "ensemble": options.ensemble or "feature",
         "seed": SEED if options.seed is None else options.seed,
         "fold_split": "fold f = VOC classes 5f+1..5f+5",
+        "episode_order": "the fold's (image, class) pairs in list order, cycled",
         "ignore_label": IGNORE,
         "split_file": str(options.split_file) if options.split_file else "ImageSets/Segmentation/val.txt",
     }
