@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import randomize_
-from eval_fixtures import write_davis, write_fss, write_user_folder
+from eval_fixtures import write_davis, write_fss
 from seggpt import SegGPT, save_native, vit_tiny
 from seggpt.cli import main
 from seggpt.eval import EvalOptions, Shard, evaluate, get, run_local
@@ -66,13 +66,6 @@ def test_real_predictor_sharded_equals_unsharded(tmp_path, tiny_weights):
     split = b.summarize(states, options)
     assert 0.0 < whole.metrics["mIoU"] < 100.0  # non-trivial answers: the comparison below can fail
     assert split.metrics == whole.metrics and split.details == whole.details
-
-    folder = write_user_folder(tmp_path / "folder")
-    options = EvalOptions(extra={"prompts": ["a"]}, batch_size=1)
-    f = get("folder")
-    whole = evaluate(f, SegGPTPredictor(tiny_weights), folder, options)
-    states = [run_local(f, SegGPTPredictor(tiny_weights), folder, options, Shard(r, 2)) for r in range(2)]
-    assert f.summarize(states, options).metrics == whole.metrics
 
 
 def test_davis_with_the_real_video_predictor(tmp_path, tiny_weights):
