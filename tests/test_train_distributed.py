@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from seggpt.data.toy import toy_source
@@ -105,3 +106,21 @@ def test_kill_mid_run_then_resume_lands_on_the_same_parameters(tmp_path):
     assert resumed.step == 16
     for (k, v), w in zip(ref.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(v, w), k
+
+
+@pytest.mark.slow
+def test_torchrun_fsdp_matches_one_process(tmp_path):
+    """FSDP (fully_shard, gloo on the CPU) with gradient accumulation gives the single-process parameters."""
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    common = {"steps": 3, "checkpoint_every": 3, "grad_accum": 2}
+    args = overrides(tmp_path / "fsdp", distributed="fsdp", **common)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
+    proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    sharded_run = load_file(tmp_path / "fsdp" / "model.safetensors")
+    single = train(load_config(None, overrides(tmp_path / "one", **common))).model.state_dict()
+    for k, v in single.items():
+        torch.testing.assert_close(sharded_run[k], v, rtol=1e-4, atol=1e-5, msg=k)

@@ -59,17 +59,20 @@ def teardown(info: DistInfo) -> None:
 
 
 def wrap(model: nn.Module, info: DistInfo, kind: str) -> nn.Module:
-    """DistributedDataParallel, or FSDP sharding each transformer block (ViT-L), when running distributed."""
+    """DistributedDataParallel, or FSDP (fully_shard) sharding each transformer block (ViT-L), when distributed."""
     if not info.enabled:
         return model
     if kind == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+        # FSDP2 (fully_shard): shards every block, then the rest; works with gloo on the CPU and nccl on CUDA.
+        # The module is changed in place (parameters become sharded DTensors), so build the optimiser after.
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
 
-        from seggpt.modeling.layers import Block
-
-        kw = {"device_id": info.device} if info.device.type == "cuda" else {}
-        return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({Block}), use_orig_params=True, **kw)
+        mesh = init_device_mesh(info.device.type, (info.world,))
+        for blk in model.blocks:
+            fully_shard(blk, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [info.device] if info.device.type == "cuda" else None

@@ -157,7 +157,7 @@ def _model_and_optim_state(model, optimizer, info: D.DistInfo, kind: str) -> tup
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_state_dict(model, optimizer, options=opts)
-    inner = model.module if info.enabled else model
+    inner = model.module if info.enabled and kind == "ddp" else model
     return inner.state_dict(), optimizer.state_dict()
 
 
@@ -168,7 +168,7 @@ def _load_model_and_optim_state(model, optimizer, msd: dict, osd: dict, info: D.
         set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd,
                        options=StateDictOptions(full_state_dict=True))  # fmt: skip
         return
-    inner = model.module if info.enabled else model
+    inner = model.module if info.enabled and kind == "ddp" else model
     inner.load_state_dict(msd)
     optimizer.load_state_dict(osd)
 
@@ -225,11 +225,13 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
     model.grad_checkpointing = cfg.model.grad_checkpointing
     model.train()
     mcfg = model.config
+    wrapped = D.wrap(model, info, cfg.distributed)
+    fsdp = info.enabled and cfg.distributed == "fsdp"
+    # Groups after wrapping: FSDP replaces the parameters by sharded ones (DDP keeps them).
     groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay, mcfg.depth)
     for g in groups:
         g.pop("names")
-    wrapped = D.wrap(model, info, cfg.distributed)
-    fused = info.device.type == "cuda"
+    fused = info.device.type == "cuda" and not fsdp
     optimizer = torch.optim.AdamW(
         groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, fused=fused or None
     )
@@ -343,7 +345,10 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
                 raise DataError(f"{e} (set data.skip_bad_samples=true to skip bad samples)") from e
             batch = {key: v.to(info.device, non_blocking=True) for key, v in batch.items()}
             skipped_total += int(batch.pop("skipped").sum())
-            sync = info.enabled and k < cfg.grad_accum - 1 and cfg.distributed == "ddp"
+            last = k == cfg.grad_accum - 1
+            if fsdp:
+                wrapped.set_requires_gradient_sync(last)
+            sync = info.enabled and not last and not fsdp
             with wrapped.no_sync() if sync else contextlib.nullcontext(), autocast:
                 pred = wrapped(batch["images"], batch["masks"], batch["bool_masked_pos"], batch["seg_type"])
                 loss = per_sample_loss(pred, batch["masks"], batch["bool_masked_pos"], batch["valid"], mcfg.patch_size)
@@ -352,10 +357,7 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
             loss_acc += loss.detach()
         n_acc += 1
         if cfg.optim.clip_grad:
-            if info.enabled and cfg.distributed == "fsdp":
-                wrapped.clip_grad_norm_(cfg.optim.clip_grad)
-            else:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
