@@ -66,12 +66,15 @@ def _flat_colours(scene: Scene) -> tuple[Scene, np.ndarray]:
     return Scene(np.zeros_like(scene.background), objs, 0.0), colours
 
 
-def test_masks_are_exactly_the_visible_pixels_of_the_category():
+@pytest.mark.parametrize(
+    ("attribute", "value"), [("shape", "star5"), ("shape", "random:4242"), ("texture", "dots"), ("colour", "red")]
+)
+def test_masks_are_exactly_the_visible_pixels_of_the_category(attribute, value):
     vocab = synth.vocabulary("train")
     occluded = 0
     for seed in range(12):
         rng = np.random.default_rng(seed)
-        scene, classes = synth.category_scene(rng, (96, 96), vocab, "shape", ["star5"], num_distractors=(3, 5))
+        scene, classes = synth.category_scene(rng, (96, 96), vocab, attribute, [value], num_distractors=(3, 5))
         image, inst = render(scene)
         mask = synth.class_map(inst, classes)
         flat, colours = _flat_colours(scene)
@@ -81,14 +84,28 @@ def test_masks_are_exactly_the_visible_pixels_of_the_category():
             if cls:
                 expected |= (flat_image == colours[i]).all(-1)
         np.testing.assert_array_equal(mask.astype(bool), expected)
-        # And the category is what the scene says: every positive object is a star, no distractor is.
-        assert all((o.shape == "star5") == bool(c) for o, c in zip(scene.objects, classes, strict=True))
+        # And the category is what the scene says: every positive object has the value, no distractor has.
+        assert all((o.attribute(attribute) == value) == bool(c) for o, c in zip(scene.objects, classes, strict=True))
         # Occlusion happens: some object covers part of another (its visible area < its drawn area).
         for i, o in enumerate(scene.objects):
             hit = synth.object_mask(o, (96, 96))
             if hit is not None and (inst == i + 1).sum() < hit[0].sum():
                 occluded += 1
     assert occluded > 0
+
+
+def test_random_shapes_are_fixed_by_their_name_and_drawn_in_training():
+    a, b = synth.shape_polygons("random:17")[0][0], synth.shape_polygons("random:17")[0][0]
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a).max() == pytest.approx(1.0)
+    assert not np.array_equal(a.shape, synth.shape_polygons("random:18")[0][0].shape) or not np.allclose(
+        a, synth.shape_polygons("random:18")[0][0]
+    )
+    rng = np.random.default_rng(0)
+    values = [sample_semantic(rng, 32, 1, attribute="shape").value for _ in range(40)]
+    assert any(v.startswith("random:") for v in values) and any(v in synth.TRAIN_SHAPES for v in values)
+    # The eval split never draws them: its categories are exactly the held-out named shapes.
+    assert synth.vocabulary("eval").p_random_shape == 0
 
 
 def test_semantic_episode_masks_are_binary_and_non_empty():
@@ -243,7 +260,7 @@ def test_generation_speed_is_reported():
     # Not a timed assertion (shared CPUs): the benchmark runs and reports a positive time for every kind.
     times = synth._benchmark(n=3, size=64)
     assert set(times) >= {"semantic pair (1 shot)", "instance pair", "video pair"}
-    assert all(t > 0 for t in times.values())
+    assert all(wall > 0 and cpu >= 0 for wall, cpu in times.values())
 
 
 # seggpt eval synthcontext ---------------------------------------------------------------------------------
