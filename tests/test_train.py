@@ -160,3 +160,37 @@ def test_stop_and_resume_in_process_is_exact(tmp_path):
         assert torch.equal(v, w), k
     # The metrics log of the resumed run has each step once.
     assert [r["step"] for r in read_metrics(tmp_path / "cut" / "metrics.jsonl")] == [2, 4, 6]
+
+
+class _BadEveryOther:
+    """A source whose odd draws hit a corrupt file."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        from seggpt.data.toy import toy_source
+
+        self.inner = toy_source(num_images=4)
+
+    def __len__(self) -> int:
+        return 4
+
+    def sample_pair(self, rng, size):
+        from seggpt.data.base import DataError
+
+        if rng.random() < 0.5:
+            raise DataError("cannot read mask /data/flaky/0007.png: truncated file")
+        return self.inner.sample_pair(rng, size)
+
+
+def test_bad_samples_are_counted_or_stop_the_run(tmp_path):
+    from seggpt.data.base import DataError
+
+    ok = train(load_config(None, tiny_overrides(tmp_path / "a", steps=2)), sources=[_BadEveryOther()])
+    assert ok.skipped > 0
+    with pytest.raises(DataError, match=r"0007\.png"):
+        train(load_config(None, tiny_overrides(tmp_path / "b", steps=2, **{"data.skip_bad_samples": False})),
+              sources=[_BadEveryOther()])  # fmt: skip
+    with pytest.raises(DataError, match="max_skipped=0"):
+        train(load_config(None, tiny_overrides(tmp_path / "c", steps=2, **{"data.max_skipped": 0})),
+              sources=[_BadEveryOther()])  # fmt: skip
