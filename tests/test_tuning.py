@@ -95,6 +95,40 @@ def test_loss_decreases_on_a_fixed_task():
     assert after < 0.99 * before, (before, after)
 
 
+def test_prompt_loss_is_the_training_loss():
+    """The tuning loss (query half decoded only) equals the model's own full-canvas training loss."""
+    model = tiny_model()
+    data = Squares(model.config.image_size, n=3)
+    g = torch.Generator().manual_seed(3)
+    p_img, p_msk = torch.randn(1, 2, 3, 32, 32, generator=g), torch.randn(1, 2, 3, 32, 32, generator=g)
+    q_img = torch.stack([data[i][0] for i in range(3)]).float()
+    q_lab = torch.stack([data[i][1] for i in range(3)])
+    q_lab[0, :4] = 255  # ignored rows
+    ours = prompt_loss(model, p_img, p_msk, q_img, q_lab, [(1, 2)], "semantic")
+    # Reference: canvases built by hand, targets painted white (class 1) and the palette's second colour (class 2).
+    colours = torch.tensor([[0, 0, 0], [255, 255, 255], [255, 255, 127]], dtype=torch.float32)  # build_palette(2)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    norm = lambda x: (x / 255 - mean) / std  # noqa: E731
+    target = norm(colours[q_lab.clamp(max=2)].permute(0, 3, 1, 2))
+    images, masks, valid = [], [], []
+    for b in range(3):
+        for p in range(2):
+            images.append(torch.cat([p_img[0, p], norm(q_img[b])], 1))
+            masks.append(torch.cat([p_msk[0, p], target[b]], 1))
+            valid.append(torch.cat([torch.ones(1, 32, 32), (q_lab[b] != 255).float()[None]], 1))
+    _, ref = model(
+        torch.stack(images),
+        torch.stack(masks),
+        model.query_mask(),
+        torch.zeros(6, dtype=torch.long),
+        feature_ensemble=True,
+        num_prompts=2,
+        valid=torch.stack(valid),
+        return_loss=True,
+    )
+    assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-6), (ours, ref)
+
+
 def test_prompt_stays_a_valid_picture():
     model = tiny_model()
     prompt = tune(model, Squares(model.config.image_size), [1], config=TuneConfig(**{**FAST, "lr": 5.0}))[0]

@@ -573,23 +573,28 @@ def prompt_loss(
     bot_img = q[:, None, None].expand(shape)
     bot_msk = target[:, :, None].expand(shape)
     images = torch.cat([top_img, bot_img], dim=-2).reshape(-1, 3, 2 * shape[-2], shape[-1])
-    masks = torch.cat([top_msk, bot_msk], dim=-2).reshape(-1, 3, 2 * shape[-2], shape[-1])
-    v = valid[:, :, None].expand(b, g_n, p_n, 1, *q.shape[-2:])
-    valid_canvas = torch.cat([torch.ones_like(v), v], dim=-2).reshape(-1, 1, 2 * shape[-2], shape[-1])
+    # The placeholder under the mask token never reaches the model (every query patch is replaced), so the prompt
+    # mask is repeated there as at inference; the target only enters the loss.
+    masks = torch.cat([top_msk, top_msk], dim=-2).reshape(-1, 3, 2 * shape[-2], shape[-1])
     n = images.shape[0]
     seg_type = torch.full((n,), TASKS[task], dtype=torch.long, device=q.device)
     dtype = next(model.parameters()).dtype
-    _, loss = model(
+    # The loss only covers the query half, so only that half is decoded (exact, and it skips half of the
+    # full-resolution decoder): the training loss of model(..., return_loss=True) restricted to where it is non-zero.
+    pred = model(
         images.to(dtype),
         masks.to(dtype),
         model.query_mask(q.device),
         seg_type,
         feature_ensemble=p_n > 1,
         num_prompts=p_n,
-        valid=valid_canvas.to(dtype),
-        return_loss=True,
+        query_only=True,
     )
-    return loss
+    hp, wp = model.config.grid_size
+    everywhere = torch.ones(1, hp // 2 * wp, dtype=torch.bool, device=q.device)
+    target_q = bot_msk.reshape(n, 3, *shape[-2:])
+    valid_q = valid[:, :, None].expand(b, g_n, p_n, 1, *q.shape[-2:]).reshape(n, 1, *shape[-2:])
+    return model.loss(pred, target_q.to(pred.dtype), everywhere, valid_q.to(pred.dtype))
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
