@@ -34,5 +34,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/model_forward.py
 
+# Reproduce the embedded default model (about 100 minutes on a 2-core CPU), then ship it into the package.
+train-default: $(STAMP)
+	$(VENV)/bin/seggpt train configs/embedded.yaml --time-limit 100
+	$(PY) scripts/ship_embedded.py runs/embedded/model.safetensors --overwrite
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
