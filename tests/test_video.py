@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import randomize_
 from seggpt import SegGPT, vit_tiny
 from seggpt.coloring import build_palette, decode
 from seggpt.transforms import denormalize
@@ -265,3 +266,28 @@ def test_real_model_sees_annotated_plus_k_prompts(dtype):
         assert set(np.unique(lab)) <= {0, 1, 2, 3}
     assert batches == [2 * 1, 2 * 2, 2 * 3, 2 * 3, 2 * 3]  # frame t: 1 annotated + min(t - 1, K) recent
     assert vp.predictor.model.blocks[0].attn.qkv.weight.dtype == dtype
+
+
+def test_matches_the_image_predictor_given_the_same_examples():
+    """Frame t of the video equals what SegGPTPredictor answers when handed frame 0 and the earlier frames with
+    their masks as raw images (its own reading, resizing and painting path)."""
+    from seggpt.predictor import SegGPTPredictor
+
+    model = randomize_(SegGPT(vit_tiny()).eval(), std=0.3)
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (4, 40, 48, 3), dtype=np.uint8)
+    first = np.zeros((40, 48), np.int64)
+    first[4:20, 4:24] = 1
+    first[22:38, 20:46] = 2
+    out = [lab for _, lab in SegGPTVideoPredictor(model=model, context=2).propagate(frames, first)]
+    image_predictor = SegGPTPredictor(model)
+    masks = [first]
+    for t in range(1, 4):
+        examples = [0, *range(max(1, t - 2), t)]  # the annotated frame and the last K = 2
+        image_predictor.set_prompts(
+            [frames[i] for i in examples], [masks[i] for i in examples], task="instance", num_labels=2
+        )
+        expected = image_predictor.predict(frames[t]).labels
+        np.testing.assert_array_equal(out[t], expected)
+        masks.append(expected)
+    assert len(np.unique(np.stack(out[1:]))) > 1  # the answers are not trivially constant
