@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import time
 
 import numpy as np
@@ -77,6 +78,8 @@ def main() -> None:
     print(f"preset {args.preset} ({n_params:.1f} M params), canvas {cfg.img_size[0]}x{cfg.img_size[1]}, "
           f"batch {args.batch}, {args.threads} threads, median of {args.steps} steps")  # fmt: skip
     print(f"data pipeline (main process): {data_rate:.1f} samples/s")
+    # Shared machines: the load says how much of the CPU this run actually had.
+    print("load average at start: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     print()
     print("| precision | grad checkpointing | s/step | samples/s |")
     print("|---|---|---|---|")
