@@ -401,3 +401,16 @@ def test_set_prompt_tensors_equals_set_prompts(predictor, data):
     got = predictor.predict(targets[0])
     np.testing.assert_array_equal(got.labels, want.labels)
     np.testing.assert_allclose(got.raw, want.raw, atol=1e-5)
+
+
+def test_prompt_work_is_done_once(model, data):
+    images, masks, targets = data
+    p = SegGPTPredictor(model)
+    p.set_prompts(images[:3], masks[:3])
+    seen = []
+    hook = model.patch_embed.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape)))
+    try:
+        p.predict_batch(targets, batch_size=5)
+    finally:
+        hook.remove()
+    assert seen == [(5, 3, H, W)]  # only the 5 query halves are embedded; the 3 examples were embedded once
