@@ -28,6 +28,16 @@ from seggpt.tuning import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny model's ops are too small to split across threads; one thread is faster and steadier when the
+    machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(seed: int = 0) -> SegGPT:
     torch.manual_seed(seed)
     model = SegGPT(vit_tiny())
@@ -222,6 +232,26 @@ def test_real_predictor_accepts_a_learned_prompt(tmp_path):
     ).clamp(0, 255)
     _, painted = segment_tensors(model, prompt.images, prompt.masks, q, 2)
     assert np.allclose(pred.raw, painted[0].permute(1, 2, 0).numpy(), atol=1e-2)
+
+
+def test_learned_prompt_video(tmp_path):
+    predictor_mod = pytest.importorskip("seggpt.predictor")
+    from seggpt.tuning import LearnedPromptVideo
+
+    model = tiny_model()
+    data = Squares(model.config.image_size)
+    # Classes 2 and 1, in that order: predicted label k must come back as classes[k - 1].
+    prompt = tune(model, data, [2, 1], config=TuneConfig(**FAST))[0]
+    path = prompt.save(tmp_path / "p.safetensors")
+    frames = np.stack([data[i][0].permute(1, 2, 0).numpy() for i in range(3)])
+    predictor = predictor_mod.SegGPTPredictor(model)
+    video = LearnedPromptVideo(predictor, path)
+    out = list(video.propagate(frames))
+    assert [t for t, _ in out] == [0, 1, 2] and video.num_objects == 2
+    assert np.array_equal(video.last_frame, frames[2])
+    for t, labels in out:
+        direct = predictor.predict(frames[t]).labels
+        assert np.array_equal(labels, np.array([0, 2, 1])[direct])
 
 
 def test_resume_equals_uninterrupted(tmp_path):

@@ -271,6 +271,38 @@ def load_prompt_into(predictor: Any, path: str | os.PathLike, ensemble: str | No
     return prompt
 
 
+class LearnedPromptVideo:
+    """Segment every frame of a video with a learned prompt (no propagation): the ``seggpt video --prompt-file``
+    path. Mirrors the parts of :class:`seggpt.video.SegGPTVideoPredictor` its command uses: :meth:`propagate`
+    yields ``(frame_index, labels)``, ``last_frame`` and ``num_objects``.
+
+    Labels are the dataset ids the prompt was tuned on (``prompt.classes``), 0 = background.
+    """
+
+    def __init__(self, predictor: Any, path: str | os.PathLike, ensemble: str | None = None) -> None:
+        self.predictor = predictor
+        self.prompt = load_prompt_into(predictor, path, ensemble=ensemble)
+        self._lut = np.array([0, *self.prompt.classes], np.int64)
+        self.last_frame: np.ndarray | None = None
+
+    @property
+    def num_objects(self) -> int:
+        return self.prompt.num_labels
+
+    def propagate(self, frames: Any) -> Any:
+        """Frames as :func:`seggpt.video_io.open_frames` reads them -> iterator of (index, (H, W) int64 labels)."""
+        from seggpt.video_io import open_frames
+
+        source = open_frames(frames)
+
+        def run():
+            for t, frame in enumerate(source):
+                self.last_frame = frame
+                yield t, self._lut[np.asarray(self.predictor.predict(frame).labels)]
+
+        return run()
+
+
 # Data --------------------------------------------------------------------------------------------------------
 class SegmentationData(Protocol):
     """What :func:`tune` reads: items of (image (3, h, w) in [0, 255], labels (h, w) int) at the model's image
