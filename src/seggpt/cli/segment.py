@@ -46,16 +46,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="how several examples are combined (default: feature when there are several)",
     )
-    p.add_argument("--num-labels", type=int, default=None, help="foreground labels (default: the largest in the masks)")
-    p.add_argument("--weights", default=None, help="checkpoint (official .pth, HF folder, .safetensors); "
+    p.add_argument(
+        "--num-labels",
+        type=int,
+        default=None,
+        metavar="K",
+        help="foreground labels (default: the largest in the masks)",
+    )
+    p.add_argument("--weights", default=None, metavar="W", help="checkpoint (official .pth, HF folder, .safetensors); "
                    "default: the embedded model")  # fmt: skip
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda, cuda:1, mps ...")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision")
-    p.add_argument("--batch-size", type=int, default=8, help="targets per forward pass")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="targets per forward pass")
     p.add_argument(
         "--upsample", choices=["bilinear", "nearest"], default="bilinear", help="how answers reach the target size"
     )
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("targets", nargs="+", metavar="TARGET", help="image files, folders of images, or globs")
