@@ -92,7 +92,9 @@ class SemanticPairs:
         if unknown:
             log.info("%s: scanned %d label maps for the class index", ds.name, unknown)
         if cache is not None:
-            Path(cache).write_text(json.dumps({"name": ds.name, "items": items}))
+            tmp = Path(cache).with_name(f".{Path(cache).name}.tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"name": ds.name, "items": items}))
+            os.replace(tmp, cache)  # ranks building the same cache never see a half-written file
         return items, _invert(items)
 
     def sample_pair(self, rng: np.random.Generator, size: tuple[int, int]) -> Pair:
