@@ -29,6 +29,13 @@ Registering a source type for YAML configs (``data.sources: [{type: NAME, weight
 as keyword arguments and returns a Source. Entries "synth" -> ``seggpt.data.synth:build_source`` and
 "real_pairs" -> ``seggpt.data.real_pairs:build_source`` are reserved for those modules; one can also call
 ``seggpt.data.registry.register_source(NAME, factory)`` at import time.
+
+Built-in types: coco_instance, coco_panoptic, coco_stuff, paco (``readers/coco.py``); ade20k, voc (+ SBD),
+cityscapes, lip (``readers/scenes.py``); isaid, loveda, aerial (``readers/aerial.py``); vessels (CHASE_DB1,
+DRIVE, HRF, STARE; ``readers/vessels.py``); fss1000 (``readers/fss.py``); folder (``folder.py``, users' own
+images + masks); toy (``toy.py``, procedural shapes for smoke tests). Readers are ``LabelDataset``s wrapped by
+``pairs.SemanticPairs`` (example = a view of the same image with p_same = 0.5, else another image with a
+shared class) or ``pairs.InstancePairs`` (two views); ``mixture.TrainingSamples`` turns pairs into samples.
 """
 
 from seggpt.data.base import IGNORE, INSTANCE, SEMANTIC, DataError, Pair, Source
