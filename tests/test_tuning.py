@@ -334,5 +334,8 @@ def test_cli_tune_end_to_end(tmp_path, capsys):
     assert prompt.classes == (1, 2)  # every class found in the masks
     assert main(argv) == 2  # refuses to overwrite the prompt
     assert "exists" in capsys.readouterr().err
-    assert main(argv + ["--overwrite", "--mode", "per-class", "--classes", "2"]) == 0
-    assert [p.classes for p in load_prompts(out)] == [(2,)]
+    preview = tmp_path / "prompt.png"
+    assert main(argv + ["--overwrite", "--mode", "per-class", "--classes", "2", "1", "--preview", str(preview)]) == 0
+    assert [p.classes for p in load_prompts(out)] == [(2,), (1,)]
+    h, w = prompt.images.shape[-2:]
+    assert Image.open(preview).size == (2 * w, 2 * h)  # two per-class prompts, image | mask each

@@ -45,8 +45,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=50, help="save the tuning state every N steps")
     p.add_argument("--resume", action="store_true", help="continue from the tuning state file if it exists")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--preview", default=None, metavar="PNG", help="also save the learned prompt as a picture")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def save_preview(prompts: list, path: str, overwrite: bool = False) -> None:
+    """Every example of every prompt as image | mask, one row each, in one picture."""
+    import numpy as np
+
+    from seggpt.io import save_rgb
+
+    rows = []
+    for prompt in prompts:
+        images, masks = prompt.to_uint8()
+        rows += [np.concatenate([img, msk], axis=1) for img, msk in zip(images, masks, strict=True)]
+    save_rgb(np.concatenate(rows, axis=0), path, overwrite=overwrite)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         info={"data": str(Path(args.data).resolve())},
     )
     save_prompts(prompts, out, overwrite=args.overwrite)
+    if args.preview:
+        save_preview(prompts, args.preview, overwrite=args.overwrite)
     state.unlink(missing_ok=True)  # the run is complete: the prompt file is the result
     loss = prompts[0].info.get("final_loss")
     print(f"wrote {out}: {len(prompts)} prompt(s), classes {classes}, final loss {loss:.4f}")
