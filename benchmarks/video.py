@@ -9,7 +9,7 @@ F-measure), averaged per object then over objects; J&F = mean of J and F. Frames
 (model, resizing, decoding), not scoring.
 
     python benchmarks/video.py --weights src/seggpt/weights/seggpt_small.safetensors   # or omit: embedded
-    python benchmarks/video.py --random vit_small --videos 2 --frames 12               # prove the script
+    python benchmarks/video.py --random vit_small                                      # prove the script
 
 The paper's Table 4b (DAVIS-17, ViT-L) is printed beside the results for orientation only: different model
 size, data and resolution, so the numbers are not comparable; the trend over K is what to look at.
@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
     p.add_argument("--dtype-context", type=int, default=8, help="K for the dtypes other than fp32")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    # One thread by default: on a shared, oversubscribed CPU two OpenMP threads wait on each other and run several
+    # times slower than one. On an idle machine pass --threads 2 (or more).
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: see the comment)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
