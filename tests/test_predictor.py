@@ -66,7 +66,7 @@ def test_palette_equals_transformers(n):
     np.testing.assert_array_equal(checked_palette(n), np.array(hf_palette(n), np.uint8))
 
 
-@pytest.mark.parametrize("num_labels, size", [(1, (H * 2, W * 2)), (5, (17, 45)), (30, (H, W))])
+@pytest.mark.parametrize("num_labels, size", [(1, (H * 2, W * 2)), (5, (17, 45)), (30, (H, W)), (60, (19, 23))])
 def test_decoding_equals_transformers_post_process(num_labels, size):
     from types import SimpleNamespace
 

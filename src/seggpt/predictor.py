@@ -191,22 +191,51 @@ def decode_answer(
         c = F.interpolate(c[None], size=tuple(size), mode=upsample, **kw)[0]
     h, w = c.shape[-2:]
     pal = torch.as_tensor(np.asarray(palette), dtype=torch.float32, device=c.device)
-    pix = c.permute(1, 2, 0).reshape(-1, 3)
-    labels = torch.empty(pix.shape[0], dtype=torch.long, device=c.device)
-    d1 = torch.empty(pix.shape[0], device=c.device)
-    d2 = torch.empty(pix.shape[0], device=c.device)
-    # (N, K, 3) differences in chunks of ~4 M values: exact squared distances (as transformers computes them),
-    # bounded memory for large images and palettes.
-    step = max(1, (1 << 22) // (3 * len(pal)))
-    for s in range(0, pix.shape[0], step):
-        dist = ((pix[s : s + step, None, :] - pal[None]) ** 2).sum(-1)  # N K
-        labels[s : s + step] = dist.argmin(-1)
-        two = dist.topk(min(2, len(pal)), dim=-1, largest=False).values
-        d1[s : s + step] = two[:, 0]
-        d2[s : s + step] = two[:, -1]
+    if len(pal) < 2:
+        raise ValueError("decoding needs a palette of at least two colours (background and one label)")
+    if len(pal) <= _RUNNING_MIN_COLOURS:
+        labels, d1, d2 = _two_nearest_running(c.reshape(3, -1), pal)
+    else:
+        labels, d1, d2 = _two_nearest_chunked(c.reshape(3, -1), pal)
     d1, d2 = d1.sqrt(), d2.sqrt()
     scores = torch.where(d1 + d2 > 0, (d2 - d1) / (d2 + d1).clamp_min(1e-12), torch.ones_like(d1))
     return labels.reshape(h, w), d1.reshape(h, w), scores.reshape(h, w)
+
+
+# Small palettes: one pass per colour over channel-first pixels, keeping the two smallest distances (a few
+# element-wise ops per colour; no (N, K) matrix, no sort). Larger ones: (N, K) distances in bounded chunks.
+_RUNNING_MIN_COLOURS = 32
+
+
+def _two_nearest_running(pix: Tensor, pal: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """pix (3, N), pal (K, 3) -> label of the nearest colour (first on ties, as argmin), d1^2, d2^2 (N,)."""
+    r, g, b = pix
+    d1 = torch.full_like(r, float("inf"))
+    d2 = torch.full_like(r, float("inf"))
+    labels = torch.zeros(r.shape, dtype=torch.long, device=r.device)
+    for k, (pr, pg, pb) in enumerate(pal.tolist()):
+        # Summed in the order transformers sums (c - p)^2 over the channels, so distances match it exactly.
+        dk = (r - pr).square_().add_((g - pg).square_()).add_((b - pb).square_())
+        closer = dk < d1
+        d2 = torch.where(closer, d1, torch.minimum(d2, dk))
+        d1 = torch.where(closer, dk, d1)
+        labels.masked_fill_(closer, k)
+    return labels, d1, d2
+
+
+def _two_nearest_chunked(pix: Tensor, pal: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """As :func:`_two_nearest_running` through (N, K) distance matrices of ~4 M values at a time."""
+    pix = pix.T
+    n = pix.shape[0]
+    labels = torch.empty(n, dtype=torch.long, device=pix.device)
+    d1, d2 = torch.empty(n, device=pix.device), torch.empty(n, device=pix.device)
+    step = max(1, (1 << 22) // (3 * len(pal)))
+    for s in range(0, n, step):
+        dist = ((pix[s : s + step, None, :] - pal[None]) ** 2).sum(-1)  # N K
+        labels[s : s + step] = dist.argmin(-1)
+        two = dist.topk(2, dim=-1, largest=False).values
+        d1[s : s + step], d2[s : s + step] = two[:, 0], two[:, 1]
+    return labels, d1, d2
 
 
 def checked_palette(num_labels: int) -> np.ndarray:
