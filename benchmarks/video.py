@@ -97,18 +97,25 @@ def run_setting(model, videos: list, context: int, dtype: str, device: str) -> d
     }
 
 
-def first_mask_baseline(videos: list) -> dict:
-    """J&F of repeating the first mask on every frame: what a model that never follows motion would get."""
+def baselines(videos: list) -> dict:
+    """J&F without a model: the first mask repeated on every frame (never follows motion), and nothing predicted
+    (scores only the frames where an object is out of sight or fully occluded). A model must beat both."""
     from seggpt.eval.metrics import davis_summary
 
-    objects = []
-    for i, video in enumerate(videos):
-        gt = video.labels.astype(np.int64)
-        ids = [int(o) for o in np.unique(gt[0]) if o != 0]
-        if ids:
-            objects += score_video(f"video{i:03d}", np.broadcast_to(gt[0], gt.shape), gt, ids)
-    s = davis_summary(objects)
-    return {"J&F": 100 * s["J&F-Mean"], "J": 100 * s["J-Mean"], "F": 100 * s["F-Mean"], "objects": len(objects)}
+    out = {}
+    for name, guess in (
+        ("first mask repeated", lambda gt: np.broadcast_to(gt[0], gt.shape)),
+        ("nothing predicted", np.zeros_like),
+    ):
+        objects = []
+        for i, video in enumerate(videos):
+            gt = video.labels.astype(np.int64)
+            ids = [int(o) for o in np.unique(gt[0]) if o != 0]
+            if ids:
+                objects += score_video(f"video{i:03d}", guess(gt), gt, ids)
+        s = davis_summary(objects)
+        out[name] = {"J&F": 100 * s["J&F-Mean"], "J": 100 * s["J-Mean"], "F": 100 * s["F-Mean"]}
+    return out
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -144,10 +151,8 @@ def table(rows: list[dict], weights: str, baseline: dict) -> str:
             f"| {r['context']} | {r['dtype']} | {r['J&F']:.1f} | {r['J']:.1f} | {r['F']:.1f} | {r['fps']:.2f} | "
             f"{'' if paper is None else f'{paper:.1f}'} |"
         )
-    lines.append(
-        f"| first mask repeated (no model) | - | {baseline['J&F']:.1f} | {baseline['J']:.1f} | {baseline['F']:.1f} "
-        "| - | |"
-    )
+    for name, b in baseline.items():
+        lines.append(f"| {name} (no model) | - | {b['J&F']:.1f} | {b['J']:.1f} | {b['F']:.1f} | - | |")
     return "\n".join(lines)
 
 
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-    baseline = first_mask_baseline(videos)
+    baseline = baselines(videos)
     report = table(rows, weights, baseline)
     print(
         f"\n{args.videos} SynthContext eval videos, {args.frames} frames of {args.size}x{args.size}, "
