@@ -191,6 +191,24 @@ def test_correction_added_while_propagating_replaces_that_frames_prediction():
     assert 6 in [c.index for c in vp.context_frames if c.annotated]
 
 
+def test_start_redoes_only_the_frames_from_a_later_annotation():
+    frames, gt = synthetic_video()
+    correction = np.zeros((SIZE, SIZE), np.int64)
+    correction[0:4, 0:6] = ID_A
+    stand_in = ColourKeyPredictor()
+    vp = SegGPTVideoPredictor(predictor=stand_in, context=2)
+    out = list(vp.propagate(frames, gt[0], annotations={6: correction}, start=6))
+    assert [t for t, _ in out] == list(range(6, len(frames)))
+    predicted6 = np.where(gt[6] == ID_C, 0, gt[6])
+    np.testing.assert_array_equal(
+        out[0][1], np.where(correction > 0, correction, np.where(predicted6 == ID_A, 0, predicted6))
+    )
+    assert stand_in.prompt_counts[0] == 1  # frame 6 is segmented from the annotated frame 0 alone
+    assert [c.index for c in vp.context_frames if c.annotated] == [0, 6]
+    with pytest.raises(ValueError, match="start"):
+        vp.propagate(frames, gt[0], start=-1)
+
+
 def test_replace_mode_takes_the_annotation_as_the_whole_frame():
     frames, gt = synthetic_video()
     only_c = np.where(gt[6] == ID_C, ID_C, 0)

@@ -51,6 +51,14 @@ def test_folder_to_davis_annotations_and_overlay_video(setup, tmp_path, capsys):
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
+    # Re-prompt after the run: annotate frame 3 and redo frames 3.. only.
+    before = {i: (out / f"{i:05d}.png").read_bytes() for i in range(T)}
+    new = np.zeros((H, W), np.int64)
+    new[0:6, 40:48] = 4
+    write_davis_png(tmp_path / "new.png", new)
+    assert main(args + ["--overwrite", "--start", "3", "--annotation", f"3:{tmp_path / 'new.png'}"]) == 0
+    assert all((out / f"{i:05d}.png").read_bytes() == before[i] for i in range(3))
+    assert (read_davis_png(out / "00003.png")[0:6, 40:48] == 4).all()
 
 
 def test_video_file_with_later_annotation(setup, tmp_path):

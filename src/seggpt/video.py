@@ -239,6 +239,7 @@ class SegGPTVideoPredictor:
         frames: str | os.PathLike | np.ndarray | Iterable[Any] | FrameSource,
         first_masks: MaskSource | None = None,
         annotations: Mapping[int, MaskSource] | None = None,
+        start: int = 0,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Segment every frame; yields ``(frame_index, label_map)`` as each frame is done.
 
@@ -249,6 +250,9 @@ class SegGPTVideoPredictor:
                 (N, H, W) of binary masks, or ``{object_id: mask}``.
             annotations: ``{frame_index: mask}`` for later frames (new objects or corrections), in the same forms;
                 :meth:`add_annotation` adds more while the generator runs.
+            start: segment from this frame on (re-prompting after a run: annotate frame ``start`` and redo only
+                the rest). Earlier frames are read but neither segmented nor yielded; their annotations still
+                join the context, taken as drawn.
 
         Yields:
             (frame_index, labels): labels (H, W) int64 at the frames' size, 0 = background, each object under
@@ -259,6 +263,8 @@ class SegGPTVideoPredictor:
                 size differs from the frames (at the first frame).
             FileNotFoundError: a frame folder or video file that does not exist.
         """
+        if int(start) != start or start < 0:
+            raise ValueError(f"start must be a frame index >= 0, got {start}")
         self.reset()
         if first_masks is not None:
             labels = as_label_map(first_masks, what="first mask")
@@ -270,10 +276,13 @@ class SegGPTVideoPredictor:
         if not self._pending:
             raise ValueError("nothing to propagate: give first_masks or at least one annotation")
         # Everything above runs now, so bad input fails at the call; the frames are read as they are consumed.
-        return self._run(open_frames(frames))
+        return self._run(open_frames(frames), int(start))
 
-    def _run(self, source: FrameSource) -> Iterator[tuple[int, np.ndarray]]:
+    def _run(self, source: FrameSource, start: int) -> Iterator[tuple[int, np.ndarray]]:
         for t, frame in enumerate(source):
+            if t < start:
+                self._skip(frame)
+                continue
             yield t, self.step(frame)
         unused = sorted(i for i in self._pending if i >= self._next_frame)
         if unused:
@@ -286,6 +295,29 @@ class SegGPTVideoPredictor:
         :meth:`propagate` calls this for every frame; call it directly to feed frames one by one (for instance
         from a camera), after :meth:`reset` and :meth:`add_annotation` for frame 0.
         """
+        t, frame, annotation = self._take(frame)
+        have_context = bool(self._annotated or self._recent)
+        if annotation is not None and (self.annotation_mode == "replace" or not have_context):
+            labels = annotation
+        elif have_context:
+            labels = self._predict(frame)
+            if annotation is not None:
+                labels = merge_annotation(labels, annotation)
+        else:
+            labels = np.zeros(self.frame_size, np.int64)  # no object annotated yet: nothing to follow
+        if annotation is not None or have_context:
+            self._remember(t, frame, labels, annotated=annotation is not None)
+        return labels
+
+    def _skip(self, frame: np.ndarray) -> None:
+        """Pass over the next frame without segmenting it; an annotation on it joins the context as drawn."""
+        t, frame, annotation = self._take(frame)
+        if annotation is not None:
+            self._remember(t, frame, annotation, annotated=True)
+
+    # Internals ------------------------------------------------------------------------------------------
+    def _take(self, frame: np.ndarray) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """Read the next frame, check its size, and claim its annotation: (index, (H, W, 3) uint8, ids or None)."""
         frame = read_image(frame)
         if not frame.flags.writeable:  # read-only buffers (PIL, PyAV) make torch warn when wrapped
             frame = frame.copy()
@@ -301,22 +333,9 @@ class SegGPTVideoPredictor:
                 f"frame {t} is {frame.shape[1]}x{frame.shape[0]} but the earlier frames are {w}x{h}; "
                 "all frames of a video must have one size"
             )
-        annotation = self._pending.pop(t, None)
-        have_context = bool(self._annotated or self._recent)
-        if annotation is not None and (self.annotation_mode == "replace" or not have_context):
-            labels = annotation
-        elif have_context:
-            labels = self._predict(frame)
-            if annotation is not None:
-                labels = merge_annotation(labels, annotation)
-        else:
-            labels = np.zeros(self.frame_size, np.int64)  # no object annotated yet: nothing to follow
         self._next_frame = t + 1
-        if annotation is not None or have_context:
-            self._remember(t, frame, labels, annotated=annotation is not None)
-        return labels
+        return t, frame, self._pending.pop(t, None)
 
-    # Internals ------------------------------------------------------------------------------------------
     def _check_size(self, labels: np.ndarray, what: str) -> None:
         if tuple(labels.shape) != self.frame_size:
             h, w = self.frame_size

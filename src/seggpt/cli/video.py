@@ -66,6 +66,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["instance", "semantic"], default="instance", help="task token (instance)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision")
+    p.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        metavar="FRAME",
+        help="segment and write only frames FRAME onwards: with --annotation FRAME:MASK --overwrite, redo a run "
+        "from a corrected frame",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -81,11 +89,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
+    if args.start < 0:
+        raise ValueError(f"--start must be a frame index >= 0, got {args.start}")
     if args.context < 0:
         raise ValueError(f"--context must be >= 0, got {args.context}")
     source = open_frames(args.frames)  # unreadable or missing input fails here, before the model loads
     if not args.overwrite and out.is_dir():
-        expected = {f"{n}.png" for n in source.names} if source.names is not None else None
+        expected = {f"{n}.png" for n in source.names[args.start :]} if source.names is not None else None
         clash = sorted(p.name for p in out.glob("*.png") if expected is None or p.name in expected)
         if clash:
             raise FileExistsError(
@@ -103,9 +113,10 @@ def run(args: argparse.Namespace) -> int:
         task=args.task,
         annotation_mode=args.annotation_mode,
     )
-    frames = predictor.propagate(source, first_masks=args.first_mask, annotations={i: m for i, m in args.annotation})
-    total = len(source) if source.names is not None else None
-    start = time.perf_counter()
+    annotations = dict(args.annotation)
+    frames = predictor.propagate(source, first_masks=args.first_mask, annotations=annotations, start=args.start)
+    total = max(len(source) - args.start, 0) if source.names is not None else None
+    t0 = time.perf_counter()
     count = 0
     with contextlib.ExitStack() as stack:
         writer = None
@@ -119,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
                 writer.write(overlay(predictor.last_frame, labels))
             count += 1
             bar.update(1)
-            bar.set_postfix(fps=f"{count / (time.perf_counter() - start):.2f}")
-    seconds = time.perf_counter() - start
+            bar.set_postfix(fps=f"{count / (time.perf_counter() - t0):.2f}")
+    seconds = time.perf_counter() - t0
     print(
         f"wrote {count} annotations of {predictor.num_objects} object(s) to {out} in {seconds:.1f} s "
         f"({count / max(seconds, 1e-9):.2f} frames/s)" + (f"; overlay video {args.overlay_video}" if writer else "")
