@@ -210,3 +210,10 @@ def test_list_images(tmp_path):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub.png").mkdir()
     assert [p.name for p in list_images(tmp_path)] == ["a.PNG", "b.jpg"]
+
+
+def test_lossy_colour_mask_warns(tmp_path, labels):
+    colours = np.array([[0, 0, 0], [200, 30, 30], [30, 200, 30], [30, 30, 200]], np.uint8)
+    Image.fromarray(colours[labels]).save(tmp_path / "c.jpg")
+    with pytest.warns(UserWarning, match="save colour masks as PNG"):
+        read_mask(tmp_path / "c.jpg")

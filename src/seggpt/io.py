@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -174,6 +175,13 @@ def load_mask_array(src: ImageSource) -> tuple[np.ndarray, str]:
         raise ValueError(f"mask {name}: expected (H, W) labels or an (H, W, 3) colour mask, got shape {a.shape}")
 
     if a.ndim == 3:
+        if lossy:
+            warnings.warn(
+                f"mask {name} is a colour JPEG/WebP: compression blends colours into many new ones, each read as a "
+                "label; save colour masks as PNG",
+                UserWarning,
+                stacklevel=3,
+            )
         return np.array(_scale_to_uint8(a, f"mask {name}")), "colours"
     if a.dtype == bool:
         return a.astype(np.int64), "labels"
