@@ -188,10 +188,12 @@ class SegGPT(nn.Module):
             h = h[:, h.shape[1] // 2 - 1 :]
         b, hp, wp, _ = h.shape
         h = self.decoder_embed(h)
-        # B Hp Wp (p p d) -> B d (Hp p) (Wp p)
-        h = h.reshape(b, hp, wp, p, p, d).permute(0, 5, 1, 3, 2, 4).reshape(b, d, hp * p, wp * p)
-        out = self.decoder_pred(h)
-        return out[:, :, p:] if query_only else out
+        # B Hp Wp (p p d) -> B (Hp p) (Wp p) d, seen as B d H W in channels-last memory: the 3x3 conv runs on
+        # it directly and the channel LayerNorm's permute is then free (no copy of the full-resolution map).
+        h = h.reshape(b, hp, wp, p, p, d).permute(0, 1, 3, 2, 4, 5).reshape(b, hp * p, wp * p, d)
+        out = self.decoder_pred(h.permute(0, 3, 1, 2))
+        out = out[:, :, p:] if query_only else out
+        return out.contiguous()
 
     # Loss ---------------------------------------------------------------------------------------------
     def loss(self, pred: Tensor, target: Tensor, bool_masked_pos: Tensor, valid: Tensor | None = None) -> Tensor:
