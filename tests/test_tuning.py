@@ -254,6 +254,27 @@ def test_learned_prompt_video(tmp_path):
         assert np.array_equal(labels, np.array([0, 2, 1])[direct])
 
 
+def test_predict_per_class_merges_binary_prompts():
+    predictor_mod = pytest.importorskip("seggpt.predictor")
+    from seggpt.tuning import predict_per_class
+
+    model = tiny_model()
+    data = Squares(model.config.image_size)
+    prompts = tune(model, data, [2, 1], config=TuneConfig(**{**FAST, "mode": "per-class"}))
+    predictor = predictor_mod.SegGPTPredictor(model)
+    targets = [np.full((20, 30, 3), v, np.uint8) for v in (90, 230)]
+    merged = predict_per_class(predictor, prompts, targets)
+    # Reference: each prompt on its own through the predictor, merged by confidence.
+    singles = []
+    for p in prompts:
+        p.apply(predictor)
+        singles.append([predictor.predict(t) for t in targets])
+    for i, labels in enumerate(merged):
+        score = np.stack([np.where(s[i].labels > 0, s[i].scores, -1.0) for s in singles])
+        expected = np.where(score.max(0) >= 0, np.array([2, 1])[score.argmax(0)], 0)
+        assert labels.shape == (20, 30) and np.array_equal(labels, expected)
+
+
 def test_resume_equals_uninterrupted(tmp_path):
     model = tiny_model()
     data = Squares(model.config.image_size)

@@ -177,7 +177,7 @@ class LearnedPrompt:
         if len(prompts) != 1:
             raise ValueError(
                 f"{path} holds {len(prompts)} per-class prompts; read it with seggpt.tuning.load_prompts and use "
-                "segment_per_class, or tune one multi-colour prompt (seggpt tune --mode multi)"
+                "predict_per_class, or tune one multi-colour prompt (seggpt tune --mode multi)"
             )
         return prompts[0]
 
@@ -269,6 +269,40 @@ def load_prompt_into(predictor: Any, path: str | os.PathLike, ensemble: str | No
     prompt = LearnedPrompt.load(path)
     prompt.apply(predictor, ensemble=ensemble, where=str(path))
     return prompt
+
+
+def predict_per_class(
+    predictor: Any, prompts: Sequence[LearnedPrompt], targets: Sequence[Any], batch_size: int = 8
+) -> list[np.ndarray]:
+    """Segment targets with K binary per-class prompts (``seggpt tune --mode per-class``) through the predictor.
+
+    Each prompt is applied in turn; a pixel takes the class whose prompt finds it with the highest confidence
+    (``Prediction.scores``), or background when none does.
+
+    Args:
+        predictor: a ``SegGPTPredictor`` (its prompts are replaced).
+        prompts: binary prompts, e.g. ``load_prompts(path)`` of a per-class file.
+        targets: what ``predictor.predict_batch`` takes (paths, PIL images, arrays).
+
+    Returns:
+        One (H, W) int64 map of dataset class ids per target, at the target's size; 0 = background.
+    """
+    best: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for prompt in prompts:
+        if prompt.num_labels != 1:
+            raise ValueError("predict_per_class takes binary (one-class) prompts; apply a multi-colour one directly")
+        prompt.apply(predictor)
+        preds = predictor.predict_batch(list(targets), batch_size=batch_size)
+        for i, pred in enumerate(preds):
+            score = np.where(np.asarray(pred.labels) > 0, np.asarray(pred.scores, np.float32), -1.0)
+            if i == len(best):
+                best.append(np.full(score.shape, -1.0, np.float32))
+                labels.append(np.zeros(score.shape, np.int64))
+            win = score > best[i]
+            best[i][win] = score[win]
+            labels[i][win] = prompt.classes[0]
+    return labels
 
 
 class LearnedPromptVideo:
