@@ -15,7 +15,11 @@ Two ways to cover several classes:
     multi      one prompt whose mask is painted with ``build_palette(K)``: colour k stands for ``classes[k - 1]``;
                one forward per target, as the paper's ADE20K prompt.
     per-class  one binary prompt (white on black) per class, tuned jointly in one loop; a file holds K prompts and
-               :func:`segment_per_class` merges their answers.
+               :func:`predict_per_class` (through the predictor) or :func:`segment_per_class` (tensors) merges
+               their answers.
+
+Instance task: ``task="instance"`` tunes with the instance type token, but the targets are still painted by class
+id (instance colours are arbitrary per image, so there is no fixed colour a prompt could learn for them).
 
 Shapes: G prompt groups (1, or K in per-class mode), P examples per group (feature ensemble), B queries, (h, w) one
 image (``config.image_size``).
