@@ -360,3 +360,28 @@ def test_cli_tune_end_to_end(tmp_path, capsys):
     assert [p.classes for p in load_prompts(out)] == [(2,), (1,)]
     h, w = prompt.images.shape[-2:]
     assert Image.open(preview).size == (2 * w, 2 * h)  # two per-class prompts, image | mask each
+
+
+def test_segment_cli_takes_a_prompt_file(tmp_path, capsys):
+    from seggpt.cli import main
+    from seggpt.io import read_mask
+    from seggpt.predictor import SegGPTPredictor
+
+    model = tiny_model()
+    weights = save_native(model, tmp_path / "tiny.safetensors")
+    prompt = tune(model, Squares(model.config.image_size), [1, 2], config=TuneConfig(**FAST))[0]
+    save_prompts([prompt], tmp_path / "prompt.safetensors")
+    target = tmp_path / "t.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(target)
+    args = ["segment", "--prompt-file", str(tmp_path / "prompt.safetensors"), "--weights", str(weights)]
+    assert main([*args, "--out", str(tmp_path / "out"), "--no-progress", str(target)]) == 0
+    # The command's label map is what the library gives for the same prompt and target.
+    predictor = SegGPTPredictor(weights)
+    load_prompt_into(predictor, tmp_path / "prompt.safetensors")
+    assert np.array_equal(read_mask(tmp_path / "out" / "t.png"), predictor.predict(target).labels)
+    # Another model refuses the prompt with a clear message and writes nothing.
+    other = save_native(tiny_model(seed=1), tmp_path / "other.safetensors")
+    args = ["segment", "--prompt-file", str(tmp_path / "prompt.safetensors"), "--weights", str(other)]
+    assert main([*args, "--out", str(tmp_path / "out2"), "--no-progress", str(target)]) == 2
+    assert "was tuned for" in capsys.readouterr().err
+    assert not list((tmp_path / "out2").glob("*.png"))

@@ -30,14 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         epilog="example: seggpt segment --prompt cat.jpg cat_mask.png --out masks/ photos/",
     )
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--prompt",
         nargs=2,
         action="append",
-        required=True,
         metavar=("IMAGE", "MASK"),
         help="an example image and its mask; repeat for several examples",
     )
+    source.add_argument("--prompt-file", default=None, help="a learned prompt from `seggpt tune` instead of --prompt")
     p.add_argument("--task", choices=["semantic", "instance"], default="semantic", help="segment the category "
                    "(semantic, default) or the same object (instance)")  # fmt: skip
     p.add_argument(
@@ -134,12 +135,17 @@ def run(args: argparse.Namespace) -> int:
         if args.weights is None:
             raise FileNotFoundError(f"{e} (--weights PATH)") from None
         raise
-    images, masks = zip(*args.prompt, strict=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predictor.set_prompts(
-            list(images), list(masks), task=args.task, ensemble=args.ensemble, num_labels=args.num_labels
-        )
+        if args.prompt_file:
+            from seggpt.tuning import load_prompt_into
+
+            load_prompt_into(predictor, args.prompt_file, ensemble=args.ensemble)
+        else:
+            images, masks = zip(*args.prompt, strict=True)
+            predictor.set_prompts(
+                list(images), list(masks), task=args.task, ensemble=args.ensemble, num_labels=args.num_labels
+            )
     for w in caught:  # one plain line each (the default format shows library file names and source lines)
         print(f"warning: {w.message}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
