@@ -225,3 +225,23 @@ def test_bad_samples_are_skipped_and_counted_or_raised():
     with pytest.raises(DataError, match=r"flaky/\d+\.png"):
         for k in range(40):
             strict[k]
+
+
+def test_foreground_weight_scales_the_loss_weights_of_labelled_pixels():
+    rng = np.random.default_rng(0)
+    ex = np.zeros((16, 16), np.int64)
+    ex[2:6, 2:6] = 1
+    qu = np.zeros((16, 16), np.int64)
+    qu[8:12, 8:12] = 1
+    qu[0, :] = IGNORE
+    img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    pair = Pair(img, ex, img, qu, SEMANTIC, True, {})
+    plain = build_sample(pair, np.random.default_rng(1), (16, 16), 4, MaskingConfig())
+    heavy = build_sample(pair, np.random.default_rng(1), (16, 16), 4, MaskingConfig(foreground_weight=3.0))
+    labels = torch.from_numpy(np.concatenate([ex, qu]))
+    assert torch.equal(plain["valid"][0], (labels != IGNORE).float())  # the paper's uniform loss by default
+    expected = torch.where(labels > 0, 3.0, 1.0) * (labels != IGNORE)
+    assert torch.equal(heavy["valid"][0], expected)
+    assert torch.equal(heavy["masks"], plain["masks"])  # only the weights change
+    with pytest.raises(ValueError, match="foreground_weight"):
+        MaskingConfig(foreground_weight=0)

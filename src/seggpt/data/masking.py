@@ -25,12 +25,18 @@ class MaskingConfig:
     # Smallest block, in patches, and the aspect-ratio range of blocks (h / w).
     min_block: int = 4
     aspect: tuple[float, float] = (0.3, 1 / 0.3)
+    # Loss weight of foreground pixels (label > 0) relative to background. 1.0 is the paper's uniform loss.
+    # Above 1 it keeps a small model trained briefly from settling on "everything is background" when objects
+    # cover a few percent of the image (the near-L1 loss then predicts foreground where P(fg) > 1 / (1 + w)).
+    foreground_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.half_prob <= 1.0:
             raise ValueError(f"masking.half_prob must be in [0, 1], got {self.half_prob}")
         if not 0.0 < self.block_ratio < 1.0:
             raise ValueError(f"masking.block_ratio must be in (0, 1), got {self.block_ratio}")
+        if self.foreground_weight <= 0:
+            raise ValueError(f"masking.foreground_weight must be > 0, got {self.foreground_weight}")
 
 
 def half_mask(grid: tuple[int, int]) -> np.ndarray:

@@ -234,7 +234,7 @@ def build_sample(
         masks: (3, H, W) float32 colour-mask canvas, normalised; the loss target.
         bool_masked_pos: (Hp * Wp,) bool.
         seg_type: () long.
-        valid: (1, H, W) float32, 0 on IGNORE pixels.
+        valid: (1, H, W) float32 loss weights: 0 on IGNORE pixels, ``masking.foreground_weight`` on labelled ones.
     """
     h, w = image_size
     ex_img, ex_lab = resize_pair(pair.example_image, pair.example_labels, (h, w))
@@ -244,7 +244,10 @@ def build_sample(
     chw = lambda a: torch.tensor(a).permute(2, 0, 1)  # noqa: E731 -- (h, w, 3) -> (3, h, w), a writable copy
     images = normalize(stack_canvas(chw(ex_img), chw(qu_img)))
     masks = normalize(stack_canvas(chw(ex_col), chw(qu_col)))
-    valid = torch.from_numpy(np.concatenate([ex_lab, qu_lab], axis=0) != IGNORE)[None].float()
+    labels = np.concatenate([ex_lab, qu_lab], axis=0)
+    valid = torch.from_numpy(labels != IGNORE)[None].float()
+    if masking.foreground_weight != 1.0:
+        valid[:, torch.from_numpy(labels > 0)] *= masking.foreground_weight
     grid = (2 * h // patch_size, w // patch_size)
     return {
         "images": images,
