@@ -104,3 +104,34 @@ def test_clear_errors(setup, tmp_path, capsys, case, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not list((tmp_path / "out").glob("*.png"))  # nothing half-written
+
+
+def test_learned_prompt_file_segments_every_frame(setup, tmp_path, capsys):
+    import torch
+
+    from seggpt.predictor import SegGPTPredictor
+    from seggpt.tuning import LearnedPrompt, LearnedPromptVideo, model_fingerprint
+
+    root, weights, _ = setup
+    model = SegGPTPredictor(weights).model
+    h, w = model.config.image_size
+    g = torch.Generator().manual_seed(0)
+    prompt = LearnedPrompt(
+        images=torch.randn(1, 3, h, w, generator=g),
+        masks=torch.randn(1, 3, h, w, generator=g),
+        task="instance",
+        classes=(7,),
+        fingerprint=model_fingerprint(model),
+    )
+    path = prompt.save(tmp_path / "prompt.safetensors")
+    out = tmp_path / "out"
+    args = ["video", "--frames", str(root / "frames"), "--prompt-file", str(path), "--weights", str(weights)]
+    assert main(args + ["--out", str(out), "--no-progress"]) == 0
+    expected = list(LearnedPromptVideo(SegGPTPredictor(weights), path).propagate(root / "frames"))
+    for t, labels in expected:
+        np.testing.assert_array_equal(read_davis_png(out / f"{t:05d}.png"), labels)
+    # One source of objects at a time, and no propagation options with a learned prompt.
+    both = args + ["--first-mask", str(root / "first.png"), "--out", str(tmp_path / "o2")]
+    assert main(both) == 2
+    assert main(args + ["--start", "2", "--out", str(tmp_path / "o3")]) == 2
+    assert "--prompt-file" in capsys.readouterr().err

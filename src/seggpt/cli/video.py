@@ -1,7 +1,8 @@
 """``seggpt video --frames DIR_OR_FILE --first-mask MASK.png --out DIR``: propagate object masks through a video.
 
 Writes one DAVIS annotation (palette PNG, pixel value = object id) per frame, named after the frame files
-(``00000.png``, ... for a video file), and optionally an overlay video.
+(``00000.png``, ... for a video file), and optionally an overlay video. With ``--prompt-file`` (a learned prompt
+from ``seggpt tune``) every frame is segmented with that prompt instead, without propagation.
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", required=True, help="a folder of frames (sorted by name) or a video file (needs PyAV)")
     p.add_argument(
         "--first-mask",
-        required=True,
+        default=None,
         help="objects on the first frame: a DAVIS palette PNG / label map (ids 1..N), or a binary mask",
+    )
+    p.add_argument(
+        "--prompt-file",
+        default=None,
+        help="instead of --first-mask: a learned prompt (seggpt tune) that segments every frame on its own, "
+        "no propagation; outputs its dataset ids",
     )
     p.add_argument(
         "--annotation",
@@ -86,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from seggpt.video import SegGPTVideoPredictor
     from seggpt.video_io import VideoWriter, open_frames, overlay, write_davis_png
 
+    if (args.first_mask is None) == (args.prompt_file is None):
+        raise ValueError("give --first-mask (propagate annotated objects) or --prompt-file (a learned prompt)")
+    if args.prompt_file and (args.annotation or args.start):
+        raise ValueError("--annotation and --start propagate from annotated frames; a --prompt-file has none")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
@@ -105,16 +116,24 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay_video and Path(args.overlay_video).exists() and not args.overwrite:
         raise FileExistsError(f"{args.overlay_video} exists; pass --overwrite to replace it")
 
-    predictor = SegGPTVideoPredictor(
-        model=args.weights,
-        device=args.device,
-        dtype=getattr(torch, DTYPES[args.dtype]),
-        context=args.context,
-        task=args.task,
-        annotation_mode=args.annotation_mode,
-    )
-    annotations = dict(args.annotation)
-    frames = predictor.propagate(source, first_masks=args.first_mask, annotations=annotations, start=args.start)
+    dtype = getattr(torch, DTYPES[args.dtype])
+    if args.prompt_file:
+        from seggpt.predictor import SegGPTPredictor
+        from seggpt.tuning import LearnedPromptVideo
+
+        predictor = LearnedPromptVideo(SegGPTPredictor(args.weights, device=args.device, dtype=dtype), args.prompt_file)
+        frames = predictor.propagate(source)
+    else:
+        predictor = SegGPTVideoPredictor(
+            model=args.weights,
+            device=args.device,
+            dtype=dtype,
+            context=args.context,
+            task=args.task,
+            annotation_mode=args.annotation_mode,
+        )
+        annotations = dict(args.annotation)
+        frames = predictor.propagate(source, first_masks=args.first_mask, annotations=annotations, start=args.start)
     total = max(len(source) - args.start, 0) if source.names is not None else None
     t0 = time.perf_counter()
     count = 0
