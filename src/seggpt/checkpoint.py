@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from seggpt.config import SegGPTConfig, evenly_spaced_outputs
+from seggpt.io import atomic_write
 from seggpt.modeling import SegGPT
 
 log = logging.getLogger(__name__)
@@ -392,20 +393,6 @@ def load_model(
 
 
 # Writing --------------------------------------------------------------------------------------------------
-def _atomic_file(dst: Path, write, overwrite: bool) -> None:
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists; pass overwrite=True (--overwrite) to replace it")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _contiguous(sd: Mapping[str, Tensor], dtype: torch.dtype | None = None) -> StateDict:
     return {k: (v.to(dtype) if dtype else v).detach().cpu().contiguous() for k, v in sd.items()}
 
@@ -429,7 +416,7 @@ def save_native(
             raise ValueError("save_native needs the config when given a bare state dict")
     meta = {"format": NATIVE_FORMAT_TAG, "config": config.to_json(), **(extra_metadata or {})}
     dst = Path(path)
-    _atomic_file(dst, lambda tmp: save_file(_contiguous(sd, dtype), tmp, metadata=meta), overwrite)
+    atomic_write(dst, lambda tmp: save_file(_contiguous(sd, dtype), tmp, metadata=meta), overwrite)
     return dst
 
 
@@ -444,7 +431,7 @@ def save_official(
     if config is not None:
         obj[OFFICIAL_CONFIG_KEY] = config.to_dict()
     dst = Path(path)
-    _atomic_file(dst, lambda tmp: torch.save(obj, tmp), overwrite)
+    atomic_write(dst, lambda tmp: torch.save(obj, tmp), overwrite)
     return dst
 
 

@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from seggpt.coloring import build_palette, decode
+from seggpt.io import atomic_write
 from seggpt.modeling import INSTANCE, SEMANTIC, SegGPT
 from seggpt.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, normalize, resize_image, resize_mask
 
@@ -187,21 +187,6 @@ class LearnedPrompt:
 
 
 # Files -------------------------------------------------------------------------------------------------------
-def _atomic(dst: Path, write: Callable[[str], None], overwrite: bool) -> Path:
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists; pass overwrite=True (--overwrite) to replace it")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst
-
-
 def save_prompts(prompts: Sequence[LearnedPrompt], path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write one or several (per-class) learned prompts to one safetensors file, atomically.
 
@@ -227,7 +212,7 @@ def save_prompts(prompts: Sequence[LearnedPrompt], path: str | os.PathLike, over
         "config": json.dumps(prompts[0].model_config, sort_keys=True),
         "prompts": json.dumps(entries),
     }
-    return _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta), overwrite)
+    return atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta), overwrite)
 
 
 def load_prompts(path: str | os.PathLike) -> list[LearnedPrompt]:
@@ -672,7 +657,7 @@ def _rng_state(rng: np.random.Generator) -> dict:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    _atomic(path, lambda tmp: torch.save(state, tmp), overwrite=True)
+    atomic_write(path, lambda tmp: torch.save(state, tmp), overwrite=True)
 
 
 def tune(
