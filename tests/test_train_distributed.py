@@ -123,4 +123,11 @@ def test_torchrun_fsdp_matches_one_process(tmp_path):
     sharded_run = load_file(tmp_path / "fsdp" / "model.safetensors")
     single = train(load_config(None, overrides(tmp_path / "one", **common))).model.state_dict()
     for k, v in single.items():
-        torch.testing.assert_close(sharded_run[k], v, rtol=1e-4, atol=1e-5, msg=k)
+        got = sharded_run[k]
+        if k.endswith("attn.qkv.bias"):
+            # The key bias gets no gradient in exact arithmetic (softmax ignores a shift shared by all keys), so
+            # its gradient is rounding noise that Adam scales up to lr-sized steps in either direction; it cannot
+            # affect any output. Compare the query and value biases only.
+            c = v.shape[0] // 3
+            got, v = torch.cat([got[:c], got[2 * c :]]), torch.cat([v[:c], v[2 * c :]])
+        torch.testing.assert_close(got, v, rtol=1e-4, atol=1e-5, msg=k)
