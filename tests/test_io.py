@@ -217,3 +217,19 @@ def test_lossy_colour_mask_warns(tmp_path, labels):
     Image.fromarray(colours[labels]).save(tmp_path / "c.jpg")
     with pytest.warns(UserWarning, match="save colour masks as PNG"):
         read_mask(tmp_path / "c.jpg")
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+    from pathlib import Path
+
+    from seggpt.io import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        dst = atomic_write(tmp_path / "out.txt", lambda tmp: Path(tmp).write_text("x"))
+    finally:
+        os.umask(umask)
+    assert dst.read_text() == "x"
+    assert dst.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind

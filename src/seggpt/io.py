@@ -304,6 +304,10 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], object], ove
     os.close(fd)
     try:
         write_fn(tmp)
+        # mkstemp makes the file private (0600); give it the permissions any new file would get.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
