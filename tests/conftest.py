@@ -40,3 +40,16 @@ def randomize_(module: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
         for p in module.parameters():
             p.normal_(0, std)
     return module
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A tiny random model saved in the native format (seeded), for tests that pass ``--weights`` or a path."""
+    from seggpt.checkpoint import save_native
+    from seggpt.config import vit_tiny
+    from seggpt.modeling import SegGPT
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_native(randomize_(SegGPT(vit_tiny()), std=0.1), path)
+    return path

@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("flask")
 
 from seggpt.app import Limits, Segmenter, create_app, is_loopback  # noqa: E402
-from seggpt.checkpoint import save_native  # noqa: E402
-from seggpt.config import vit_tiny  # noqa: E402
-from seggpt.modeling import SegGPT  # noqa: E402
 from seggpt.predictor import SegGPTPredictor  # noqa: E402
 
 
@@ -29,18 +24,6 @@ def _png(array: np.ndarray) -> bytes:
 
 def _decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data))).astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = SegGPT(vit_tiny())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
-    path = tmp_path_factory.mktemp("app") / "tiny.safetensors"
-    save_native(model, path)
-    return path
 
 
 @pytest.fixture(scope="module")

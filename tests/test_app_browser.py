@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("flask")
@@ -27,9 +26,6 @@ from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from seggpt.app import Limits, create_app, make_server  # noqa: E402
-from seggpt.checkpoint import save_native  # noqa: E402
-from seggpt.config import vit_tiny  # noqa: E402
-from seggpt.modeling import SegGPT  # noqa: E402
 from seggpt.predictor import SegGPTPredictor  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -79,18 +75,6 @@ def start_server(app):
 def _fetch_png(url: str) -> np.ndarray:
     with urllib.request.urlopen(url, timeout=WAIT) as r:
         return np.asarray(Image.open(io.BytesIO(r.read()))).astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = SegGPT(vit_tiny())
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
-    path = tmp_path_factory.mktemp("browser") / "tiny.safetensors"
-    save_native(model, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from conftest import randomize_
-from seggpt.checkpoint import save_native
 from seggpt.cli import main
-from seggpt.config import vit_tiny
-from seggpt.modeling import SegGPT
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_native(randomize_(SegGPT(vit_tiny()), std=0.1), path)
-    return path
 
 
 @pytest.fixture
