@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
             [ASSETS / e["image"] for e in examples], [ASSETS / e["mask"] for e in examples], task=task["task"]
         )
         folder = out / task["name"]
+        # The summary shows the first example beside every target: read it once per task.
+        ex_img = read_image(ASSETS / examples[0]["image"])
+        ex_labels = read_mask(ASSETS / examples[0]["mask"])
         for i, target in enumerate(task["targets"], start=1):
             image_path = ASSETS / target["image"]
             pred = predictor.predict(image_path)
@@ -85,9 +88,8 @@ def run(args: argparse.Namespace) -> int:
             iou = mean_iou(pred.labels, truth) if truth is not None else float("nan")
             scores.append(iou)
             print(f"  {task['name']:<18} target {i}: mIoU {100 * iou:5.1f}  -> {stem}_overlay.jpg")
-            ex_img = read_image(ASSETS / examples[0]["image"])
-            palette = build_palette(max(int(read_mask(ASSETS / examples[0]["mask"]).max()), int(pred.labels.max()), 1))
-            ex_mask = paint(np.clip(read_mask(ASSETS / examples[0]["mask"]), 0, len(palette) - 1), palette)
+            palette = build_palette(max(int(ex_labels.max()), int(pred.labels.max()), 1))
+            ex_mask = paint(np.clip(ex_labels, 0, len(palette) - 1), palette)
             tiles = [ex_img, ex_mask, read_image(image_path), pred.overlay(image_path)]
             if truth is not None:
                 tiles.append(paint(np.clip(truth, 0, len(palette) - 1), palette))
