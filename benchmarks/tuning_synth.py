@@ -33,6 +33,7 @@ import torch
 from seggpt.checkpoint import load_model
 from seggpt.coloring import build_palette
 from seggpt.data import synth
+from seggpt.io import atomic_write
 from seggpt.transforms import normalize
 from seggpt.tuning import TuneConfig, iou_counts, segment_tensors, tune
 
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="tuning steps per category (default 100)")
     ap.add_argument("--batch-size", type=int, default=4, help="queries per tuning step and per forward")
     ap.add_argument("--lr", type=float, default=0.03)
+    ap.add_argument(
+        "--foreground-weight", type=float, default=1.0, help="tuning loss weight of the category's pixels (default 1)"
+    )
+    ap.add_argument("--amp", action="store_true", help="tune in bfloat16 autocast")
     ap.add_argument("--noise", action="store_true", help="also tune from a noise initialisation")
     ap.add_argument("--categories", nargs="+", default=None, help="attribute:value pairs (default: all held out)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -129,7 +134,16 @@ def main(argv: list[str] | None = None) -> int:
             row[f"{k}-shot"] = per_seed
         inits = [("tuned", "example")] + ([("tuned-noise", "noise")] if args.noise else [])
         for key, init in inits:
-            cfg = TuneConfig(steps=args.steps, batch_size=bs, lr=args.lr, init=init, seed=ci, checkpoint_every=0)
+            cfg = TuneConfig(
+                steps=args.steps,
+                batch_size=bs,
+                lr=args.lr,
+                init=init,
+                seed=ci,
+                checkpoint_every=0,
+                foreground_weight=args.foreground_weight,
+                amp=args.amp,
+            )
             t = time.time()
             (prompt,) = tune(model, Pool(tr_img, tr_msk), [1], config=cfg, init_examples=first_pick)
             row[key] = [fg_iou(model, prompt.images, prompt.masks, te_img, te_msk, bs)]
@@ -151,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             "per_category": {c: float(v) for c, v in zip(rows, ious.mean(1), strict=True)},
         }
     print(f"\nheld-out SynthContext categories: {len(rows)}, train {args.train}, test {args.test} images each")
-    print(f"weights: {args.weights or 'embedded'}; tuning {args.steps} steps x batch {bs}, lr {args.lr}\n")
+    print(
+        f"weights: {args.weights or 'embedded'}; tuning {args.steps} steps x batch {bs}, lr {args.lr}, "
+        f"foreground weight {args.foreground_weight}{', bf16' if args.amp else ''}\n"
+    )
     print("| prompt | mIoU (best seed) | mIoU (mean over seeds) |")
     print("|---|---|---|")
     for m in methods:
@@ -163,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {c} | " + " | ".join(f"{table[m]['per_category'][c]:.1f}" for m in methods) + " |")
     if args.out:
         result = {"args": vars(args), "table": table, "counts": rows, "seconds": round(time.time() - t0, 1)}
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        text = json.dumps(result, indent=2) + "\n"
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text), overwrite=True)
     return 0
 
 

@@ -105,8 +105,10 @@ def test_loss_decreases_on_a_fixed_task():
     assert after < 0.99 * before, (before, after)
 
 
-def test_prompt_loss_is_the_training_loss():
-    """The tuning loss (query half decoded only) equals the model's own full-canvas training loss."""
+@pytest.mark.parametrize("foreground_weight", [1.0, 3.0])
+def test_prompt_loss_is_the_training_loss(foreground_weight):
+    """The tuning loss (query half decoded only) equals the model's own full-canvas training loss, with the
+    tuned classes' pixels weighted as training's masking.foreground_weight weights them."""
     model = tiny_model()
     data = Squares(model.config.image_size, n=3)
     g = torch.Generator().manual_seed(3)
@@ -114,7 +116,7 @@ def test_prompt_loss_is_the_training_loss():
     q_img = torch.stack([data[i][0] for i in range(3)]).float()
     q_lab = torch.stack([data[i][1] for i in range(3)])
     q_lab[0, :4] = 255  # ignored rows
-    ours = prompt_loss(model, p_img, p_msk, q_img, q_lab, [(1, 2)], "semantic")
+    ours = prompt_loss(model, p_img, p_msk, q_img, q_lab, [(1, 2)], "semantic", foreground_weight=foreground_weight)
     # Reference: canvases built by hand, targets painted white (class 1) and the palette's second colour (class 2).
     colours = torch.tensor([[0, 0, 0], [255, 255, 255], [255, 255, 127]], dtype=torch.float32)  # build_palette(2)
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -125,7 +127,8 @@ def test_prompt_loss_is_the_training_loss():
         for p in range(2):
             images.append(torch.cat([p_img[0, p], norm(q_img[b])], 1))
             masks.append(torch.cat([p_msk[0, p], target[b]], 1))
-            valid.append(torch.cat([torch.ones(1, 32, 32), (q_lab[b] != 255).float()[None]], 1))
+            weight = (q_lab[b] != 255).float() * torch.where((q_lab[b] == 1) | (q_lab[b] == 2), foreground_weight, 1.0)
+            valid.append(torch.cat([torch.ones(1, 32, 32), weight[None]], 1))
     _, ref = model(
         torch.stack(images),
         torch.stack(masks),
@@ -350,9 +353,12 @@ def test_cli_tune_end_to_end(tmp_path, capsys):
     out = tmp_path / "prompt.safetensors"
     argv = ["tune", "--data", str(tmp_path / "d"), "--weights", str(weights), "--out", str(out)]
     argv += ["--steps", "3", "--batch-size", "2", "--no-progress"]
-    assert main(argv) == 0
+    assert main([*argv, "--foreground-weight", "0"]) == 2  # refused before anything is written
+    assert "foreground_weight must be > 0" in capsys.readouterr().err and not out.exists()
+    assert main([*argv, "--foreground-weight", "2.5"]) == 0
     prompt = LearnedPrompt.load(out)
     assert prompt.classes == (1, 2)  # every class found in the masks
+    assert prompt.info["foreground_weight"] == 2.5
     assert main(argv) == 2  # refuses to overwrite the prompt
     assert "exists" in capsys.readouterr().err
     preview = tmp_path / "prompt.png"

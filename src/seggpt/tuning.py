@@ -467,6 +467,9 @@ class TuneConfig:
     positive_fraction: float = 0.5  # share of queries drawn from images that contain a tuned class
     flip: bool = True  # random horizontal flips of the queries
     ignore_index: int = 255  # label excluded from the loss
+    # Loss weight of pixels of the tuned classes against 1 for the rest (training's masking.foreground_weight).
+    # With small objects the uniform loss (1.0, the paper's) is lowest for a prompt that paints nothing.
+    foreground_weight: float = 1.0
     clamp: bool = True  # keep the prompt a valid picture ([0, 255] after de-normalisation)
     amp: bool = False  # bfloat16 autocast
     seed: int = 0
@@ -486,6 +489,8 @@ class TuneConfig:
             problems.append("positive_fraction must be in [0, 1]")
         if self.lr <= 0:
             problems.append("lr must be > 0")
+        if self.foreground_weight <= 0:
+            problems.append("foreground_weight must be > 0")
         if problems:
             raise ValueError("invalid TuneConfig: " + "; ".join(problems))
 
@@ -500,15 +505,20 @@ def _groups(classes: Sequence[int], mode: str) -> list[tuple[int, ...]]:
     return [tuple(classes)] if mode == "multi" else [(c,) for c in classes]
 
 
-def _paint_targets(labels: Tensor, group: tuple[int, ...], ignore_index: int) -> tuple[Tensor, Tensor]:
+def _paint_targets(
+    labels: Tensor, group: tuple[int, ...], ignore_index: int, foreground_weight: float = 1.0
+) -> tuple[Tensor, Tensor]:
     """Label maps (B, h, w) -> normalised target masks (B, 3, h, w) painted with build_palette(K) where colour k
-    stands for group[k - 1], and valid weights (B, 1, h, w) that are 0 on ignored pixels."""
+    stands for group[k - 1], and loss weights (B, 1, h, w): 0 on ignored pixels, ``foreground_weight`` on the
+    group's classes, 1 elsewhere."""
     index = torch.zeros_like(labels, dtype=torch.long)
     for k, c in enumerate(group, start=1):
         index[labels == c] = k
     palette = torch.from_numpy(build_palette(len(group))).to(labels.device).float()
     colours = palette[index].permute(0, 3, 1, 2)  # B h w 3 -> B 3 h w
     valid = ((labels != ignore_index) & (labels >= 0)).unsqueeze(1).float()
+    if foreground_weight != 1.0:
+        valid = valid * torch.where(index > 0, foreground_weight, 1.0).unsqueeze(1)
     return normalize(colours), valid
 
 
@@ -603,6 +613,7 @@ def prompt_loss(
     groups: list[tuple[int, ...]],
     task: str,
     ignore_index: int = 255,
+    foreground_weight: float = 1.0,
 ) -> Tensor:
     """The training loss of the prompts on one batch of queries.
 
@@ -611,6 +622,7 @@ def prompt_loss(
         query_images: (B, 3, h, w) in [0, 255].
         query_labels: (B, h, w) dataset class ids.
         groups: the classes of each of the G prompts.
+        foreground_weight: loss weight of the group's pixels (1 for the rest, 0 for ``ignore_index``).
 
     Returns:
         The scalar smooth-L1 loss over the query halves, averaged over the B * G queries.
@@ -618,7 +630,9 @@ def prompt_loss(
     g_n, p_n = prompt_images.shape[:2]
     b = query_images.shape[0]
     q = normalize(query_images).to(prompt_images.device)
-    targets, valids = zip(*(_paint_targets(query_labels, grp, ignore_index) for grp in groups), strict=True)
+    targets, valids = zip(
+        *(_paint_targets(query_labels, grp, ignore_index, foreground_weight) for grp in groups), strict=True
+    )
     target = torch.stack(targets, 1).to(q.device)  # B G 3 h w
     valid = torch.stack(valids, 1).to(q.device)  # B G 1 h w
     # Canvas batch laid out (B, G, P), P fastest, as the feature ensemble reads it.
@@ -785,6 +799,7 @@ def tune(
                     groups,
                     task,
                     cfg.ignore_index,
+                    cfg.foreground_weight,
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -810,7 +825,14 @@ def tune(
             p.requires_grad_(flags[n])
         model.train(was_training)
 
-    meta = {"steps": cfg.steps, "final_loss": last_loss, "init": cfg.init, "learn": cfg.learn, "mode": cfg.mode}
+    meta = {
+        "steps": cfg.steps,
+        "final_loss": last_loss,
+        "init": cfg.init,
+        "learn": cfg.learn,
+        "mode": cfg.mode,
+        "foreground_weight": cfg.foreground_weight,
+    }
     meta.update(info or {})
     return [
         LearnedPrompt(

@@ -34,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
     p.add_argument("--batch-size", type=int, default=8, help="queries per step (default 8)")
     p.add_argument("--lr", type=float, default=0.03, help="AdamW learning rate on the prompt pixels (default 0.03)")
+    p.add_argument(
+        "--foreground-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of the tuned classes' pixels against 1 for background (default 1, the paper's loss; "
+        "raise it when objects are small and the prompt learns to paint nothing)",
+    )
     p.add_argument("--prompts", type=int, default=1, help="examples per prompt, used as a feature ensemble")
     p.add_argument("--init", choices=["example", "noise"], default="example", help="start from real examples or noise")
     p.add_argument("--learn", choices=["both", "image", "mask"], default="both", help="which half of the prompt")
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        foreground_weight=args.foreground_weight,
         num_prompts=args.prompts,
         mode=args.mode,
         init=args.init,
