@@ -40,19 +40,23 @@ from seggpt.tuning import TuneConfig, iou_counts, segment_tensors, tune
 log = logging.getLogger("tuning_synth")
 
 
+# Training categories for choosing tuning settings (--split train) without looking at the held-out ones.
+VALIDATION_CATEGORIES = [("shape", "star5"), ("shape", "chevron"), ("texture", "stripes"), ("texture", "checker")]
+
+
 def held_out_categories() -> list[tuple[str, str]]:
     vocab = synth.vocabulary("eval")
     return [(attr, v) for attr, values in vocab.category_values.items() for v in values]
 
 
 def draw_images(
-    attribute: str, value: str, n: int, size: tuple[int, int], seed: int
+    attribute: str, value: str, n: int, size: tuple[int, int], seed: int, split: str = "eval"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """n images showing the category with their binary masks: (n, 3, h, w) uint8, (n, h, w) int64."""
     rng = np.random.default_rng(seed)
     images, masks = [], []
     while len(images) < n:
-        ep = synth.sample_semantic(rng, size, k_shots=1, split="eval", attribute=attribute, value=value)
+        ep = synth.sample_semantic(rng, size, k_shots=1, split=split, attribute=attribute, value=value)
         for img, m in ((ep.images[0], ep.masks[0]), (ep.query_image, ep.query_mask)):
             images.append(torch.from_numpy(np.array(img)).permute(2, 0, 1))
             masks.append(torch.from_numpy(np.array(m).astype(np.int64)))
@@ -101,7 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--amp", action="store_true", help="tune in bfloat16 autocast")
     ap.add_argument("--noise", action="store_true", help="also tune from a noise initialisation")
-    ap.add_argument("--categories", nargs="+", default=None, help="attribute:value pairs (default: all held out)")
+    ap.add_argument(
+        "--split",
+        choices=["eval", "train"],
+        default="eval",
+        help="eval: the held-out categories (the result); train: training categories, to choose settings on",
+    )
+    ap.add_argument("--categories", nargs="+", default=None, help="attribute:value pairs (default: all of the split)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--save-prompts", default=None, help="folder to keep the tuned prompts in")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_model(args.weights, device=args.device)
     size = model.config.image_size
-    cats = held_out_categories()
+    cats = held_out_categories() if args.split == "eval" else VALIDATION_CATEGORIES
     if args.categories:
         cats = [tuple(c.split(":", 1)) for c in args.categories]
     bs = args.batch_size
@@ -120,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for ci, (attr, value) in enumerate(cats):
         name = f"{attr}:{value}"
-        tr_img, tr_msk = draw_images(attr, value, args.train, size, seed=10_000 + ci)
-        te_img, te_msk = draw_images(attr, value, args.test, size, seed=20_000 + ci)
+        tr_img, tr_msk = draw_images(attr, value, args.train, size, seed=10_000 + ci, split=args.split)
+        te_img, te_msk = draw_images(attr, value, args.test, size, seed=20_000 + ci, split=args.split)
         row: dict = {}
         first_pick = None
         for k in args.shots:
@@ -164,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             "mIoU_mean": float(ious.mean()),
             "per_category": {c: float(v) for c, v in zip(rows, ious.mean(1), strict=True)},
         }
-    print(f"\nheld-out SynthContext categories: {len(rows)}, train {args.train}, test {args.test} images each")
+    which = "held-out" if args.split == "eval" else "training (validation)"
+    print(f"\n{which} SynthContext categories: {len(rows)}, train {args.train}, test {args.test} images each")
     print(
         f"weights: {args.weights or 'embedded'}; tuning {args.steps} steps x batch {bs}, lr {args.lr}, "
         f"foreground weight {args.foreground_weight}{', bf16' if args.amp else ''}\n"
