@@ -3,7 +3,9 @@
 One prompt, two 448x448 images (an 896x448 canvas), 2 threads. Each variant runs in its own process so its peak
 memory is its own; weights are the same seeded random ViT-L in every process (transformers gets them through
 the official->HF key map). Prints a table with time, peak memory and ratios against transformers, and how far
-each output is from transformers' (mean abs difference of the query half, normalised space).
+each output is from transformers' (mean abs difference of the query half, normalised space). Then it measures
+this CPU's fp32 and bf16 GEMM rates on the encoder's matmul shapes and prints the matmul floor: the fastest a
+forward could be if only its matmuls cost time, and so the best speed-up any implementation could reach here.
 
     python benchmarks/model_forward.py [--repeat 3] [--threads 2] [--preset vit_large]
 """
@@ -103,12 +105,65 @@ def run_variant(name: str, preset: str, repeat: int, threads: int, out: str) -> 
     Path(out).write_text(json.dumps({"seconds": statistics.median(times), "peak_mb": peak, "forward_mb": peak - base}))
 
 
+def encoder_matmul_flops(cfg) -> tuple[float, float]:
+    """(linear, attention) multiply-add FLOPs of the encoder's matmuls for one canvas: every block on every
+    stream (two streams up to and including the merge block), qkv + proj + MLP, and QK^T + AV."""
+    n = cfg.grid_size[0] * cfg.grid_size[1]
+    c = cfg.embed_dim
+    mlp = int(c * cfg.mlp_ratio)
+    block_streams = cfg.depth + cfg.merge_index + 1
+    linear = block_streams * n * (4 * c * c + 2 * c * mlp) * 2
+    attention = block_streams * 2 * n * n * c * 2
+    return float(linear), float(attention)
+
+
+def gemm_rate(dtype, threads: int, m: int, k: int, n: int, batch: int = 1, repeat: int = 5) -> float:
+    """Measured GFLOP/s of a (batch, m, k) @ (batch, k, n) matmul in ``dtype`` at ``threads`` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(batch, m, k, generator=g).to(dtype)
+    b = torch.randn(batch, k, n, generator=g).to(dtype)
+    torch.matmul(a, b)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * batch * m * k * n / min(times) / 1e9
+
+
+def print_ceiling(preset: str, threads: int, transformers_seconds: float | None) -> None:
+    """What the CPU's matmul units allow: the encoder's matmuls alone at the measured GEMM rates."""
+    import torch
+
+    from seggpt.config import preset as make
+
+    cfg = make(preset)
+    linear, attention = encoder_matmul_flops(cfg)
+    n, c = cfg.grid_size[0] * cfg.grid_size[1], cfg.embed_dim
+    head = c // cfg.num_heads
+    print(f"\nMatmul ceiling, threads={threads}: the encoder's {linear / 1e9:.0f} GFLOP of linear layers and")
+    print(f"{attention / 1e9:.0f} GFLOP of attention products at this CPU's measured GEMM rates (one large matmul of")
+    print("each shape), with softmax, norms, GELU, the bias and the decoder free:\n")
+    print("| dtype | linear GFLOP/s | attention GFLOP/s | matmul floor s | best possible speed-up vs transformers |")
+    print("|---|---:|---:|---:|---:|")
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        lin = gemm_rate(dtype, threads, n, c, int(c * cfg.mlp_ratio))
+        att = gemm_rate(dtype, threads, n, head, n, batch=cfg.num_heads)
+        floor = linear / (lin * 1e9) + attention / (att * 1e9)
+        best = f"{transformers_seconds / floor:.2f}x" if transformers_seconds else "-"
+        print(f"| {name} | {lin:.0f} | {att:.0f} | {floor:.2f} | {best} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="timed forwards per variant (median reported)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--preset", default="vit_large")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="subset of: " + ", ".join(VARIANTS))
+    ap.add_argument("--no-ceiling", action="store_true", help="skip measuring the GEMM rates")
     ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
@@ -143,6 +198,9 @@ def main() -> None:
         "\nquery diff: mean |output - seggpt fp32| over the query half in normalised space "
         "(transformers row: the two implementations' agreement)."
     )
+    if not args.no_ceiling:
+        ref_seconds = results["transformers fp32"]["seconds"] if "transformers fp32" in results else None
+        print_ceiling(args.preset, args.threads, ref_seconds)
 
 
 if __name__ == "__main__":
