@@ -15,7 +15,7 @@ and reports foreground IoU accumulated over the test set per category, and their
 Everything is seeded: the same command gives the same numbers on the same machine. Cost per category with the
 defaults, in single-canvas forwards: about 1200 for tuning (100 steps x 4 queries, forward + backward), 1536 for the
 16-example ensemble (4 seeds x 24 queries x 16 examples), 120 for the rest; six categories make ~17 k forwards of
-the model (seconds on a GPU; about half an hour for vit_small on two free CPU cores). ``--seeds 1000`` quarters the
+the model (seconds on a GPU; about 4 minutes for vit_small on two free CPU cores). ``--seeds 1000`` quarters the
 ensemble part.
 """
 
