@@ -104,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         "--foreground-weight", type=float, default=1.0, help="tuning loss weight of the category's pixels (default 1)"
     )
     ap.add_argument("--amp", action="store_true", help="tune in bfloat16 autocast")
+    ap.add_argument(
+        "--tune-prompts",
+        type=int,
+        default=1,
+        help="examples in the tuned prompt, used as a feature ensemble (default 1)",
+    )
     ap.add_argument("--noise", action="store_true", help="also tune from a noise initialisation")
     ap.add_argument(
         "--split",
@@ -133,13 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         tr_img, tr_msk = draw_images(attr, value, args.train, size, seed=10_000 + ci, split=args.split)
         te_img, te_msk = draw_images(attr, value, args.test, size, seed=20_000 + ci, split=args.split)
         row: dict = {}
-        first_pick = None
+        # The tuned prompt starts from the first seed's draw of --tune-prompts examples (the k-shot draw for k = P).
+        p = args.tune_prompts
+        init_pick = [int(i) for i in np.random.default_rng(args.seeds[0] + ci).choice(args.train, p, replace=False)]
         for k in args.shots:
             per_seed = []
             for s in args.seeds:
                 picks = [int(i) for i in np.random.default_rng(s + ci).choice(args.train, k, replace=False)]
-                if k == 1 and s == args.seeds[0]:
-                    first_pick = picks
                 per_seed.append(fg_iou(model, *example_prompt(tr_img, tr_msk, picks), te_img, te_msk, bs))
             row[f"{k}-shot"] = per_seed
         inits = [("tuned", "example")] + ([("tuned-noise", "noise")] if args.noise else [])
@@ -151,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
                 init=init,
                 seed=ci,
                 checkpoint_every=0,
+                num_prompts=args.tune_prompts,
                 foreground_weight=args.foreground_weight,
                 amp=args.amp,
             )
             t = time.time()
-            (prompt,) = tune(model, Pool(tr_img, tr_msk), [1], config=cfg, init_examples=first_pick)
+            (prompt,) = tune(model, Pool(tr_img, tr_msk), [1], config=cfg, init_examples=init_pick)
             row[key] = [fg_iou(model, prompt.images, prompt.masks, te_img, te_msk, bs)]
             row[f"{key}-seconds"] = round(time.time() - t, 1)
             if args.save_prompts:
@@ -178,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{which} SynthContext categories: {len(rows)}, train {args.train}, test {args.test} images each")
     print(
         f"weights: {args.weights or 'embedded'}; tuning {args.steps} steps x batch {bs}, lr {args.lr}, "
-        f"foreground weight {args.foreground_weight}{', bf16' if args.amp else ''}\n"
+        f"foreground weight {args.foreground_weight}, {args.tune_prompts} example(s) tuned"
+        f"{', bf16' if args.amp else ''}\n"
     )
     print("| prompt | mIoU (best seed) | mIoU (mean over seeds) |")
     print("|---|---|---|")
