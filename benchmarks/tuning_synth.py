@@ -63,6 +63,11 @@ def draw_images(
     return torch.stack(images[:n]), torch.stack(masks[:n])
 
 
+def example_picks(seed: int, category: int, pool: int, k: int) -> list[int]:
+    """The k training images (of ``pool``) that seed ``seed`` draws as examples for category number ``category``."""
+    return [int(i) for i in np.random.default_rng(seed + category).choice(pool, k, replace=False)]
+
+
 class Pool:
     """Training images as the tuning loop reads them."""
 
@@ -140,12 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         te_img, te_msk = draw_images(attr, value, args.test, size, seed=20_000 + ci, split=args.split)
         row: dict = {}
         # The tuned prompt starts from the first seed's draw of --tune-prompts examples (the k-shot draw for k = P).
-        p = args.tune_prompts
-        init_pick = [int(i) for i in np.random.default_rng(args.seeds[0] + ci).choice(args.train, p, replace=False)]
+        init_pick = example_picks(args.seeds[0], ci, args.train, args.tune_prompts)
         for k in args.shots:
             per_seed = []
             for s in args.seeds:
-                picks = [int(i) for i in np.random.default_rng(s + ci).choice(args.train, k, replace=False)]
+                picks = example_picks(s, ci, args.train, k)
                 per_seed.append(fg_iou(model, *example_prompt(tr_img, tr_msk, picks), te_img, te_msk, bs))
             row[f"{k}-shot"] = per_seed
         inits = [("tuned", "example")] + ([("tuned-noise", "noise")] if args.noise else [])
