@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "--foreground-weight", type=float, default=1.0, help="tuning loss weight of the category's pixels (default 1)"
     )
     ap.add_argument("--amp", action="store_true", help="tune in bfloat16 autocast")
+    ap.add_argument("--learn", choices=["both", "image", "mask"], default="both", help="which half of the prompt")
     ap.add_argument(
         "--tune-prompts",
         type=int,
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=ci,
                 checkpoint_every=0,
                 num_prompts=args.tune_prompts,
+                learn=args.learn,
                 foreground_weight=args.foreground_weight,
                 amp=args.amp,
             )
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{which} SynthContext categories: {len(rows)}, train {args.train}, test {args.test} images each")
     print(
         f"weights: {args.weights or 'embedded'}; tuning {args.steps} steps x batch {bs}, lr {args.lr}, "
-        f"foreground weight {args.foreground_weight}, {args.tune_prompts} example(s) tuned"
+        f"foreground weight {args.foreground_weight}, {args.tune_prompts} example(s) tuned, learning {args.learn}"
         f"{', bf16' if args.amp else ''}\n"
     )
     print("| prompt | mIoU (best seed) | mIoU (mean over seeds) |")
