@@ -37,8 +37,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/model_forward.py
 
 # Reproduce the embedded default model, then ship it into the package. Two stages: configs/embedded.yaml (one
-# thread, 1500 steps), then configs/embedded_continue.yaml (both cores, 5500 steps on fresh samples); about
-# 45 + 95 minutes on an idle 2-core CPU.
+# thread, 1500 steps), then configs/embedded_continue.yaml (both cores, 5000 steps on fresh samples); measured
+# 44 + 85 minutes on an idle 2-core CPU.
 train-default: $(STAMP)
 	$(VENV)/bin/seggpt train configs/embedded.yaml --time-limit 100
 	$(VENV)/bin/seggpt train configs/embedded_continue.yaml --time-limit 120
