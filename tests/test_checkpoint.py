@@ -209,3 +209,52 @@ def test_cli_convert(tmp_path, capsys):
     assert Path(tmp_path / "m.pth").read_bytes() == before
     assert cli_main(["convert", str(src), str(tmp_path / "m.pth"), "--to", "official", "--overwrite"]) == 0
     _same_tensors(ck.read_checkpoint(tmp_path / "m.pth")[0], model.state_dict())
+
+
+def _encode(model: SegGPT, images: torch.Tensor, masks: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The encoder's taps and the decoder's full-resolution input (before its 3x3 conv), in float64."""
+    with torch.no_grad():
+        tokens = model.embed(model.patch_embed(images), model.patch_embed(masks), model.query_mask(), torch.tensor([0]))
+        taps = model.forward_encoder(tokens)
+        p, d = model.config.patch_size, model.config.decoder_embed_dim
+        h = model.decoder_embed(torch.cat(taps, dim=-1))
+        b, hp, wp, _ = h.shape
+        h = h.reshape(b, hp, wp, p, p, d).permute(0, 1, 3, 2, 4, 5).reshape(b, hp * p, wp * p, d)
+    return taps, h
+
+
+def test_scale_resolution_computes_the_same_on_an_upsampled_image():
+    model = _model().double()
+    sd, cfg = ck.scale_resolution(model.state_dict(), model.config, 2)
+    assert cfg.img_size == tuple(2 * s for s in model.config.img_size)
+    assert cfg.patch_size == 2 * model.config.patch_size and cfg.grid_size == model.config.grid_size
+    big = SegGPT(cfg).double().eval()
+    ck.load_state_dict_strict(big, sd)
+    g = torch.Generator().manual_seed(0)
+    h, w = model.config.img_size
+    images, masks = torch.randn(1, 3, h, w, generator=g).double(), torch.randn(1, 3, h, w, generator=g).double()
+
+    def up(t: torch.Tensor) -> torch.Tensor:  # nearest neighbour, written independently of the code under test
+        return torch.nn.functional.interpolate(t, scale_factor=2, mode="nearest")
+
+    taps, dec_in = _encode(model, images, masks)
+    big_taps, big_dec_in = _encode(big, up(images), up(masks))
+    for a, b in zip(taps, big_taps, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+    torch.testing.assert_close(up(dec_in.permute(0, 3, 1, 2)), big_dec_in.permute(0, 3, 1, 2), rtol=0, atol=1e-9)
+    # Only the decoder's 3x3 conv sees another neighbourhood; the whole model runs at the new size.
+    with torch.no_grad():
+        out = model(images, masks, model.query_mask(), torch.tensor([0]))
+        big_out = big(up(images), up(masks), big.query_mask(), torch.tensor([0]))
+    assert big_out.shape[-2:] == up(out).shape[-2:]
+
+
+def test_scale_resolution_refuses_bad_factors_and_keeps_factor_one():
+    model = _model()
+    sd, cfg = ck.scale_resolution(model.state_dict(), model.config, 1)
+    assert cfg == model.config and all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match="positive integer"):
+            ck.scale_resolution(model.state_dict(), model.config, bad)
+    with pytest.raises(ck.CheckpointError, match="lacks"):
+        ck.scale_resolution({}, model.config, 2)

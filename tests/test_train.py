@@ -133,6 +133,15 @@ def test_run_folder_cli_and_init_from(tmp_path):
     result = train(cfg)
     for k, v in start.state_dict().items():
         assert torch.equal(result.model.state_dict()[k], v), k
+    # scale_resolution: 2 trains at twice the checkpoint's resolution, from its weights spread over bigger patches.
+    cfg = load_config(
+        None,
+        tiny_overrides(tmp_path / "hires", steps=1, **{"model.preset": None, "model.scale_resolution": 2})
+        + [f"model.init_from={tmp_path / 'start.safetensors'}"],
+    )
+    hires = train(cfg).model
+    assert hires.config.img_size == tuple(2 * s for s in vit_tiny().img_size)
+    assert hires.config.patch_size == 2 * vit_tiny().patch_size
     # Bad config: one clear line and exit 2.
     assert main(["train", str(ROOT / "configs" / "tiny.yaml"), "optim.nope=1"]) == 2
 

@@ -392,6 +392,43 @@ def load_model(
     return model.eval()
 
 
+def scale_resolution(
+    state_dict: Mapping[str, Tensor], config: SegGPTConfig, factor: int
+) -> tuple[StateDict, SegGPTConfig]:
+    """Weights for ``factor`` times the input resolution on the same token grid: patches ``factor`` times wider.
+
+    The patch-embedding kernel is spread over ``factor x factor`` pixels (each weight divided among them) and
+    each output pixel of ``decoder_embed`` copies the one it covered before. So on an image upsampled by
+    ``factor`` (nearest neighbour) the encoder computes exactly what it computed on the original image, and the
+    decoder's input is that upsampled; only the decoder's 3x3 convolution now sees a smaller neighbourhood.
+    A starting point for fine-tuning at the higher resolution, where the finer pixels carry new detail.
+    """
+    if factor < 1 or int(factor) != factor:
+        raise ValueError(f"factor must be a positive integer, got {factor}")
+    factor = int(factor)
+    if factor == 1:
+        return dict(state_dict), config
+    need = ("patch_embed.proj.weight", "decoder_embed.weight", "decoder_embed.bias")
+    if any(k not in state_dict for k in need):
+        raise CheckpointError(
+            f"cannot scale the resolution: the state dict lacks {[k for k in need if k not in state_dict]}"
+        )
+    p, d, q = config.patch_size, config.decoder_embed_dim, config.patch_size * factor
+    out = dict(state_dict)
+    w = state_dict["patch_embed.proj.weight"]  # (C, 3, p, p)
+    out["patch_embed.proj.weight"] = w.repeat_interleave(factor, 2).repeat_interleave(factor, 3) / factor**2
+    # decoder_embed rows are (i, j, channel) of a p x p patch; row (I, J, c) of the q x q patch copies (I//f, J//f, c).
+    for name in ("decoder_embed.weight", "decoder_embed.bias"):
+        t = state_dict[name]
+        t = t.reshape(p, p, d, *t.shape[1:]).repeat_interleave(factor, 0).repeat_interleave(factor, 1)
+        out[name] = t.reshape(q * q * d, *t.shape[3:])
+    h, w_ = config.img_size
+    new = config.replace(
+        img_size=(h * factor, w_ * factor), patch_size=q, pretrain_img_size=config.pretrain_img_size * factor
+    )
+    return out, new
+
+
 # Writing --------------------------------------------------------------------------------------------------
 def _contiguous(sd: Mapping[str, Tensor], dtype: torch.dtype | None = None) -> StateDict:
     return {k: (v.to(dtype) if dtype else v).detach().cpu().contiguous() for k, v in sd.items()}

@@ -29,6 +29,9 @@ class ModelSpec:
     # Any checkpoint seggpt.load_model reads (official .pth, Hugging Face folder, native .safetensors), or
     # "embedded" for the packaged model. Fine-tuning the official weights is the common case.
     init_from: str | None = None
+    # Start from `init_from` at this many times its input resolution, on the same token grid (patches that
+    # many times wider; see seggpt.checkpoint.scale_resolution). 1 = as the checkpoint is.
+    scale_resolution: int = 1
     # Recompute block activations in the backward pass: less memory, about a third more compute.
     grad_checkpointing: bool = False
 

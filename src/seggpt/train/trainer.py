@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from seggpt.checkpoint import load_model, save_native
+from seggpt.checkpoint import load_model, save_native, scale_resolution
 from seggpt.config import preset
 from seggpt.data.base import DataError, Source
 from seggpt.data.mixture import Mixture, StepSampler, TrainingSamples, collate
@@ -91,9 +91,10 @@ def build_model(cfg: TrainConfig) -> SegGPT:
         return SegGPT(preset(spec.preset, **overrides))
     source = None if spec.init_from == "embedded" else spec.init_from
     loaded = load_model(source)
-    arch = preset(spec.preset, **overrides) if spec.preset else loaded.config.replace(**overrides)
+    state, config = scale_resolution(loaded.state_dict(), loaded.config, spec.scale_resolution)
+    arch = preset(spec.preset, **overrides) if spec.preset else config.replace(**overrides)
     model = SegGPT(arch)
-    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
             f"init_from {spec.init_from} does not fit the configured model: missing {missing[:5]}, "
