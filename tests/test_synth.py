@@ -315,3 +315,54 @@ def test_synthcontext_supports_nest_across_shots():
         assert len(p1) == 1 and len(p3) == 3
         np.testing.assert_array_equal(p1[0], p3[0])
         assert not np.array_equal(p3[0], p3[1])
+
+
+def test_category_image_scene_is_sample_category_image_with_its_scene():
+    a = synth.sample_category_image(np.random.default_rng(3), 48, "shape", "heart", "eval")
+    image, mask, scene, classes, inst = synth.category_image_scene(
+        np.random.default_rng(3), 48, "shape", "heart", "eval"
+    )
+    np.testing.assert_array_equal(a[0], image)
+    np.testing.assert_array_equal(a[1], mask)
+    # The mask is the visible pixels of the objects of class 1, and those are the hearts.
+    marked = [j + 1 for j, c in enumerate(classes) if c]
+    np.testing.assert_array_equal(mask, np.isin(inst, marked).astype(np.uint8))
+    assert all((o.shape == "heart") == bool(c) for o, c in zip(scene.objects, classes, strict=True))
+
+
+def test_consistent_values_keep_what_marked_objects_share_and_unmarked_ones_lack():
+    from seggpt.eval.synthcontext import consistent_values
+
+    vocab = synth.vocabulary("train")
+    rng = np.random.default_rng(0)
+
+    def obj(shape, texture, colour):
+        return synth.random_object(rng, SIZE, vocab, fixed={"shape": shape, "texture": texture, "colour": colour})
+
+    objects = [obj("star5", "solid", "red"), obj("star5", "dots", "red"), obj("circle", "solid", "red")]
+    inst = np.array([[1, 2, 3]])
+    # Two red stars marked, a red circle not: only the shape explains it.
+    assert consistent_values(objects, [1, 1, 0], inst) == [("shape", "star5")]
+    # The circle hidden: the colour explains it as well.
+    assert consistent_values(objects, [1, 1, 0], np.array([[1, 2, 0]])) == [("shape", "star5"), ("colour", "red")]
+    # One solid red star marked: shape, texture and colour all remain, but red and solid are ruled out by the circle.
+    assert consistent_values(objects[:1] + objects[2:], [1, 0], np.array([[1, 2]])) == [("shape", "star5")]
+
+
+def test_references_floor_and_ceiling():
+    from seggpt.eval.synthcontext import CATEGORIES, consistent_values, reference_scores
+
+    one = reference_scores(12, 1, size=48)
+    three = reference_scores(12, 3, size=48)
+    # The true category is always consistent with the examples, so the reasoner only loses to ambiguity, which
+    # more examples can only reduce; "every object" ignores the examples.
+    assert one["every object"] == three["every object"]
+    assert one["every object"]["mIoU"] < one["reasoner"]["mIoU"] <= three["reasoner"]["mIoU"] <= 100
+    assert len(one["reasoner"]["class_iou"]) == len(CATEGORIES)
+    for i in range(12):
+        attribute, value = CATEGORIES[i % len(CATEGORIES)]
+        for stream in range(4):
+            _, _, scene, classes, inst = synth.category_image_scene(
+                np.random.default_rng([0, i, stream]), 48, attribute, value, "eval"
+            )
+            assert (attribute, value) in consistent_values(list(scene.objects), classes, inst)

@@ -658,6 +658,20 @@ def sample_category_image(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One scene holding the category ``attribute = value`` and distractors: image (H, W, 3) uint8 and the
     category's visible pixels (H, W) uint8 in {0, 1} (never empty: a scene that hides it is drawn again)."""
+    image, mask, _, _, _ = category_image_scene(rng, size, attribute, value, split, p_share)
+    return image, mask
+
+
+def category_image_scene(
+    rng: np.random.Generator,
+    size: int | Size,
+    attribute: str,
+    value: str,
+    split: str = "train",
+    p_share: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, Scene, list[int], np.ndarray]:
+    """:func:`sample_category_image` (the same draws from ``rng``) with what made it: image, mask, the scene,
+    each object's class (1 = the category, 0 = distractor) and the instance labels (object i is i + 1)."""
     size = _check_size(size)
     vocab = vocabulary(split)
     if attribute not in ATTRIBUTES:
@@ -672,7 +686,7 @@ def sample_category_image(
         mask = class_map(inst, classes)
         if int(mask.sum()) >= _min_pixels(size):
             break  # otherwise the category is hidden (occluded / off-canvas): draw the scene again
-    return image, mask
+    return image, mask, scene, classes, inst
 
 
 def _pair(ia: np.ndarray, la: np.ndarray, ib: np.ndarray, lb: np.ndarray, seg_type: int, meta: dict) -> Pair:

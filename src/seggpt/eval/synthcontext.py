@@ -24,9 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from seggpt.data.synth import HELD_OUT_SHAPES, HELD_OUT_TEXTURES, sample_category_image
+from seggpt.data.synth import (
+    ATTRIBUTES,
+    HELD_OUT_SHAPES,
+    HELD_OUT_TEXTURES,
+    category_image_scene,
+    sample_category_image,
+)
 from seggpt.eval.distributed import Shard
 from seggpt.eval.episodes import Episode, fold_report, merge_fold_meters, run_fewshot
+from seggpt.eval.metrics import FewShotMeter
 from seggpt.eval.registry import Benchmark, BenchmarkResult, EvalOptions, register
 
 NAME = "synthcontext"
@@ -94,6 +101,76 @@ class SynthEpisodeData:
 
     def mask(self, key: str, class_id: int) -> np.ndarray:
         return self.item(key)[1]
+
+
+REFERENCES = ("every object", "reasoner")
+
+
+def consistent_values(scene_objects: list, classes: list[int], inst: np.ndarray) -> list[tuple[str, str]]:
+    """The (attribute, value) pairs an example allows: shared by every marked object it shows and by none of
+    the unmarked objects it shows. Objects hidden entirely (occluded, off-canvas) say nothing."""
+    shown = set(np.unique(inst).tolist()) - {0}
+    pos = [o for j, o in enumerate(scene_objects) if j + 1 in shown and classes[j]]
+    neg = [o for j, o in enumerate(scene_objects) if j + 1 in shown and not classes[j]]
+    out = []
+    for a in ATTRIBUTES:
+        values = {o.attribute(a) for o in pos}
+        if len(values) == 1:
+            (v,) = values
+            if all(o.attribute(a) != v for o in neg):
+                out.append((a, v))
+    return out
+
+
+def reference_scores(
+    num_episodes: int, shots: int, seed: int = SEED, size: int = IMAGE_SIZE, p_share: float = P_SHARE
+) -> dict[str, dict]:
+    """Two references on the benchmark's own episodes (the same seeds), computed from the scenes' ground truth.
+
+    ``every object`` marks every object of the query: the score of a model that finds objects but cannot tell
+    the category from the examples. ``reasoner`` sees every object's true attributes and keeps the
+    (attribute, value) pairs all its examples allow (:func:`consistent_values`), then marks the query objects
+    with one of them, drawn at random when several remain: the score of perfect perception, so the most the
+    benchmark lets any model reach; below 100 only because a few examples can be ambiguous.
+
+    Returns:
+        ``{name: {"mIoU": .., "FB-IoU": .., "class_iou": {..}}}``, in percent.
+    """
+    if num_episodes < 1 or shots < 1:
+        raise ValueError(f"need episodes >= 1 and shots >= 1, got {num_episodes}, {shots}")
+    meters = {name: FewShotMeter(tuple(range(len(CATEGORIES)))) for name in REFERENCES}
+    for ep in build_episodes(num_episodes, shots):
+        attribute, value = CATEGORIES[ep.class_id]
+
+        def draw(stream: int, index: int = ep.index, attribute: str = attribute, value: str = value):
+            rng = np.random.default_rng([seed, index, stream])
+            return category_image_scene(rng, size, attribute, value, split="eval", p_share=p_share)
+
+        _, gt, scene, _, inst = draw(0)
+        allowed: set[tuple[str, str]] | None = None
+        for j in range(shots):
+            _, _, s_scene, s_classes, s_inst = draw(j + 1)
+            ok = set(consistent_values(list(s_scene.objects), s_classes, s_inst))
+            allowed = ok if allowed is None else allowed & ok
+        every = (inst > 0).astype(np.uint8)
+        meters["every object"].update(ep.class_id, every, gt)
+        guess = np.zeros_like(gt)
+        hypotheses = sorted(allowed or set())
+        if hypotheses:
+            a, v = hypotheses[int(np.random.default_rng([seed, ep.index, 1_000_003]).integers(len(hypotheses)))]
+            for j, obj in enumerate(scene.objects):
+                if obj.attribute(a) == v:
+                    guess[inst == j + 1] = 1
+        meters["reasoner"].update(ep.class_id, guess, gt)
+    names = category_names()
+    return {
+        name: {
+            "mIoU": 100 * m.miou(),
+            "FB-IoU": 100 * m.fb_iou(),
+            "class_iou": {names[c]: 100 * float(v) for c, v in zip(m.class_ids, m.class_iou()[1], strict=True)},
+        }
+        for name, m in meters.items()
+    }
 
 
 def _settings(options: EvalOptions) -> tuple[int, int, int, float]:
