@@ -1,8 +1,8 @@
 """Training throughput on this CPU: samples/s of one optimiser step (forward, backward, AdamW) in fp32 and bf16.
 
-Builds a model from a preset (default the embedded-model preset vit_small: 256x128 canvas, width 256, depth 8),
-a batch from the procedural toy source through the real pipeline (views, random colouring, masking), and times
-train steps exactly as the trainer runs them (per-sample loss, grad clipping, autocast for bf16). Data
+Builds a model from a preset (default vit_small, the embedded model's first stages: a 128x64 canvas, patch 8,
+width 192, depth 6), a batch from the procedural toy source through the real pipeline (views, random colouring,
+masking), and times train steps exactly as the trainer runs them (per-sample loss, grad clipping, autocast for bf16). Data
 preparation is timed separately, since the trainer builds samples in the main process by default.
 
     python benchmarks/train_step.py [--preset vit_small] [--batch 8] [--steps 5] [--threads 2]
