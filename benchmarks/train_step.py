@@ -2,8 +2,8 @@
 
 Builds a model from a preset (default vit_small, the embedded model's first stages: a 128x64 canvas, patch 8,
 width 192, depth 6), a batch from the procedural toy source through the real pipeline (views, random colouring,
-masking), and times train steps exactly as the trainer runs them (per-sample loss, grad clipping, autocast for bf16). Data
-preparation is timed separately, since the trainer builds samples in the main process by default.
+masking), and times train steps exactly as the trainer runs them (per-sample loss, grad clipping, autocast for
+bf16). Data preparation is timed separately, since the trainer builds samples in the main process by default.
 
     python benchmarks/train_step.py [--preset vit_small] [--batch 8] [--steps 5] [--threads 2]
 """
