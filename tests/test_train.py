@@ -203,3 +203,15 @@ def test_bad_samples_are_counted_or_stop_the_run(tmp_path):
     with pytest.raises(DataError, match="max_skipped=0"):
         train(load_config(None, tiny_overrides(tmp_path / "c", steps=2, **{"data.max_skipped": 0})),
               sources=[_BadEveryOther()])  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_parses_and_builds_its_sources(path):
+    from seggpt.train.trainer import build_sources
+
+    cfg = load_config(path)
+    assert cfg.steps > 0 and cfg.batch_size > 0
+    assert cfg.model.preset is not None or cfg.model.init_from is not None
+    if all(s.get("type") in ("synth", "real_pairs", "toy") for s in cfg.data.sources):
+        sources, weights = build_sources(cfg)  # the paper's mixture needs datasets on disk
+        assert len(sources) == len(weights) > 0
