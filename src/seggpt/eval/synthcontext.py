@@ -162,15 +162,11 @@ def reference_scores(
                 if obj.attribute(a) == v:
                     guess[inst == j + 1] = 1
         meters["reasoner"].update(ep.class_id, guess, gt)
-    names = category_names()
-    return {
-        name: {
-            "mIoU": 100 * m.miou(),
-            "FB-IoU": 100 * m.fb_iou(),
-            "class_iou": {names[c]: 100 * float(v) for c, v in zip(m.class_ids, m.class_iou()[1], strict=True)},
-        }
-        for name, m in meters.items()
-    }
+    out = {}
+    for name, m in meters.items():
+        metrics, details = fold_report({0: m}, category_names())
+        out[name] = {**metrics, "class_iou": details["folds"]["0"]["class_iou"]}
+    return out
 
 
 def _settings(options: EvalOptions) -> tuple[int, int, int, float]:
