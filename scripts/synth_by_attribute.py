@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from seggpt.checkpoint import load_model
-from seggpt.data.synth import category_image_scene
 from seggpt.eval.episodes import predict_binary
 from seggpt.eval.synthcontext import CATEGORIES as HELD_OUT
+from seggpt.eval.synthcontext import episode_scene
 from seggpt.predictor import SegGPTPredictor
 
 SEEN = [("shape", s) for s in ("circle", "triangle", "star5", "cross")]
@@ -45,12 +45,8 @@ def main() -> None:
         c = i % len(cats)
         attribute, value = cats[c]
 
-        def draw(stream: int, index: int = i, attribute: str = attribute, value: str = value):
-            rng = np.random.default_rng([args.seed, index, stream])
-            return category_image_scene(rng, args.size, attribute, value, args.split)
-
-        q_img, q_mask, _, _, q_inst = draw(0)
-        s_img, s_mask, _, _, _ = draw(1)
+        q_img, q_mask, _, _, q_inst = episode_scene(args.seed, i, 0, attribute, value, args.size, split=args.split)
+        s_img, s_mask, _, _, _ = episode_scene(args.seed, i, 1, attribute, value, args.size, split=args.split)
         (pred,) = predict_binary(predictor, [s_img], [s_mask], [q_img], ensemble="feature", batch_size=1)
         p, g = pred.astype(bool), q_mask.astype(bool)
         inter[c] += (p & g).sum()

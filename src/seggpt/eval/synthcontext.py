@@ -29,7 +29,6 @@ from seggpt.data.synth import (
     HELD_OUT_SHAPES,
     HELD_OUT_TEXTURES,
     category_image_scene,
-    sample_category_image,
 )
 from seggpt.eval.distributed import Shard
 from seggpt.eval.episodes import Episode, fold_report, merge_fold_meters, run_fewshot
@@ -62,6 +61,22 @@ def build_episodes(num_episodes: int, shots: int) -> list[Episode]:
     ]
 
 
+def episode_scene(
+    seed: int,
+    index: int,
+    stream: int,
+    attribute: str,
+    value: str,
+    size: int = IMAGE_SIZE,
+    p_share: float = P_SHARE,
+    split: str = "eval",
+) -> tuple:
+    """Image ``stream`` of episode ``index`` (0 = the query, j + 1 = its j-th example), drawn from
+    ``default_rng([seed, index, stream])``: what :func:`seggpt.data.synth.category_image_scene` returns."""
+    rng = np.random.default_rng([seed, index, stream])
+    return category_image_scene(rng, size, attribute, value, split=split, p_share=p_share)
+
+
 class SynthEpisodeData:
     """Renders the images an episode key names, deterministically from (seed, episode, slot).
 
@@ -89,8 +104,7 @@ class SynthEpisodeData:
             msg = f"bad SynthContext episode key {key!r}; expected '<episode>/q' or '<episode>/s<j>'"
             raise ValueError(msg) from None
         attribute, value = CATEGORIES[index % len(CATEGORIES)]
-        rng = np.random.default_rng([self.seed, index, stream])
-        out = sample_category_image(rng, self.size, attribute, value, split="eval", p_share=self.p_share)
+        out = episode_scene(self.seed, index, stream, attribute, value, self.size, self.p_share)[:2]
         self._cache[key] = out
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -143,8 +157,7 @@ def reference_scores(
         attribute, value = CATEGORIES[ep.class_id]
 
         def draw(stream: int, index: int = ep.index, attribute: str = attribute, value: str = value):
-            rng = np.random.default_rng([seed, index, stream])
-            return category_image_scene(rng, size, attribute, value, split="eval", p_share=p_share)
+            return episode_scene(seed, index, stream, attribute, value, size, p_share)
 
         _, gt, scene, _, inst = draw(0)
         allowed: set[tuple[str, str]] | None = None
