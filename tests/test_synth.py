@@ -254,6 +254,23 @@ def test_source_rejects_bad_options():
         SynthContextSource(split="test")
     with pytest.raises(ValueError, match="size"):
         sample_semantic(np.random.default_rng(0), 8)
+    with pytest.raises(ValueError, match="p_share"):
+        SynthContextSource(p_share=1.5)
+
+
+def test_source_p_share_reaches_the_scenes(monkeypatch):
+    seen = []
+    real = synth.category_scene
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("p_share"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "category_scene", spy)
+    source = SynthContextSource("semantic", p_share=0.9, p_same_scene=0.5, p_multiclass=0.5)
+    for i in range(12):
+        source.sample_pair(np.random.default_rng(i), SIZE)
+    assert seen and set(seen) == {0.9}
 
 
 def test_generation_speed_is_reported():

@@ -819,10 +819,12 @@ def sample_semantic_pair(
     split: str = "train",
     p_same_scene: float = 0.5,
     p_multiclass: float = 0.3,
+    p_share: float = 0.5,
 ) -> Pair:
     """A semantic training pair as the paper draws them: with probability ``p_same_scene`` the example is a
     transformed view of the query's own scene, otherwise another scene with the same categories. With
-    probability ``p_multiclass`` two or three categories are labelled (labels 1..n), otherwise one."""
+    probability ``p_multiclass`` two or three categories are labelled (labels 1..n), otherwise one.
+    ``p_share``: the chance a distractor copies other attributes of a category object (:func:`category_scene`)."""
     size = _check_size(size)
     vocab = vocabulary(split)
     if rng.random() < p_same_scene:
@@ -832,15 +834,15 @@ def sample_semantic_pair(
         values = _draw_categories(rng, vocab, attribute, n)
         ssize = _scene_size(size)
         for _attempt in range(8):
-            scene, classes = category_scene(rng, ssize, vocab, attribute, values, num_positive=(1, 2))
+            scene, classes = category_scene(rng, ssize, vocab, attribute, values, num_positive=(1, 2), p_share=p_share)
             (ia, la), (ib, lb) = two_views(rng, scene, size, motion=0.1)
             la, lb = class_map(la, classes), class_map(lb, classes)
             if la.any() and lb.any():
                 break
         return _pair(ia, la, ib, lb, SEMANTIC, {"mode": "same", "attribute": attribute, "values": values})
     if rng.random() < p_multiclass:
-        return sample_multiclass(rng, size, split=split)
-    ep = sample_semantic(rng, size, 1, split=split)
+        return sample_multiclass(rng, size, split=split, p_share=p_share)
+    ep = sample_semantic(rng, size, 1, split=split, p_share=p_share)
     meta = {"mode": "other", "attribute": ep.attribute, "values": [ep.value]}
     return _pair(ep.images[0], ep.masks[0], ep.query_image, ep.query_mask, SEMANTIC, meta)
 
@@ -961,6 +963,8 @@ class SynthContextSource:
         split: ``"train"`` (never draws held-out shapes or textures) or ``"eval"``.
         p_same_scene: for semantic pairs, the chance the example is a view of the query's own scene (paper: 0.5).
         p_multiclass: for semantic pairs, the chance of two or three labelled categories.
+        p_share: for semantic pairs, the chance that a distractor copies other attributes of a category object,
+            so that only the category's own attribute tells them apart.
     """
 
     def __init__(
@@ -969,6 +973,7 @@ class SynthContextSource:
         split: str = "train",
         p_same_scene: float = 0.5,
         p_multiclass: float = 0.3,
+        p_share: float = 0.5,
         name: str = "synth",
     ) -> None:
         if tasks is None:
@@ -988,6 +993,9 @@ class SynthContextSource:
         self.weights = weights / weights.sum()
         self.p_same_scene = p_same_scene
         self.p_multiclass = p_multiclass
+        if not 0.0 <= p_share <= 1.0:
+            raise ValueError(f"p_share must be in [0, 1], got {p_share}")
+        self.p_share = p_share
 
     def __len__(self) -> int:
         return 1_000_000  # nominal: every draw is a new scene
@@ -999,7 +1007,7 @@ class SynthContextSource:
     def sample_pair(self, rng: np.random.Generator, size: tuple[int, int]) -> Pair:
         task = self.tasks[int(rng.choice(len(self.tasks), p=self.weights))]
         if task == "semantic":
-            pair = sample_semantic_pair(rng, size, self.split, self.p_same_scene, self.p_multiclass)
+            pair = sample_semantic_pair(rng, size, self.split, self.p_same_scene, self.p_multiclass, self.p_share)
         elif task == "instance":
             pair = sample_instance(rng, size, split=self.split)
         else:
