@@ -155,14 +155,10 @@ def reference_scores(
     meters = {name: FewShotMeter(tuple(range(len(CATEGORIES)))) for name in REFERENCES}
     for ep in build_episodes(num_episodes, shots):
         attribute, value = CATEGORIES[ep.class_id]
-
-        def draw(stream: int, index: int = ep.index, attribute: str = attribute, value: str = value):
-            return episode_scene(seed, index, stream, attribute, value, size, p_share)
-
-        _, gt, scene, _, inst = draw(0)
+        _, gt, scene, _, inst = episode_scene(seed, ep.index, 0, attribute, value, size, p_share)
         allowed: set[tuple[str, str]] | None = None
         for j in range(shots):
-            _, _, s_scene, s_classes, s_inst = draw(j + 1)
+            _, _, s_scene, s_classes, s_inst = episode_scene(seed, ep.index, j + 1, attribute, value, size, p_share)
             ok = set(consistent_values(list(s_scene.objects), s_classes, s_inst))
             allowed = ok if allowed is None else allowed & ok
         every = (inst > 0).astype(np.uint8)
