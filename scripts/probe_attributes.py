@@ -27,10 +27,11 @@ def draw_objects(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
     """n one-object scenes: images (n, size, size, 3) uint8, masks (n, size, size) bool, attribute values."""
     rng = np.random.default_rng(seed)
     vocab = synth.vocabulary("train")
-    named = [s for s in synth.TRAIN_SHAPES]
     images, masks, attrs = [], [], {a: [] for a in synth.ATTRIBUTES}
     while len(images) < n:
-        shape = named[int(rng.integers(len(named)))]  # named shapes only: random ones are one-offs
+        shape = synth.TRAIN_SHAPES[
+            int(rng.integers(len(synth.TRAIN_SHAPES)))
+        ]  # named shapes only: random ones are one-offs
         obj = synth.random_object(rng, (size, size), vocab, fixed={"shape": shape}, radius_range=(0.12, 0.3))
         scene = synth.Scene(synth.random_background(rng, (size, size), vocab), (obj,), 0.0)
         image, labels = synth.render(scene)
@@ -55,15 +56,15 @@ def object_features(model, images: np.ndarray, masks: np.ndarray, batch: int = 3
         img = F.interpolate(img, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
         m = torch.from_numpy(masks[i : i + batch]).float()[:, None]
         m = F.interpolate(m, size=(h, w), mode="area")
-        painted = normalize((m > 0.5).float().expand(-1, 3, -1, -1) * 255)
         x = normalize(img)
-        canvas_img = torch.cat([x, x], dim=2)
-        canvas_msk = torch.cat([painted, painted], dim=2)
-        bmp = model.query_mask().expand(len(x), -1)
-        tokens = model.embed(model.patch_embed(canvas_img), model.patch_embed(canvas_msk), bmp, torch.zeros(len(x)))
         if raw:  # the patch embedding's input: each query patch's pixels, flattened
             q = F.unfold(x, p, stride=p).transpose(1, 2).reshape(len(x), h // p, w // p, -1)
         else:
+            painted = normalize((m > 0.5).float().expand(-1, 3, -1, -1) * 255)
+            canvas_img = torch.cat([x, x], dim=2)
+            canvas_msk = torch.cat([painted, painted], dim=2)
+            bmp = model.query_mask().expand(len(x), -1)
+            tokens = model.embed(model.patch_embed(canvas_img), model.patch_embed(canvas_msk), bmp, torch.zeros(len(x)))
             q = torch.cat(model.forward_encoder(tokens), dim=-1)  # B Hp Wp C
             q = q[:, q.shape[1] // 2 :]  # query half
         cover = F.avg_pool2d(m, p)[:, 0]  # B hp wp: share of each token's patch the object covers
