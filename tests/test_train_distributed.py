@@ -65,15 +65,17 @@ def env() -> dict[str, str]:
     return e
 
 
-def test_torchrun_two_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("attributes", [0.0, 0.5], ids=["plain", "attribute-loss"])
+def test_torchrun_two_processes_match_one_process(tmp_path, attributes):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    args = overrides(tmp_path / "ddp", steps=3, checkpoint_every=3)
+    extra = {"steps": 3, "checkpoint_every": 3, "attributes.weight": attributes, "attributes.batch_size": 2}
+    args = overrides(tmp_path / "ddp", **extra)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    single = train(load_config(None, overrides(tmp_path / "one", steps=3, checkpoint_every=3))).model.state_dict()
+    single = train(load_config(None, overrides(tmp_path / "one", **extra))).model.state_dict()
     for k, v in single.items():
         assert torch.equal(ranks[0][k], ranks[1][k]), f"ranks differ at {k}"
         # Same global batch: the same samples and the same averaged gradient, up to summation order.

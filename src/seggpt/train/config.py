@@ -18,6 +18,7 @@ import yaml
 
 from seggpt.data.augment import AugmentConfig
 from seggpt.data.masking import MaskingConfig
+from seggpt.train.attributes import AttributeSpec
 
 
 @dataclass
@@ -100,6 +101,8 @@ class TrainConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
+    # An auxiliary per-pixel shape/texture/colour loss on SynthContext samples (seggpt.train.attributes).
+    attributes: AttributeSpec = field(default_factory=AttributeSpec)
 
     def __post_init__(self) -> None:
         problems = []
@@ -113,6 +116,8 @@ class TrainConfig:
             problems.append(f"distributed must be 'ddp' or 'fsdp', got {self.distributed!r}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             problems.append("checkpoint_every and log_every must be >= 1")
+        if self.attributes.weight > 0 and self.distributed == "fsdp":
+            problems.append("attributes.weight > 0 is not supported with distributed=fsdp; use ddp")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 

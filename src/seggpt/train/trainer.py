@@ -40,6 +40,7 @@ from seggpt.data.base import DataError, Source
 from seggpt.data.mixture import Mixture, StepSampler, TrainingSamples, collate
 from seggpt.modeling import SegGPT
 from seggpt.train import distributed as D
+from seggpt.train.attributes import AttributeHead, WithAttributes, attribute_batch, attribute_loss
 from seggpt.train.config import TrainConfig
 from seggpt.train.metrics import append_metrics, plot_metrics, truncate_metrics
 from seggpt.train.optim import WarmupCosine, param_groups
@@ -153,6 +154,9 @@ def _save_atomic(obj: Any, path: Path) -> None:
 
 
 def _model_and_optim_state(model, optimizer, info: D.DistInfo, kind: str) -> tuple[dict, dict]:
+    inner = model.module if info.enabled and kind == "ddp" else model
+    if isinstance(inner, WithAttributes):  # the checkpoint's "model" stays plain SegGPT
+        return inner.model.state_dict(), optimizer.state_dict()
     if info.enabled and kind == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -170,7 +174,7 @@ def _load_model_and_optim_state(model, optimizer, msd: dict, osd: dict, info: D.
                        options=StateDictOptions(full_state_dict=True))  # fmt: skip
         return
     inner = model.module if info.enabled and kind == "ddp" else model
-    inner.load_state_dict(msd)
+    (inner.model if isinstance(inner, WithAttributes) else inner).load_state_dict(msd)
     optimizer.load_state_dict(osd)
 
 
@@ -226,10 +230,27 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
     model.grad_checkpointing = cfg.model.grad_checkpointing
     model.train()
     mcfg = model.config
-    wrapped = D.wrap(model, info, cfg.distributed)
+    head = None
+    attr = cfg.attributes
+    if attr.weight > 0:
+        if attr.batch_size % (info.world * cfg.grad_accum):
+            raise ValueError(
+                f"attributes.batch_size {attr.batch_size} must be divisible by processes x grad_accum = "
+                f"{info.world} x {cfg.grad_accum}"
+            )
+        head = AttributeHead(mcfg.embed_dim * len(mcfg.out_indices), mcfg.patch_size).to(info.device)
+        head.train()
+    attr_micro = attr.batch_size // (info.world * cfg.grad_accum) if head is not None else 0
+    wrapped = D.wrap(model if head is None else WithAttributes(model, head), info, cfg.distributed)
     fsdp = info.enabled and cfg.distributed == "fsdp"
     # Groups after wrapping: FSDP replaces the parameters by sharded ones (DDP keeps them).
     groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay, mcfg.depth)
+    if head is not None:  # the head learns at the top layer's rate; its weights decay, its norm and bias do not
+        top = cfg.optim.layer_decay**0
+        groups.append({"params": [p for p in head.parameters() if p.ndim > 1], "names": [],
+                       "weight_decay": cfg.optim.weight_decay, "lr_scale": top})  # fmt: skip
+        groups.append({"params": [p for p in head.parameters() if p.ndim <= 1], "names": [],
+                       "weight_decay": 0.0, "lr_scale": top})  # fmt: skip
     for g in groups:
         g.pop("names")
     fused = info.device.type == "cuda" and not fsdp
@@ -244,7 +265,12 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
     ckpt = latest_checkpoint(run) if cfg.resume else None
     if ckpt is not None:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if (head is not None) != ("attribute_head" in state):
+            had = "with" if "attribute_head" in state else "without"
+            raise ValueError(f"{ckpt} was written {had} attributes.weight > 0; keep that setting or use a new run_dir")
         _load_model_and_optim_state(wrapped, optimizer, state["model"], state["optimizer"], info, cfg.distributed)
+        if head is not None:
+            head.load_state_dict(state["attribute_head"])
         start = int(state["step"])
         skipped_total = int(state["sampler"].get("skipped", 0))
         if state["sampler"]["seed"] != cfg.seed or state["sampler"]["batch_size"] != cfg.batch_size:
@@ -309,6 +335,7 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
         if info.is_main:
             state = {
                 "model": msd,
+                **({"attribute_head": head.state_dict()} if head is not None else {}),
                 "optimizer": osd,
                 "scheduler": {**schedule.state_dict(), "step": step},
                 "step": step,
@@ -333,12 +360,18 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
     t0 = time.perf_counter()
     t_log = t0
     loss_acc = torch.zeros((), device=info.device)
+    attr_acc = torch.zeros((), device=info.device)
     n_acc = 0
     last_loss: float | None = None
     step = start
     stopped_early = False
     for step in range(start, cfg.steps):
         lr = schedule.apply(optimizer, step)
+        extra = None
+        if head is not None:  # every process draws the step's samples and takes its share, like the main batch
+            extra = attribute_batch(cfg.seed, step, attr.batch_size, mcfg.image_size, mcfg.patch_size, cfg.data.masking)
+            share = attr.batch_size // info.world
+            extra = {key: v[info.rank * share : (info.rank + 1) * share] for key, v in extra.items()}
         for k in range(cfg.grad_accum):
             try:
                 batch = next(batches)
@@ -350,11 +383,25 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
             if fsdp:
                 wrapped.set_requires_gradient_sync(last)
             sync = info.enabled and not last and not fsdp
+            if extra is not None:  # this micro-step's attribute samples ride at the end of its batch
+                part = {key: v[k * attr_micro : (k + 1) * attr_micro].to(info.device) for key, v in extra.items()}
+                labels = part.pop("attributes")
+                part.pop("skipped")
+                batch = {key: torch.cat([batch[key], part[key]]) for key in part}
             with wrapped.no_sync() if sync else contextlib.nullcontext(), autocast:
-                pred = wrapped(batch["images"], batch["masks"], batch["bool_masked_pos"], batch["seg_type"])
+                args = (batch["images"], batch["masks"], batch["bool_masked_pos"], batch["seg_type"])
+                if head is None:
+                    pred = wrapped(*args)
+                else:
+                    pred, logits = wrapped(*args, attr_micro)
                 loss = per_sample_loss(pred, batch["masks"], batch["bool_masked_pos"], batch["valid"], mcfg.patch_size)
                 loss = loss.mean() / cfg.grad_accum
-            loss.backward()
+                total = loss
+                if head is not None:
+                    a_loss = attribute_loss(logits, labels) / cfg.grad_accum
+                    total = loss + attr.weight * a_loss
+                    attr_acc += a_loss.detach()
+            total.backward()
             loss_acc += loss.detach()
         n_acc += 1
         if cfg.optim.clip_grad:
@@ -370,6 +417,7 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
             )
         if done % cfg.log_every == 0 or done == cfg.steps:
             mean_loss = float(D.all_mean(loss_acc / n_acc, info))
+            mean_attr = float(D.all_mean(attr_acc / n_acc, info)) if head is not None else None
             now = time.perf_counter()
             if info.is_main:
                 rec = {
@@ -380,10 +428,13 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
                     "skipped": skipped_total,
                     "elapsed_s": now - t0,
                 }
+                if head is not None:
+                    rec["attribute_loss"] = mean_attr
                 append_metrics(run / "metrics.jsonl", rec)
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
             last_loss, loss_acc, n_acc, t_log = mean_loss, torch.zeros_like(loss_acc), 0, now
+            attr_acc = torch.zeros_like(attr_acc)
         if bar is not None:
             bar.update(1)
         over_time = time_limit is not None and time.perf_counter() - t0 > time_limit
