@@ -1,6 +1,6 @@
 """Do the model's features know an object's shape, texture and colour? A linear probe on frozen tokens.
 
-    python scripts/probe_attributes.py [--weights CKPT] [--objects 3000] [--threads 2]
+    python scripts/probe_attributes.py [--weights CKPT] [--objects 3000] [--threads 2] [--held-out]
 
 Draws SynthContext scenes with one object each (training vocabulary: every attribute independent, random pose
 and size, varied backgrounds), runs the frozen model with the scene as both example and query, averages the
@@ -23,16 +23,21 @@ from seggpt.data import synth
 from seggpt.transforms import normalize
 
 
-def draw_objects(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
-    """n one-object scenes: images (n, size, size, 3) uint8, masks (n, size, size) bool, attribute values."""
+def draw_objects(
+    n: int, size: int, seed: int, held_out: bool = False
+) -> tuple[np.ndarray, np.ndarray, dict[str, list[str]]]:
+    """n one-object scenes: images (n, size, size, 3) uint8, masks (n, size, size) bool, attribute values.
+
+    Shapes and textures are the training ones, or with ``held_out`` the held-out ones (never seen in training).
+    """
     rng = np.random.default_rng(seed)
     vocab = synth.vocabulary("train")
+    shapes = synth.HELD_OUT_SHAPES if held_out else synth.TRAIN_SHAPES  # named only: random ones are one-offs
+    textures = synth.HELD_OUT_TEXTURES if held_out else synth.TRAIN_TEXTURES
     images, masks, attrs = [], [], {a: [] for a in synth.ATTRIBUTES}
     while len(images) < n:
-        shape = synth.TRAIN_SHAPES[
-            int(rng.integers(len(synth.TRAIN_SHAPES)))
-        ]  # named shapes only: random ones are one-offs
-        obj = synth.random_object(rng, (size, size), vocab, fixed={"shape": shape}, radius_range=(0.12, 0.3))
+        fixed = {"shape": shapes[int(rng.integers(len(shapes)))], "texture": textures[int(rng.integers(len(textures)))]}
+        obj = synth.random_object(rng, (size, size), vocab, fixed=fixed, radius_range=(0.12, 0.3))
         scene = synth.Scene(synth.random_background(rng, (size, size), vocab), (obj,), 0.0)
         image, labels = synth.render(scene)
         if (labels > 0).sum() < size * size // 100:
@@ -94,16 +99,19 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="scene side before resizing to the model (as the benchmark)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--held-out", action="store_true", help="held-out shapes and textures (never trained on)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = load_model(args.weights)
-    images, masks, attrs = draw_objects(args.objects, args.size, args.seed)
+    images, masks, attrs = draw_objects(args.objects, args.size, args.seed, args.held_out)
     x = object_features(model, images, masks)
     pixels = object_features(model, images, masks, raw=True)
     cut = int(0.75 * len(x))
-    print(f"linear probe on {cut} objects, tested on {len(x) - cut} (model input {model.config.image_size})")
+    which = "held-out" if args.held_out else "training"
+    print(f"linear probe on {cut} objects, tested on {len(x) - cut} ({which} shapes and textures, "
+          f"model input {model.config.image_size})")  # fmt: skip
     print("| attribute | values | model features | the patches' pixels | chance |\n|---|---:|---:|---:|---:|")
     for a in synth.ATTRIBUTES:
         names = sorted(set(attrs[a]))
