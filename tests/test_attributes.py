@@ -57,7 +57,7 @@ def test_attribute_batch_is_a_pure_function_of_seed_and_step():
     a = attribute_batch(0, 7, 3, (64, 32), 8, masking)
     b = attribute_batch(0, 7, 3, (64, 32), 8, masking)
     c = attribute_batch(0, 8, 3, (64, 32), 8, masking)
-    assert set(a) == {"images", "masks", "bool_masked_pos", "seg_type", "valid", "attributes", "skipped"}
+    assert set(a) == {"images", "masks", "bool_masked_pos", "seg_type", "valid", "attributes"}
     assert a["images"].shape == (3, 3, 128, 32) and a["attributes"].shape == (3, 3, 128, 32)
     assert a["bool_masked_pos"].shape == (3, 16 * 4)
     for k in a:

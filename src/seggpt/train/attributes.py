@@ -115,7 +115,6 @@ def attribute_sample(
     pair = Pair(images[0], classes[0], images[1], classes[1], synth.SEMANTIC, False, {"source": "attributes"})
     sample = build_sample(pair, rng, image_size, patch_size, masking)
     sample["attributes"] = torch.from_numpy(np.concatenate(attrs, axis=1))
-    sample["skipped"] = torch.tensor(0)
     return sample
 
 

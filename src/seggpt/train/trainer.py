@@ -245,14 +245,12 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
     fsdp = info.enabled and cfg.distributed == "fsdp"
     # Groups after wrapping: FSDP replaces the parameters by sharded ones (DDP keeps them).
     groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay, mcfg.depth)
-    if head is not None:  # the head learns at the top layer's rate; its weights decay, its norm and bias do not
-        top = cfg.optim.layer_decay**0
-        groups.append({"params": [p for p in head.parameters() if p.ndim > 1], "names": [],
-                       "weight_decay": cfg.optim.weight_decay, "lr_scale": top})  # fmt: skip
-        groups.append({"params": [p for p in head.parameters() if p.ndim <= 1], "names": [],
-                       "weight_decay": 0.0, "lr_scale": top})  # fmt: skip
     for g in groups:
         g.pop("names")
+    if head is not None:  # the head learns at the top layer's rate (scale 1); its weights decay, norm and bias not
+        for decay in (True, False):
+            params = [p for p in head.parameters() if (p.ndim > 1) == decay]
+            groups.append({"params": params, "weight_decay": cfg.optim.weight_decay if decay else 0.0, "lr_scale": 1.0})
     fused = info.device.type == "cuda" and not fsdp
     optimizer = torch.optim.AdamW(
         groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, fused=fused or None
@@ -386,7 +384,6 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
             if extra is not None:  # this micro-step's attribute samples ride at the end of its batch
                 part = {key: v[k * attr_micro : (k + 1) * attr_micro].to(info.device) for key, v in extra.items()}
                 labels = part.pop("attributes")
-                part.pop("skipped")
                 batch = {key: torch.cat([batch[key], part[key]]) for key in part}
             with wrapped.no_sync() if sync else contextlib.nullcontext(), autocast:
                 args = (batch["images"], batch["masks"], batch["bool_masked_pos"], batch["seg_type"])
