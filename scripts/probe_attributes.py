@@ -69,8 +69,7 @@ def object_features(model, images: np.ndarray, masks: np.ndarray, batch: int = 3
             canvas_img = torch.cat([x, x], dim=2)
             canvas_msk = torch.cat([painted, painted], dim=2)
             bmp = model.query_mask().expand(len(x), -1)
-            tokens = model.embed(model.patch_embed(canvas_img), model.patch_embed(canvas_msk), bmp, torch.zeros(len(x)))
-            q = torch.cat(model.forward_encoder(tokens), dim=-1)  # B Hp Wp C
+            q = torch.cat(model.encode(canvas_img, canvas_msk, bmp, torch.zeros(len(x))), dim=-1)  # B Hp Wp C
             q = q[:, q.shape[1] // 2 :]  # query half
         cover = F.avg_pool2d(m, p)[:, 0]  # B hp wp: share of each token's patch the object covers
         weight = cover * (cover >= 0.5 * cover.amax(dim=(1, 2), keepdim=True))

@@ -175,6 +175,17 @@ class SegGPT(nn.Module):
                 taps.append(self.norm(h))
         return taps
 
+    def encode(
+        self, images: Tensor, masks: Tensor, bool_masked_pos: Tensor, seg_type: Tensor, num_prompts: int = 1
+    ) -> list[Tensor]:
+        """Canvases to the decoder taps: patch embedding, :meth:`embed`, :meth:`forward_encoder`.
+
+        ``bool_masked_pos``: (B or 1, Hp * Wp) bool (or anything of that size).
+        """
+        bmp = bool_masked_pos.reshape(bool_masked_pos.shape[0], -1).bool()
+        tokens = self.embed(self.patch_embed(images), self.patch_embed(masks), bmp, seg_type)
+        return self.forward_encoder(tokens, num_prompts)
+
     # Decoder ------------------------------------------------------------------------------------------
     def forward_decoder(self, taps: list[Tensor], query_only: bool = False) -> Tensor:
         """Taps (B, Hp, Wp, C) each -> canvas (B, 3, H, W) in normalised space.
@@ -250,8 +261,7 @@ class SegGPT(nn.Module):
             if p < 1 or b % p:
                 raise ValueError(f"batch of {b} is not a whole number of groups of {p} prompts")
         bool_masked_pos = bool_masked_pos.reshape(bool_masked_pos.shape[0], -1).bool()
-        tokens = self.embed(self.patch_embed(images), self.patch_embed(masks), bool_masked_pos, seg_type)
-        pred = self.forward_decoder(self.forward_encoder(tokens, p), query_only=query_only)
+        pred = self.forward_decoder(self.encode(images, masks, bool_masked_pos, seg_type, p), query_only=query_only)
         if return_loss:
             if query_only:
                 raise ValueError("return_loss needs the whole canvas; do not combine it with query_only")

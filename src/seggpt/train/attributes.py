@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from seggpt.data import synth
 from seggpt.data.masking import MaskingConfig
+from seggpt.data.mixture import collate
 from seggpt.data.pairs import Pair, build_sample
 
 IGNORE = -1
@@ -123,8 +124,7 @@ def attribute_batch(
 ) -> dict[str, Tensor]:
     """The ``n`` attribute samples of optimiser step ``step`` (all processes): a pure function of (seed, step)."""
     rng = np.random.default_rng([seed, step, 0xA77])
-    samples = [attribute_sample(rng, image_size, patch_size, masking) for _ in range(n)]
-    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+    return collate([attribute_sample(rng, image_size, patch_size, masking) for _ in range(n)])
 
 
 class WithAttributes(nn.Module):
@@ -142,8 +142,6 @@ class WithAttributes(nn.Module):
     def forward(
         self, images: Tensor, masks: Tensor, bool_masked_pos: Tensor, seg_type: Tensor, num_attribute: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        m = self.model
-        bmp = bool_masked_pos.reshape(bool_masked_pos.shape[0], -1).bool()
-        taps = m.forward_encoder(m.embed(m.patch_embed(images), m.patch_embed(masks), bmp, seg_type))
-        pred = m.forward_decoder(taps)
+        taps = self.model.encode(images, masks, bool_masked_pos, seg_type)
+        pred = self.model.forward_decoder(taps)
         return pred, self.head([t[t.shape[0] - num_attribute :] for t in taps])
