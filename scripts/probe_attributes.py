@@ -94,6 +94,7 @@ def probe(train_x, train_y, test_x, test_y, classes: int, steps: int = 500) -> f
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=None, help="checkpoint (default: the embedded model)")
+    ap.add_argument("--image-size", type=int, default=None, help="run the model at this side (default: its own)")
     ap.add_argument("--objects", type=int, default=3000)
     ap.add_argument("--size", type=int, default=128, help="scene side before resizing to the model (as the benchmark)")
     ap.add_argument("--seed", type=int, default=0)
@@ -103,7 +104,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = load_model(args.weights)
+    model = load_model(args.weights, image_size=args.image_size)
     images, masks, attrs = draw_objects(args.objects, args.size, args.seed, args.held_out)
     x = object_features(model, images, masks)
     pixels = object_features(model, images, masks, raw=True)

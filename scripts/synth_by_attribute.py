@@ -29,6 +29,7 @@ SEEN += [("colour", c) for c in ("red", "blue", "green", "yellow")]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=None, help="checkpoint (default: the embedded model)")
+    ap.add_argument("--image-size", type=int, default=None, help="run the model at this side (default: its own)")
     ap.add_argument("--episodes", type=int, default=300)
     ap.add_argument("--split", choices=["train", "eval"], default="train")
     ap.add_argument("--size", type=int, default=128, help="scene side in pixels (the benchmark's: 128)")
@@ -38,7 +39,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cats = SEEN if args.split == "train" else list(HELD_OUT)
-    predictor = SegGPTPredictor(load_model(args.weights))
+    predictor = SegGPTPredictor(load_model(args.weights, image_size=args.image_size))
     inter, union = np.zeros(len(cats)), np.zeros(len(cats))
     where = np.zeros(4)  # predicted pixels on the category, on other objects, on background; category pixels
     for i in range(args.episodes):

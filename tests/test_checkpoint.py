@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -258,3 +259,61 @@ def test_scale_resolution_refuses_bad_factors_and_keeps_factor_one():
             ck.scale_resolution(model.state_dict(), model.config, bad)
     with pytest.raises(ck.CheckpointError, match="lacks"):
         ck.scale_resolution({}, model.config, 2)
+
+
+def _linear_resize_np(table: np.ndarray, length: int) -> np.ndarray:
+    """Linear resampling of rows with half-pixel centres (what F.interpolate(..., align_corners=False) means),
+    written with numpy's interp: the independent reference for the resized relative position tables."""
+    n = table.shape[0]
+    x = np.clip((np.arange(length) + 0.5) * n / length - 0.5, 0, n - 1)
+    return np.stack([np.interp(x, np.arange(n), table[:, c]) for c in range(table.shape[1])], 1)
+
+
+def test_set_image_size_resizes_the_relative_tables_and_runs_on_the_new_grid():
+    model = _model().double()  # vit_tiny: 32x32 images, patch 8, 4x4 tokens each
+    sd, cfg = ck.set_image_size(model.state_dict(), model.config, 48)
+    assert cfg.img_size == (96, 48) and cfg.patch_size == model.config.patch_size and cfg.grid_size == (12, 6)
+    for k, v in model.state_dict().items():
+        if k.endswith("rel_pos_h") or k.endswith("rel_pos_w"):
+            length = 2 * (12 if k.endswith("_h") else 6) - 1
+            np.testing.assert_allclose(sd[k].numpy(), _linear_resize_np(v.numpy(), length), rtol=0, atol=1e-12)
+        else:
+            assert torch.equal(sd[k], v), k  # nothing else changes; the position embedding resizes at run time
+    big = SegGPT(cfg).double().eval()
+    ck.load_state_dict_strict(big, sd)
+    # The original model fed the bigger canvas resizes its tables itself, as attention does: the same answer.
+    g = torch.Generator().manual_seed(0)
+    images, masks = torch.randn(1, 3, 96, 48, generator=g).double(), torch.randn(1, 3, 96, 48, generator=g).double()
+    with torch.no_grad():
+        out = big(images, masks, big.query_mask(), torch.tensor([0]))
+        ref = model(images, masks, big.query_mask(), torch.tensor([0]))
+    assert out.shape[-2:] == (96, 48)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-9)
+
+
+def test_set_image_size_keeps_window_tables_and_refuses_bad_sizes():
+    model = _model(window_size=2, global_attn_indexes=(1, 3))
+    sd, cfg = ck.set_image_size(model.state_dict(), model.config, (48, 64))
+    assert cfg.img_size == (96, 64)
+    for i in range(model.config.depth):
+        same = torch.equal(sd[f"blocks.{i}.attn.rel_pos_h"], model.state_dict()[f"blocks.{i}.attn.rel_pos_h"])
+        assert same == model.config.is_windowed(i), i
+    SegGPT(cfg).load_state_dict(sd)  # every shape fits
+    same_sd, same_cfg = ck.set_image_size(model.state_dict(), model.config, 32)
+    assert same_cfg == model.config and all(torch.equal(same_sd[k], v) for k, v in model.state_dict().items())
+    for bad in (0, 12, (32, 20)):
+        with pytest.raises(ValueError, match="multiple of the patch size 8"):
+            ck.set_image_size(model.state_dict(), model.config, bad)
+
+
+def test_load_model_image_size(tmp_path, monkeypatch):
+    model = _model()
+    path = ck.save_native(model, tmp_path / "m.safetensors")
+    assert ck.load_model(path).config.img_size == model.config.img_size  # a file: the size it was trained at
+    assert ck.load_model(path, image_size=48).config.img_size == (96, 48)
+    # The embedded model runs at EMBEDDED_IMAGE_SIZE unless told otherwise.
+    monkeypatch.setattr(ck, "EMBEDDED_WEIGHTS", path)
+    monkeypatch.setattr(ck, "EMBEDDED_IMAGE_SIZE", 40)
+    assert ck.load_model().config.img_size == (80, 40)
+    assert ck.load_model(image_size=32).config.img_size == (64, 32)
+    assert ck.load_model(path).config.img_size == (80, 40)  # the embedded file by its path: the same model

@@ -41,6 +41,7 @@ def test_cli_writes_json_and_markdown(tmp_path, tiny_weights, capsys):
     assert 0.0 <= report["metrics"]["mIoU"] <= 100.0
     assert report["protocol"]["shots"] == 2 and report["protocol"]["episodes"] == 6
     assert report["paper"]["mIoU"] == 89.3 and report["run"]["world_size"] == 1
+    assert report["run"]["image_size"] == [32, 32]  # vit_tiny's own
     md = out.with_suffix(".md").read_text()
     assert "| mIoU |" in md and "89.3" in md
     assert "wrote" in capsys.readouterr().out
@@ -93,3 +94,13 @@ def test_torchrun_two_ranks_equal_one(tmp_path, tiny_weights):
     assert two["run"]["world_size"] == 2
     assert two["metrics"] == one["metrics"] and two["details"] == one["details"]
     print(f"torchrun run took {time.perf_counter() - start:.1f} s")
+
+
+def test_cli_image_size_runs_the_model_on_another_grid(tmp_path, tiny_weights):
+    data = write_fss(tmp_path / "fss")
+    out = tmp_path / "fss48.json"
+    argv = ["eval", "fss1000", "--data", str(data), "--weights", str(tiny_weights), "--image-size", "48"]
+    assert main(argv + ["--json", str(out), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["run"]["image_size"] == [48, 48]
+    assert main(argv[:-1] + ["20", "--json", str(tmp_path / "bad.json"), "--no-progress"]) == 2  # not a multiple of 8
+    assert not (tmp_path / "bad.json").exists()

@@ -414,3 +414,16 @@ def test_prompt_work_is_done_once(model, data):
     finally:
         hook.remove()
     assert seen == [(5, 3, H, W)]  # only the 5 query halves are embedded; the 3 examples were embedded once
+
+
+def test_image_size_when_loading(tmp_path):
+    from seggpt.checkpoint import save_native
+
+    model = randomize_(SegGPT(vit_tiny())).eval()
+    path = save_native(model, tmp_path / "tiny.safetensors")
+    p = SegGPTPredictor(path, image_size=48)
+    assert p.config.image_size == (48, 48)
+    p.set_prompts([np.zeros((20, 30, 3), np.uint8)], [np.ones((20, 30), np.uint8)])
+    assert p.predict(np.zeros((25, 17, 3), np.uint8)).labels.shape == (25, 17)  # answers at the target's size
+    with pytest.raises(ValueError, match="image_size applies when the predictor loads"):
+        SegGPTPredictor(model, image_size=48)

@@ -142,6 +142,15 @@ def test_run_folder_cli_and_init_from(tmp_path):
     hires = train(cfg).model
     assert hires.config.img_size == tuple(2 * s for s in vit_tiny().img_size)
     assert hires.config.patch_size == 2 * vit_tiny().patch_size
+    # Another image size with the same patches: a finer token grid, the relative tables resized to it.
+    cfg = load_config(
+        None,
+        tiny_overrides(tmp_path / "grid", steps=1, **{"model.preset": None, "model.overrides": "{img_size: [96, 48]}"})
+        + [f"model.init_from={tmp_path / 'start.safetensors'}"],
+    )
+    grid = train(cfg).model
+    assert grid.config.img_size == (96, 48) and grid.config.grid_size == (12, 6)
+    assert grid.blocks[0].attn.rel_pos_h.shape[0] == 2 * 12 - 1
     # Bad config: one clear line and exit 2.
     assert main(["train", str(ROOT / "configs" / "tiny.yaml"), "optim.nope=1"]) == 2
 

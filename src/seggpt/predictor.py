@@ -330,6 +330,9 @@ class SegGPTPredictor:
             dtype (float32 for a loaded one). Decoding always runs in float32.
         upsample: how the painted answer is brought to the target's size, "bilinear" or "nearest" (see the module
             docstring).
+        image_size: the side (or (H, W)) each image is resized to for the model, when loading one: None is the
+            checkpoint's own (the embedded model's :data:`seggpt.checkpoint.EMBEDDED_IMAGE_SIZE`); see
+            :func:`seggpt.load_model`. A given :class:`SegGPT` runs at its own size.
     """
 
     def __init__(
@@ -338,13 +341,16 @@ class SegGPTPredictor:
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         upsample: str = "bilinear",
+        image_size: int | tuple[int, int] | None = None,
     ) -> None:
         from seggpt.checkpoint import load_model
 
         if isinstance(model, SegGPT):
+            if image_size is not None:
+                raise ValueError("image_size applies when the predictor loads the model; pass a path or None")
             model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
         else:
-            model = load_model(model, device=device, dtype=dtype or torch.float32)
+            model = load_model(model, device=device, dtype=dtype or torch.float32, image_size=image_size)
         if upsample not in UPSAMPLING:
             raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLING}")
         self.model = model.eval()

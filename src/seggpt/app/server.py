@@ -249,19 +249,25 @@ class Segmenter:
         dtype: torch dtype of the model.
     """
 
-    def __init__(self, model: Any = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        model: Any = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        image_size: int | None = None,
+    ):
         from seggpt.predictor import SegGPTPredictor
 
         if isinstance(model, (str, Path)):
             from seggpt.checkpoint import load_model
 
             self.weights_name = Path(model).name
-            model = load_model(model, device=device, dtype=dtype)
+            model = load_model(model, device=device, dtype=dtype, image_size=image_size)
         elif model is None:
             from seggpt.checkpoint import load_model
 
             self.weights_name = "embedded seggpt_small"
-            model = load_model(None, device=device, dtype=dtype)
+            model = load_model(None, device=device, dtype=dtype, image_size=image_size)
         else:
             self.weights_name = type(model).__name__
         self.model = model
@@ -328,6 +334,7 @@ def create_app(
     dtype: torch.dtype = torch.float32,
     limits: Limits | None = None,
     segmenter: Segmenter | None = None,
+    image_size: int | None = None,
 ):
     """Build the Flask application.
 
@@ -348,7 +355,7 @@ def create_app(
         raise ImportError("the web app needs Flask: pip install 'seggpt[app]'") from e
 
     limits = limits or Limits()
-    seg = segmenter or Segmenter(model, device=device, dtype=dtype)
+    seg = segmenter or Segmenter(model, device=device, dtype=dtype, image_size=image_size)
     store = ResultStore()
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = limits.max_upload_bytes

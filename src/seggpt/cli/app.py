@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from seggpt.cli.options import add_image_size
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -18,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--weights", default=None, help="checkpoint (native, official .pth or HF folder); default: embedded")
+    add_image_size(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
@@ -51,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
         max_targets=args.max_targets,
         max_frames=args.max_frames,
     )
-    app = create_app(args.weights, device=args.device, dtype=getattr(torch, args.dtype), limits=limits)
+    app = create_app(
+        args.weights, device=args.device, dtype=getattr(torch, args.dtype), limits=limits, image_size=args.image_size
+    )
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}; anyone who can reach this machine can use the app")
     try:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seggpt.cli.options import add_image_size
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 
@@ -25,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo_out", help="output folder, used only by the demo (default: demo_out)")
     p.add_argument("--weights", default=None, help="checkpoint to use instead of the embedded model")
+    add_image_size(p)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    predictor = SegGPTPredictor(args.weights, device=args.device)
+    predictor = SegGPTPredictor(args.weights, device=args.device, image_size=args.image_size)
     print(f"model: {args.weights or EMBEDDED_WEIGHTS.name} (loaded in {time.perf_counter() - t0:.1f} s)")
     rows, scores = [], []
     for task in manifest["tasks"]:

@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+from seggpt.cli.options import add_image_size
+
 log = logging.getLogger(__name__)
 
 # Kept here (not imported from seggpt.eval) so `seggpt --help` does not import the runners.
@@ -34,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights", default=None, help="checkpoint (official .pth, HF folder, .safetensors); default: embedded"
     )
+    add_image_size(p)
     p.add_argument("--shots", type=int, default=1, help="examples per query (k); default 1")
     p.add_argument(
         "--ensemble", choices=["feature", "spatial", "none"], default=None, help="how k > 1 examples combine"
@@ -104,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
 
     from seggpt.predictor import SegGPTPredictor
 
-    predictor = SegGPTPredictor(model=args.weights, device=device, dtype=getattr(torch, args.dtype))
+    predictor = SegGPTPredictor(
+        model=args.weights, device=device, dtype=getattr(torch, args.dtype), image_size=args.image_size
+    )
     initialised = D.init_distributed(shard)
     try:
         start = time.perf_counter()
@@ -115,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             result = benchmark.summarize(states, options)
             run_info = {
                 "weights": args.weights or "embedded",
+                "image_size": list(predictor.config.image_size),
                 "data": str(args.data),
                 "device": str(device),
                 "dtype": args.dtype,

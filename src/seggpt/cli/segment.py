@@ -14,6 +14,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from seggpt.cli.options import add_image_size
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -56,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", default=None, metavar="W", help="checkpoint (official .pth, HF folder, .safetensors); "
                    "default: the embedded model")  # fmt: skip
+    add_image_size(p)
     p.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda, cuda:1, mps ...")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="targets per forward pass")
@@ -129,7 +132,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         predictor = SegGPTPredictor(
-            args.weights, device=args.device, dtype=getattr(torch, DTYPES[args.dtype]), upsample=args.upsample
+            args.weights,
+            device=args.device,
+            dtype=getattr(torch, DTYPES[args.dtype]),
+            upsample=args.upsample,
+            image_size=args.image_size,
         )
     except FileNotFoundError as e:
         if args.weights is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from seggpt.cli.options import add_image_size
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -45,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", choices=["example", "noise"], default="example", help="start from real examples or noise")
     p.add_argument("--learn", choices=["both", "image", "mask"], default="both", help="which half of the prompt")
     p.add_argument("--weights", default=None, help="model checkpoint (default: the embedded model)")
+    add_image_size(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (faster on GPUs)")
     p.add_argument("--seed", type=int, default=0)
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
     )
-    model = load_model(args.weights, device=args.device)
+    model = load_model(args.weights, device=args.device, image_size=args.image_size)
     data = open_folder(args.data, model.config.image_size)
     if args.classes:
         classes = [parse_class(c) for c in args.classes]

@@ -12,6 +12,8 @@ import contextlib
 import time
 from pathlib import Path
 
+from seggpt.cli.options import add_image_size
+
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -67,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="recent predicted frames kept as examples (default %(default)s)",
     )
     p.add_argument("--weights", default=None, help="checkpoint (any format); default: the embedded model")
+    add_image_size(p)
     p.add_argument("--out", required=True, help="folder for the per-frame annotations")
     p.add_argument("--overlay-video", default=None, metavar="FILE", help="also write an overlay video (e.g. .mp4)")
     p.add_argument("--fps", type=float, default=None, help="overlay video rate (default: the source's, or 24)")
@@ -121,13 +124,14 @@ def run(args: argparse.Namespace) -> int:
         from seggpt.predictor import SegGPTPredictor
         from seggpt.tuning import LearnedPromptVideo
 
-        predictor = LearnedPromptVideo(SegGPTPredictor(args.weights, device=args.device, dtype=dtype), args.prompt_file)
+        model = SegGPTPredictor(args.weights, device=args.device, dtype=dtype, image_size=args.image_size)
+        predictor = LearnedPromptVideo(model, args.prompt_file)
         frames = predictor.propagate(source)
     else:
+        from seggpt.predictor import SegGPTPredictor
+
         predictor = SegGPTVideoPredictor(
-            model=args.weights,
-            device=args.device,
-            dtype=dtype,
+            predictor=SegGPTPredictor(args.weights, device=args.device, dtype=dtype, image_size=args.image_size),
             context=args.context,
             task=args.task,
             annotation_mode=args.annotation_mode,

@@ -64,7 +64,10 @@ def resize_rel_pos(rel_pos: Tensor, length: int) -> Tensor:
     """Linearly resize a relative position table (L, C) to (length, C), as ViTDet does for a new grid."""
     if rel_pos.shape[0] == length:
         return rel_pos
-    resized = F.interpolate(rel_pos.T[None].float(), size=length, mode="linear")
+    # At least float32 (half precision interpolates coarsely), float64 kept.
+    resized = F.interpolate(
+        rel_pos.T[None].to(torch.promote_types(rel_pos.dtype, torch.float32)), size=length, mode="linear"
+    )
     return resized[0].T.to(rel_pos.dtype)
 
 

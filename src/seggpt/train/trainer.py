@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from seggpt.checkpoint import load_model, save_native, scale_resolution
+from seggpt.checkpoint import EMBEDDED_WEIGHTS, read_checkpoint, save_native, scale_resolution, set_image_size
 from seggpt.config import preset
 from seggpt.data.base import DataError, Source
 from seggpt.data.mixture import Mixture, StepSampler, TrainingSamples, collate
@@ -90,10 +90,14 @@ def build_model(cfg: TrainConfig) -> SegGPT:
         if spec.preset is None:
             raise ValueError("set model.preset (e.g. vit_tiny) or model.init_from (a checkpoint)")
         return SegGPT(preset(spec.preset, **overrides))
-    source = None if spec.init_from == "embedded" else spec.init_from
-    loaded = load_model(source)
-    state, config = scale_resolution(loaded.state_dict(), loaded.config, spec.scale_resolution)
+    # Every checkpoint as stored: the embedded model at 64x64 images, not at the size it runs at. Set
+    # model.overrides.img_size to train at another size.
+    state, config = read_checkpoint(EMBEDDED_WEIGHTS if spec.init_from == "embedded" else spec.init_from)
+    state, config = scale_resolution(state, config, spec.scale_resolution)
     arch = preset(spec.preset, **overrides) if spec.preset else config.replace(**overrides)
+    if arch.img_size != config.img_size and arch.patch_size == config.patch_size:
+        # Another token grid: the relative position tables are resized (the position embedding is at run time).
+        state, _ = set_image_size(state, config, arch.image_size)
     model = SegGPT(arch)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
