@@ -97,6 +97,7 @@ def fg_iou(model, prompt_images, prompt_masks, test_images, test_masks, batch_si
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=None, help="checkpoint (default: the embedded model)")
+    ap.add_argument("--image-size", type=int, default=None, help="run the model at this side (default: its own)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--train", type=int, default=32, help="training images per category (default 32)")
     ap.add_argument("--test", type=int, default=24, help="test images per category (default 24)")
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = load_model(args.weights, device=args.device)
+    model = load_model(args.weights, device=args.device, image_size=args.image_size)
     size = model.config.image_size
     cats = held_out_categories() if args.split == "eval" else VALIDATION_CATEGORIES
     if args.categories:

@@ -135,7 +135,8 @@ def build_model(args: argparse.Namespace):
     if args.random:
         torch.manual_seed(args.seed)
         return SegGPT(preset(args.random, **parse_overrides(args.override))).eval(), f"random {args.random}"
-    return load_model(args.weights), str(args.weights or "embedded seggpt_small")
+    model = load_model(args.weights, image_size=args.image_size)
+    return model, f"{args.weights or 'embedded seggpt_small'} at {model.config.image_size[1]} px"
 
 
 def table(rows: list[dict], weights: str, baseline: dict) -> str:
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", default=None, help="checkpoint (any format); default: the embedded model")
     src.add_argument("--random", default=None, metavar="PRESET", help="random weights of a preset (script check)")
+    p.add_argument("--image-size", type=int, default=None, help="run the model at this side (default: its own)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="config override (--random)")
     p.add_argument("--videos", type=int, default=8, help="number of SynthContext videos")
     p.add_argument("--frames", type=int, default=24, help="frames per video (K = 16 needs more than 17)")

@@ -1,0 +1,101 @@
+"""The embedded model on finer token grids: held-out one-shot mIoU and speed by the image size it runs at.
+
+The embedded model was trained on 64x64 images (8-pixel patches, 8x8 tokens per image). ``seggpt.load_model``
+can run any checkpoint at another size with the same patches (``image_size``): the position embedding and the
+relative position tables are interpolated, nothing is learnt. This script measures what that buys on the
+SynthContext benchmark (held-out categories, one example, the seeded episodes of ``seggpt eval synthcontext``)
+and what it costs, against the size the model was trained at, measured in the same run:
+
+    python benchmarks/image_size.py --sizes 64 80 96 112 128 --episodes 300 --threads 2 --json out.json
+
+Speed is canvases per second of ``SegGPTPredictor.predict_batch`` on 64 rendered 128x128 targets with one example
+(model, resizing, decoding; no scene rendering or scoring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=None, help="checkpoint (default: the embedded model)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 80, 96, 112, 128])
+    ap.add_argument("--baseline", type=int, default=None, help="size the ratios are against (default: the first)")
+    ap.add_argument("--episodes", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None, help="also write the rows here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from seggpt.eval.registry import EvalOptions, evaluate
+    from seggpt.eval.synthcontext import SynthEpisodeData
+    from seggpt.io import atomic_write
+    from seggpt.predictor import SegGPTPredictor
+
+    # A fixed one-example task for the speed rows: 64 targets of 128x128, as the benchmark renders them.
+    data = SynthEpisodeData(args.seed)
+    example = data.item("0/s0")
+    targets = [data.image(f"{i}/q") for i in range(64)]
+
+    rows = []
+    for size in args.sizes:
+        predictor = SegGPTPredictor(args.weights, image_size=size)
+        opts = EvalOptions(shots=1, ensemble="feature", seed=args.seed, episodes=args.episodes)
+        t0 = time.perf_counter()
+        result = evaluate("synthcontext", predictor, None, opts, progress=False)
+        seconds = time.perf_counter() - t0
+        predictor.set_prompts([example[0]], [example[1]])
+        predictor.predict_batch(targets[:4])  # warm-up
+        t0 = time.perf_counter()
+        predictor.predict_batch(targets)
+        speed = len(targets) / (time.perf_counter() - t0)
+        tokens = predictor.config.grid_size[0] * predictor.config.grid_size[1]
+        rows.append(
+            {
+                "image_size": size,
+                "tokens_per_canvas": tokens,
+                "mIoU": round(result.metrics["mIoU"], 2),
+                "FB-IoU": round(result.metrics["FB-IoU"], 2),
+                "canvases_per_s": round(speed, 2),
+                "eval_seconds": round(seconds, 1),
+                "class_iou": {k: round(v, 2) for k, v in result.details["class_iou"].items()},
+            }
+        )
+        print(f"{size:4d} px: mIoU {rows[-1]['mIoU']:.1f}, {rows[-1]['canvases_per_s']:.1f} canvases/s", flush=True)
+
+    base = next((r for r in rows if r["image_size"] == args.baseline), rows[0])
+    print(f"\nheld-out one-shot, {args.episodes} episodes, seed {args.seed}, {torch.get_num_threads()} thread(s)")
+    print(f"ratios against {base['image_size']} px, measured in the same run\n")
+    print("| image size | tokens per canvas | mIoU | FB-IoU | mIoU gain | canvases/s | cost (x) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        gain = r["mIoU"] - base["mIoU"]
+        cost = base["canvases_per_s"] / r["canvases_per_s"]
+        print(
+            f"| {r['image_size']} | {r['tokens_per_canvas']} | {r['mIoU']:.1f} | {r['FB-IoU']:.1f} | {gain:+.1f} "
+            f"| {r['canvases_per_s']:.1f} | {cost:.2f} |"
+        )
+    if args.json:
+        out = {
+            "weights": args.weights or "embedded",
+            "episodes": args.episodes,
+            "seed": args.seed,
+            "threads": torch.get_num_threads(),
+            "baseline": base["image_size"],
+            "rows": rows,
+        }
+        atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(out, indent=2)), overwrite=True)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
