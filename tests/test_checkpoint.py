@@ -88,6 +88,13 @@ def test_infers_heads_canvas_and_windows_from_shapes():
     assert got == cfg.replace(drop_path_rate=got.drop_path_rate)
 
 
+def test_infers_a_convolutional_stem_from_shapes():
+    cfg = vit_tiny(stem_channels=(8, 16))
+    got = ck.infer_config(SegGPT(cfg).state_dict(), merge_index=cfg.merge_index, out_indices=cfg.out_indices)
+    assert got.stem_channels == (8, 16) and got.patch_size == 8 and got.in_chans == 3
+    assert got == cfg.replace(drop_path_rate=got.drop_path_rate)
+
+
 def test_official_pth_loads_exactly(tmp_path):
     model = _model()
     path = tmp_path / "seggpt_official.pth"
@@ -248,6 +255,21 @@ def test_scale_resolution_computes_the_same_on_an_upsampled_image():
         out = model(images, masks, model.query_mask(), torch.tensor([0]))
         big_out = big(up(images), up(masks), big.query_mask(), torch.tensor([0]))
     assert big_out.shape[-2:] == up(out).shape[-2:]
+
+
+def test_stem_model_round_trips_natively_and_official_but_not_to_hf(tmp_path):
+    model = _model(stem_channels=(8, 16))
+    native = ck.save_native(model, tmp_path / "s.safetensors")
+    ck.convert(native, tmp_path / "s.pth", to="official")
+    for p in (native, tmp_path / "s.pth"):
+        loaded = ck.load_model(p)
+        assert loaded.config == model.config
+        torch.testing.assert_close(_forward(loaded), _forward(model), rtol=0, atol=0)
+    with pytest.raises(ck.CheckpointError, match="stem"):
+        ck.convert(native, tmp_path / "s_hf", to="hf")
+    assert not (tmp_path / "s_hf").exists()
+    with pytest.raises(ck.CheckpointError, match="stem"):
+        ck.scale_resolution(model.state_dict(), model.config, 2)
 
 
 def test_scale_resolution_refuses_bad_factors_and_keeps_factor_one():

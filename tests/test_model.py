@@ -246,6 +246,30 @@ def test_gradient_checkpointing_same_gradients():
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
 
 
+def test_stem_embeds_each_image_of_the_canvas_alone():
+    cfg = vit_tiny(stem_channels=(8, 16))  # two stride-2 convs, then a 2x2 projection: patch 8
+    model = randomize_(SegGPT(cfg)).eval()
+    query, pimg, _ = _inputs(cfg, b=2)
+    with torch.no_grad():
+        tokens = model.embed_canvas(torch.cat([pimg, query], 2))
+        top, bottom = tokens.split(tokens.shape[1] // 2, dim=1)
+        torch.testing.assert_close(top, model.patch_embed(pimg))
+        torch.testing.assert_close(bottom, model.patch_embed(query))
+        # The 3x3 convs reach across pixels, yet the query's tokens do not see the example's pixels.
+        other = model.embed_canvas(torch.cat([pimg + 3.0, query], 2))
+    torch.testing.assert_close(other[:, tokens.shape[1] // 2 :], bottom)
+    assert not torch.allclose(other[:, : tokens.shape[1] // 2], top)
+
+
+def test_without_a_stem_the_canvas_embeds_as_one_image():
+    cfg = vit_tiny()
+    model = randomize_(SegGPT(cfg)).eval()
+    query, pimg, _ = _inputs(cfg, b=2)
+    canvas = torch.cat([pimg, query], 2)
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed_canvas(canvas), model.patch_embed(canvas), rtol=0, atol=0)
+
+
 def test_parameter_count_of_the_released_architecture():
     with torch.device("meta"):
         model = SegGPT(vit_large())
@@ -262,6 +286,8 @@ def test_config_rejects_bad_values():
         vit_tiny(num_heads=5)
     with pytest.raises(ValueError, match="merge_index"):
         vit_tiny(merge_index=3, out_indices=(1, 3))
+    with pytest.raises(ValueError, match="stem of 4 stride-2 convs"):
+        vit_tiny(stem_channels=(8, 8, 8, 8))
     with pytest.raises(ValueError, match="unknown SegGPTConfig fields"):
         SegGPTConfig.from_dict({"width": 3})
     assert SegGPTConfig.from_dict(vit_tiny().to_dict()) == vit_tiny()

@@ -46,6 +46,18 @@ def test_per_sample_loss_matches_the_model_loss_for_one_sample():
         torch.testing.assert_close(ours[b], ref)
 
 
+def test_loss_beta_is_the_smooth_l1_beta():
+    pred, target = torch.zeros(1, 3, 64, 32), torch.zeros(1, 3, 64, 32)
+    target[:, :, 32:] = 0.5  # every query pixel off by 0.5
+    mask = torch.zeros(1, 32, dtype=torch.bool)
+    mask[:, 16:] = True  # the query half
+    # beta 1: quadratic below 1, 0.5 * 0.5**2 / 1; beta 0.01: linear, 0.5 - 0.005.
+    assert per_sample_loss(pred, target, mask, None, 8, beta=1.0).item() == pytest.approx(0.125, rel=1e-4)
+    assert per_sample_loss(pred, target, mask, None, 8).item() == pytest.approx(0.495, rel=1e-4)
+    with pytest.raises(ValueError, match="loss_beta"):
+        load_config(None, ["loss_beta=0"])
+
+
 def test_layer_decay_groups_and_schedule():
     model = SegGPT(vit_tiny())
     depth = model.config.depth

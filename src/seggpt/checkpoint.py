@@ -138,6 +138,13 @@ def _some(keys: list[str], n: int = 12) -> str:
 
 
 # Architecture from tensor shapes -------------------------------------------------------------------------
+def _count_stem(state_dict: Mapping[str, Tensor]) -> int:
+    n = 0
+    while f"patch_embed.stem.{n}.conv.weight" in state_dict:
+        n += 1
+    return n
+
+
 def infer_config(state_dict: Mapping[str, Tensor], **overrides) -> SegGPTConfig:
     """The architecture of an official-key state dict, read from its tensor shapes.
 
@@ -147,7 +154,11 @@ def infer_config(state_dict: Mapping[str, Tensor], **overrides) -> SegGPTConfig:
     """
     try:
         w = state_dict["patch_embed.proj.weight"]
-        c, in_chans, p, _ = w.shape
+        c, _, p, _ = w.shape
+        # A convolutional stem (models trained here): n stride-2 convs before a projection of patch / 2**n.
+        stem = [state_dict[f"patch_embed.stem.{i}.conv.weight"] for i in range(_count_stem(state_dict))]
+        in_chans = stem[0].shape[1] if stem else w.shape[1]
+        p <<= len(stem)
         depth = 1 + max(int(m.group(1)) for k in state_dict if (m := _OFFICIAL_BLOCK.match(k)))
         fc1 = state_dict["blocks.0.mlp.fc1.weight"]
         n_pos = state_dict["pos_embed"].shape[1]
@@ -162,6 +173,7 @@ def infer_config(state_dict: Mapping[str, Tensor], **overrides) -> SegGPTConfig:
     fields: dict = dict(
         patch_size=p,
         in_chans=in_chans,
+        stem_channels=tuple(t.shape[0] for t in stem),
         embed_dim=c,
         depth=depth,
         mlp_ratio=fc1.shape[0] / c,
@@ -229,10 +241,10 @@ def config_from_hf(d: Mapping) -> SegGPTConfig:
 
 
 def config_to_hf(cfg: SegGPTConfig) -> dict:
-    if cfg.window_size or not cfg.pos_embed_cls_slot:
+    if cfg.window_size or not cfg.pos_embed_cls_slot or cfg.stem_channels:
         raise CheckpointError(
-            "the Hugging Face SegGPT has no windowed attention and always has a class slot in its position "
-            "table; this model cannot be written in that format (use --to native or --to official)"
+            "the Hugging Face SegGPT has no windowed attention, no convolutional stem and always has a class slot "
+            "in its position table; this model cannot be written in that format (use --to native or --to official)"
         )
     return {
         "architectures": ["SegGptForImageSegmentation"],
@@ -447,6 +459,8 @@ def scale_resolution(
     factor = int(factor)
     if factor == 1:
         return dict(state_dict), config
+    if config.stem_channels:
+        raise CheckpointError("cannot scale the resolution of a model with a convolutional stem (stem_channels)")
     need = ("patch_embed.proj.weight", "decoder_embed.weight", "decoder_embed.bias")
     if any(k not in state_dict for k in need):
         raise CheckpointError(

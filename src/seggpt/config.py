@@ -25,6 +25,9 @@ class SegGPTConfig:
     # Square patches; the token grid is (Hp, Wp) = (H / patch_size, W / patch_size).
     patch_size: int = 16
     in_chans: int = 3
+    # Convolutional stem before the patch projection: channels of each stride-2 3x3 conv (see
+    # modeling.layers.PatchEmbed). Empty = the released linear patch embedding; only for models trained here.
+    stem_channels: tuple[int, ...] = ()
     # Transformer width, depth and heads (ViT-L: 1024, 24, 16).
     embed_dim: int = 1024
     depth: int = 24
@@ -68,6 +71,8 @@ class SegGPTConfig:
             problems.append(
                 f"merge_index {self.merge_index} must not come after the first decoder output {min(self.out_indices)}"
             )
+        if p >> len(self.stem_channels) < 1 or (p >> len(self.stem_channels)) << len(self.stem_channels) != p:
+            problems.append(f"a stem of {len(self.stem_channels)} stride-2 convs does not divide patch_size {p}")
         if self.window_size < 0:
             problems.append(f"window_size must be >= 0, got {self.window_size}")
         if problems:

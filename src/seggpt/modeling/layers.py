@@ -12,23 +12,49 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class PatchEmbed(nn.Module):
-    """Non-overlapping patches to tokens: (B, 3, H, W) -> (B, Hp, Wp, C)."""
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)  # B C Hp Wp -> B Hp Wp C
-
-
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a (B, C, H, W) map. Its parameters are plain ``weight`` / ``bias``,
     stored as ``decoder_pred.1.*`` in the released checkpoint."""
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class StemLayer(nn.Module):
+    """One stride-2 step of a convolutional stem: 3x3 conv, channel LayerNorm, GELU."""
+
+    def __init__(self, in_chans: int, out_chans: int, eps: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, out_chans, kernel_size=3, stride=2, padding=1)
+        self.norm = LayerNorm2d(out_chans, eps=eps)
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Image to tokens: (B, 3, H, W) -> (B, Hp, Wp, C).
+
+    Without a stem (the released model), non-overlapping patches through one linear projection. With
+    ``stem_channels`` (c1, .., cn), n stride-2 3x3 convolutions first (Xiao et al. 2021, "Early convolutions
+    help transformers see better"), then the projection over the remaining patch_size / 2**n pixels: each token
+    then sees edges and corners that reach over its patch border, which a small model trained from scratch
+    cannot assemble from linear patches alone. Apply it to one image at a time: the stem's receptive field
+    reaches across neighbouring pixels, so a canvas of two stacked images must be split first (SegGPT does).
+    """
+
+    def __init__(
+        self, patch_size: int, in_chans: int, embed_dim: int, stem_channels: tuple[int, ...] = (), eps: float = 1e-6
+    ) -> None:
+        super().__init__()
+        chans = (in_chans, *stem_channels)
+        self.stem = nn.Sequential(*(StemLayer(a, b, eps) for a, b in zip(chans[:-1], chans[1:], strict=True)))
+        rest = patch_size >> len(stem_channels)
+        self.proj = nn.Conv2d(chans[-1], embed_dim, kernel_size=rest, stride=rest)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.stem(x)).permute(0, 2, 3, 1)  # B C Hp Wp -> B Hp Wp C
 
 
 class Mlp(nn.Module):

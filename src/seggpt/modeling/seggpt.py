@@ -43,7 +43,7 @@ class SegGPT(nn.Module):
         super().__init__()
         self.config = cfg = config
         c = cfg.embed_dim
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, c)
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, c, cfg.stem_channels, cfg.layer_norm_eps)
         # (1, 1, 1, C) tokens, broadcast over (B, Hp, Wp).
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, c))
         self.segment_token_x = nn.Parameter(torch.zeros(1, 1, 1, c))  # image stream
@@ -90,6 +90,10 @@ class SegGPT(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        for m in self.patch_embed.stem.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -153,6 +157,18 @@ class SegGPT(nn.Module):
         y = y + pos + type_emb
         return torch.cat([x, y], dim=0)
 
+    def embed_canvas(self, canvas: Tensor) -> Tensor:
+        """Patch-embed a canvas (B, 3, H, W) of two stacked images -> (B, Hp, Wp, C), one image at a time.
+
+        The images are embedded as separate samples, so a convolutional stem never mixes the example's pixels
+        into the query's tokens: embedding each image alone (as the predictor does to cache the example) gives
+        the same tokens. Without a stem this equals embedding the whole canvas.
+        """
+        b, c, h, w = canvas.shape
+        halves = canvas.reshape(b, c, 2, h // 2, w).transpose(1, 2).reshape(2 * b, c, h // 2, w)
+        tokens = self.patch_embed(halves)  # 2B Hp/2 Wp C
+        return tokens.reshape(b, 2, *tokens.shape[1:]).flatten(1, 2)
+
     # Encoder ------------------------------------------------------------------------------------------
     def forward_encoder(self, h: Tensor, num_prompts: int = 1) -> list[Tensor]:
         """Run the blocks on the (2B, Hp, Wp, C) two-stream tokens; return the normed decoder taps.
@@ -183,7 +199,7 @@ class SegGPT(nn.Module):
         ``bool_masked_pos``: (B or 1, Hp * Wp) bool (or anything of that size).
         """
         bmp = bool_masked_pos.reshape(bool_masked_pos.shape[0], -1).bool()
-        tokens = self.embed(self.patch_embed(images), self.patch_embed(masks), bmp, seg_type)
+        tokens = self.embed(self.embed_canvas(images), self.embed_canvas(masks), bmp, seg_type)
         return self.forward_encoder(tokens, num_prompts)
 
     # Decoder ------------------------------------------------------------------------------------------

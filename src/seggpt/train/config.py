@@ -98,6 +98,10 @@ class TrainConfig:
     threads: int | None = None
     # Resume from the newest checkpoint in run_dir when there is one.
     resume: bool = True
+    # Smooth-L1 beta in normalised pixel units (a black-to-white step is ~4.4). The paper's 0.01 is L1 almost
+    # everywhere: its gradient says only on which side of the target a pixel is. A beta near 1 is quadratic over
+    # most errors, so the gradient also says how far off the pixel is.
+    loss_beta: float = 0.01
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
@@ -114,6 +118,8 @@ class TrainConfig:
             problems.append(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.distributed not in ("ddp", "fsdp"):
             problems.append(f"distributed must be 'ddp' or 'fsdp', got {self.distributed!r}")
+        if self.loss_beta <= 0:
+            problems.append(f"loss_beta must be > 0, got {self.loss_beta}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             problems.append("checkpoint_every and log_every must be >= 1")
         if self.attributes.weight > 0 and self.distributed == "fsdp":

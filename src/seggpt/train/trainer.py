@@ -63,9 +63,9 @@ class TrainResult:
 
 # Loss ----------------------------------------------------------------------------------------------------
 def per_sample_loss(
-    pred: Tensor, target: Tensor, bool_masked_pos: Tensor, valid: Tensor | None, patch_size: int
+    pred: Tensor, target: Tensor, bool_masked_pos: Tensor, valid: Tensor | None, patch_size: int, beta: float = 0.01
 ) -> Tensor:
-    """Smooth-L1 (beta 0.01) over masked-patch pixels (times ``valid``), normalised per sample: (B,).
+    """Smooth-L1 (the paper's beta 0.01) over masked-patch pixels (times ``valid``), normalised per sample: (B,).
 
     For one sample it equals ``SegGPT.loss``; over a batch it weights every sample equally, which keeps the
     gradient of a global batch independent of how it is split across ranks and accumulation steps.
@@ -77,7 +77,7 @@ def per_sample_loss(
     if valid is not None:
         m = m * valid.float()
     m = m.expand(b, c, h, w)
-    loss = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=0.01)
+    loss = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=beta)
     return (loss * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) + 1e-2)
 
 
@@ -395,7 +395,9 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
                     pred = wrapped(*args)
                 else:
                     pred, logits = wrapped(*args, attr_micro)
-                loss = per_sample_loss(pred, batch["masks"], batch["bool_masked_pos"], batch["valid"], mcfg.patch_size)
+                loss = per_sample_loss(
+                    pred, batch["masks"], batch["bool_masked_pos"], batch["valid"], mcfg.patch_size, cfg.loss_beta
+                )
                 loss = loss.mean() / cfg.grad_accum
                 total = loss
                 if head is not None:
