@@ -38,10 +38,10 @@ class PatchEmbed(nn.Module):
 
     Without a stem (the released model), non-overlapping patches through one linear projection. With
     ``stem_channels`` (c1, .., cn), n stride-2 3x3 convolutions first (Xiao et al. 2021, "Early convolutions
-    help transformers see better"), then the projection over the remaining patch_size / 2**n pixels: each token
-    then sees edges and corners that reach over its patch border, which a small model trained from scratch
-    cannot assemble from linear patches alone. Apply it to one image at a time: the stem's receptive field
-    reaches across neighbouring pixels, so a canvas of two stacked images must be split first (SegGPT does).
+    help transformers see better"), then the projection over the remaining patch_size / 2**n pixels, so each token
+    sees edges and corners that reach over its patch border (on the embedded model's budget it learned slower:
+    README, "The embedded model"). Apply it to one image at a time: the stem's receptive field reaches across
+    neighbouring pixels, so a canvas of two stacked images must be split first (``SegGPT.embed_canvas`` does).
     """
 
     def __init__(
