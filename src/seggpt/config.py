@@ -71,7 +71,7 @@ class SegGPTConfig:
             problems.append(
                 f"merge_index {self.merge_index} must not come after the first decoder output {min(self.out_indices)}"
             )
-        if p >> len(self.stem_channels) < 1 or (p >> len(self.stem_channels)) << len(self.stem_channels) != p:
+        if p % 2 ** len(self.stem_channels) or p < 2 ** len(self.stem_channels):
             problems.append(f"a stem of {len(self.stem_channels)} stride-2 convs does not divide patch_size {p}")
         if self.window_size < 0:
             problems.append(f"window_size must be >= 0, got {self.window_size}")
