@@ -95,6 +95,13 @@ def test_infers_a_convolutional_stem_from_shapes():
     assert got == cfg.replace(drop_path_rate=got.drop_path_rate)
 
 
+def test_infers_a_conv_branch_from_shapes():
+    cfg = vit_tiny(branch_channels=(4, 8, 16), branch_depth=3)
+    got = ck.infer_config(SegGPT(cfg).state_dict(), merge_index=cfg.merge_index, out_indices=cfg.out_indices)
+    assert got.branch_channels == (4, 8, 16) and got.branch_depth == 3
+    assert got == cfg.replace(drop_path_rate=got.drop_path_rate)
+
+
 def test_official_pth_loads_exactly(tmp_path):
     model = _model()
     path = tmp_path / "seggpt_official.pth"
@@ -257,18 +264,25 @@ def test_scale_resolution_computes_the_same_on_an_upsampled_image():
     assert big_out.shape[-2:] == up(out).shape[-2:]
 
 
-def test_stem_model_round_trips_natively_and_official_but_not_to_hf(tmp_path):
-    model = _model(stem_channels=(8, 16))
+@pytest.mark.parametrize(
+    "extra,word",
+    [({"stem_channels": (8, 16)}, "stem"), ({"branch_channels": (4, 8, 8)}, "branch")],
+    ids=["stem", "branch"],
+)
+def test_conv_model_round_trips_natively_and_official_but_not_to_hf(tmp_path, extra, word):
+    model = _model(**extra)
+    if model.patch_embed.branch is not None:  # starts at zero: give it a say in the output
+        torch.nn.init.normal_(model.patch_embed.branch.out.weight, std=0.1)
     native = ck.save_native(model, tmp_path / "s.safetensors")
     ck.convert(native, tmp_path / "s.pth", to="official")
     for p in (native, tmp_path / "s.pth"):
         loaded = ck.load_model(p)
         assert loaded.config == model.config
         torch.testing.assert_close(_forward(loaded), _forward(model), rtol=0, atol=0)
-    with pytest.raises(ck.CheckpointError, match="stem"):
+    with pytest.raises(ck.CheckpointError, match=word):
         ck.convert(native, tmp_path / "s_hf", to="hf")
     assert not (tmp_path / "s_hf").exists()
-    with pytest.raises(ck.CheckpointError, match="stem"):
+    with pytest.raises(ck.CheckpointError, match=word):
         ck.scale_resolution(model.state_dict(), model.config, 2)
 
 

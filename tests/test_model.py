@@ -270,6 +270,29 @@ def test_without_a_stem_the_canvas_embeds_as_one_image():
         torch.testing.assert_close(model.embed_canvas(canvas), model.patch_embed(canvas), rtol=0, atol=0)
 
 
+def test_a_new_conv_branch_leaves_a_trained_model_as_it_was():
+    cfg = vit_tiny()
+    trained = randomize_(SegGPT(cfg)).eval()
+    model = SegGPT(cfg.replace(branch_channels=(4, 8, 8))).eval()
+    missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(k.startswith("patch_embed.branch.") for k in missing)
+    query, pimg, pmask = _inputs(cfg, b=2)
+    images, masks = torch.cat([pimg, query], 2), torch.cat([pmask, pmask], 2)
+    seg = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        bmp = model.query_mask()
+        torch.testing.assert_close(model(images, masks, bmp, seg), trained(images, masks, bmp, seg), rtol=0, atol=0)
+        # Once its output conv moves, the branch changes the tokens, and still per image: the query's tokens
+        # never see the example's pixels.
+        torch.nn.init.normal_(model.patch_embed.branch.out.weight, std=0.5)
+        assert not torch.allclose(model.embed_canvas(images), trained.embed_canvas(images))
+        tokens = model.embed_canvas(images)
+        other = model.embed_canvas(torch.cat([pimg + 3.0, query], 2))
+    half = tokens.shape[1] // 2
+    torch.testing.assert_close(other[:, half:], tokens[:, half:])
+    assert not torch.allclose(other[:, :half], tokens[:, :half])
+
+
 def test_parameter_count_of_the_released_architecture():
     with torch.device("meta"):
         model = SegGPT(vit_large())
@@ -288,6 +311,10 @@ def test_config_rejects_bad_values():
         vit_tiny(merge_index=3, out_indices=(1, 3))
     with pytest.raises(ValueError, match="stem of 4 stride-2 convs"):
         vit_tiny(stem_channels=(8, 8, 8, 8))
+    with pytest.raises(ValueError, match="one stride-2 stage per halving of patch_size 8, got 2"):
+        vit_tiny(branch_channels=(8, 8))
+    with pytest.raises(ValueError, match="branch_depth must be >= 1"):
+        vit_tiny(branch_channels=(8, 8, 8), branch_depth=0)
     with pytest.raises(ValueError, match="unknown SegGPTConfig fields"):
         SegGPTConfig.from_dict({"width": 3})
     assert SegGPTConfig.from_dict(vit_tiny().to_dict()) == vit_tiny()

@@ -126,12 +126,13 @@ def reference_canvases(images, masks, targets, num_labels):
     return img, msk
 
 
-@pytest.mark.parametrize("stem", [False, True])
+@pytest.mark.parametrize("conv", [None, "stem", "branch"])
 @pytest.mark.parametrize("k", [1, 3])
-def test_cached_path_equals_plain_model(model, predictor, data, k, stem):
-    if stem:  # a convolutional stem: the cached example must still be embedded exactly as in the canvas
+def test_cached_path_equals_plain_model(model, predictor, data, k, conv):
+    if conv:  # a convolutional stem or branch: the cached example must still be embedded exactly as in the canvas
         torch.manual_seed(1)
-        model = randomize_(SegGPT(vit_tiny(stem_channels=(8, 16))), std=0.1).eval()
+        extra = {"stem_channels": (8, 16)} if conv == "stem" else {"branch_channels": (4, 8, 8)}
+        model = randomize_(SegGPT(vit_tiny(**extra)), std=0.1).eval()
         predictor = SegGPTPredictor(model)
     images, masks, targets = data
     predictor.set_prompts(images[:k], masks[:k], ensemble="feature")

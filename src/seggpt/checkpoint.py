@@ -145,6 +145,17 @@ def _count_stem(state_dict: Mapping[str, Tensor]) -> int:
     return n
 
 
+def _branch_shape(state_dict: Mapping[str, Tensor]) -> tuple[tuple[int, ...], int]:
+    """(channels, depth) of a conv branch (``patch_embed.branch.stages.i.j``), ((), 2) without one."""
+    channels = []
+    while f"patch_embed.branch.stages.{len(channels)}.0.conv.weight" in state_dict:
+        channels.append(state_dict[f"patch_embed.branch.stages.{len(channels)}.0.conv.weight"].shape[0])
+    depth = 1
+    while f"patch_embed.branch.stages.0.{depth}.conv.weight" in state_dict:
+        depth += 1
+    return tuple(channels), depth if channels else 2
+
+
 def infer_config(state_dict: Mapping[str, Tensor], **overrides) -> SegGPTConfig:
     """The architecture of an official-key state dict, read from its tensor shapes.
 
@@ -174,6 +185,8 @@ def infer_config(state_dict: Mapping[str, Tensor], **overrides) -> SegGPTConfig:
         patch_size=p,
         in_chans=in_chans,
         stem_channels=tuple(t.shape[0] for t in stem),
+        branch_channels=_branch_shape(state_dict)[0],
+        branch_depth=_branch_shape(state_dict)[1],
         embed_dim=c,
         depth=depth,
         mlp_ratio=fc1.shape[0] / c,
@@ -241,10 +254,11 @@ def config_from_hf(d: Mapping) -> SegGPTConfig:
 
 
 def config_to_hf(cfg: SegGPTConfig) -> dict:
-    if cfg.window_size or not cfg.pos_embed_cls_slot or cfg.stem_channels:
+    if cfg.window_size or not cfg.pos_embed_cls_slot or cfg.stem_channels or cfg.branch_channels:
         raise CheckpointError(
-            "the Hugging Face SegGPT has no windowed attention, no convolutional stem and always has a class slot "
-            "in its position table; this model cannot be written in that format (use --to native or --to official)"
+            "the Hugging Face SegGPT has no windowed attention, no convolutional stem or branch and always has a "
+            "class slot in its position table; this model cannot be written in that format "
+            "(use --to native or --to official)"
         )
     return {
         "architectures": ["SegGptForImageSegmentation"],
@@ -459,8 +473,11 @@ def scale_resolution(
     factor = int(factor)
     if factor == 1:
         return dict(state_dict), config
-    if config.stem_channels:
-        raise CheckpointError("cannot scale the resolution of a model with a convolutional stem (stem_channels)")
+    if config.stem_channels or config.branch_channels:
+        raise CheckpointError(
+            "cannot scale the resolution of a model with a convolutional stem or branch (stem_channels, "
+            "branch_channels)"
+        )
     need = ("patch_embed.proj.weight", "decoder_embed.weight", "decoder_embed.bias")
     if any(k not in state_dict for k in need):
         raise CheckpointError(

@@ -28,6 +28,10 @@ class SegGPTConfig:
     # Convolutional stem before the patch projection: channels of each stride-2 3x3 conv (see
     # modeling.layers.PatchEmbed). Empty = the released linear patch embedding; only for models trained here.
     stem_channels: tuple[int, ...] = ()
+    # A CNN beside the patch projection, added to the tokens (modeling.layers.ConvBranch): channels of each
+    # stride-2 stage (one per halving of patch_size) and convs per stage. Empty = none (the released model).
+    branch_channels: tuple[int, ...] = ()
+    branch_depth: int = 2
     # Transformer width, depth and heads (ViT-L: 1024, 24, 16).
     embed_dim: int = 1024
     depth: int = 24
@@ -73,6 +77,12 @@ class SegGPTConfig:
             )
         if p % 2 ** len(self.stem_channels) or p < 2 ** len(self.stem_channels):
             problems.append(f"a stem of {len(self.stem_channels)} stride-2 convs does not divide patch_size {p}")
+        if self.branch_channels and 2 ** len(self.branch_channels) != p:
+            problems.append(
+                f"a conv branch needs one stride-2 stage per halving of patch_size {p}, got {len(self.branch_channels)}"
+            )
+        if self.branch_depth < 1:
+            problems.append(f"branch_depth must be >= 1, got {self.branch_depth}")
         if self.window_size < 0:
             problems.append(f"window_size must be >= 0, got {self.window_size}")
         if problems:

@@ -33,6 +33,48 @@ class StemLayer(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
+class ResConv(nn.Module):
+    """A residual 3x3 conv at constant resolution: x + GELU(LayerNorm(conv(x)))."""
+
+    def __init__(self, chans: int, eps: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(chans, chans, kernel_size=3, padding=1)
+        self.norm = LayerNorm2d(chans, eps=eps)
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.act(self.norm(self.conv(x)))
+
+
+class ConvBranch(nn.Module):
+    """A small CNN beside the linear patch projection whose output is added to the tokens.
+
+    One stage per halving (``len(channels)`` = log2 of the patch size): a stride-2 3x3 conv, then ``depth - 1``
+    residual 3x3 convs. Its receptive field spans several patches, so a token can carry the outline of the object
+    it lies on, which a from-scratch ViT of the embedded model's size does not learn on its budget (README,
+    "The embedded model"). The output conv starts at zero: a branch added to a trained model leaves it exactly as
+    it was until training moves it.
+    """
+
+    def __init__(self, in_chans: int, channels: tuple[int, ...], depth: int, embed_dim: int, eps: float) -> None:
+        super().__init__()
+        chans = (in_chans, *channels)
+        self.stages = nn.ModuleList(
+            nn.Sequential(StemLayer(a, b, eps), *(ResConv(b, eps) for _ in range(depth - 1)))
+            for a, b in zip(chans[:-1], chans[1:], strict=True)
+        )
+        self.out = nn.Conv2d(chans[-1], embed_dim, kernel_size=1)
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, channels[-1], H / 2**n, W / 2**n): the last stage, before the output conv."""
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.features(x))
+
+
 class PatchEmbed(nn.Module):
     """Image to tokens: (B, 3, H, W) -> (B, Hp, Wp, C).
 
@@ -45,16 +87,27 @@ class PatchEmbed(nn.Module):
     """
 
     def __init__(
-        self, patch_size: int, in_chans: int, embed_dim: int, stem_channels: tuple[int, ...] = (), eps: float = 1e-6
+        self,
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        stem_channels: tuple[int, ...] = (),
+        eps: float = 1e-6,
+        branch_channels: tuple[int, ...] = (),
+        branch_depth: int = 2,
     ) -> None:
         super().__init__()
         chans = (in_chans, *stem_channels)
         self.stem = nn.Sequential(*(StemLayer(a, b, eps) for a, b in zip(chans[:-1], chans[1:], strict=True)))
         rest = patch_size >> len(stem_channels)
         self.proj = nn.Conv2d(chans[-1], embed_dim, kernel_size=rest, stride=rest)
+        self.branch = ConvBranch(in_chans, branch_channels, branch_depth, embed_dim, eps) if branch_channels else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(self.stem(x)).permute(0, 2, 3, 1)  # B C Hp Wp -> B Hp Wp C
+        tokens = self.proj(self.stem(x))
+        if self.branch is not None:
+            tokens = tokens + self.branch(x)
+        return tokens.permute(0, 2, 3, 1)  # B C Hp Wp -> B Hp Wp C
 
 
 class Mlp(nn.Module):

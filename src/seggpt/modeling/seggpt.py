@@ -43,7 +43,15 @@ class SegGPT(nn.Module):
         super().__init__()
         self.config = cfg = config
         c = cfg.embed_dim
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, c, cfg.stem_channels, cfg.layer_norm_eps)
+        self.patch_embed = PatchEmbed(
+            cfg.patch_size,
+            cfg.in_chans,
+            c,
+            cfg.stem_channels,
+            cfg.layer_norm_eps,
+            branch_channels=cfg.branch_channels,
+            branch_depth=cfg.branch_depth,
+        )
         # (1, 1, 1, C) tokens, broadcast over (B, Hp, Wp).
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, c))
         self.segment_token_x = nn.Parameter(torch.zeros(1, 1, 1, c))  # image stream
@@ -90,7 +98,12 @@ class SegGPT(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        for m in self.patch_embed.stem.modules():
+        convs = [*self.patch_embed.stem.modules()]
+        if self.patch_embed.branch is not None:
+            convs += [*self.patch_embed.branch.stages.modules()]
+            nn.init.zeros_(self.patch_embed.branch.out.weight)  # a new branch leaves the tokens as they were
+            nn.init.zeros_(self.patch_embed.branch.out.bias)
+        for m in convs:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
