@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import randomize_
 from seggpt.checkpoint import load_model, save_native
 from seggpt.config import vit_tiny
 from seggpt.modeling import SegGPT
@@ -236,3 +237,51 @@ def test_every_shipped_config_parses_and_builds_its_sources(path):
     if all(s.get("type") in ("synth", "real_pairs", "toy") for s in cfg.data.sources):
         sources, weights = build_sources(cfg)  # the paper's mixture needs datasets on disk
         assert len(sources) == len(weights) > 0
+
+
+def test_branch_pretraining_and_branch_init(tmp_path):
+    from safetensors.torch import load_file
+
+    from seggpt.train.branch import BranchPretrainConfig, load_branch, pretrain_branch, render_pool
+
+    # Scenes rendered by two processes are the scenes rendered here, in order.
+    for a, b in zip(render_pool(3, 5, 3, 32, workers=2), render_pool(3, 5, 3, 32, workers=1), strict=True):
+        assert torch.equal(a, b)
+
+    out = tmp_path / "branch.safetensors"
+    cfg = BranchPretrainConfig(channels=(4, 8, 8), depth=2, image_size=32, pool=4, steps=2, batch_size=2, threads=1)
+    stats = pretrain_branch(cfg, out, progress=False)
+    assert set(stats["accuracy"]) == {"shape", "texture", "colour"}
+    assert all(0.0 <= v <= 1.0 for v in stats["accuracy"].values())
+    with pytest.raises(FileExistsError, match="overwrite"):
+        pretrain_branch(cfg, out, progress=False)
+    saved = load_file(out)
+    # A checkpoint without a branch, fine-tuned with one: the branch's stages come from the file, its output conv
+    # starts at zero, everything else from the checkpoint.
+    start = randomize_(SegGPT(vit_tiny()))
+    save_native(start, tmp_path / "start.safetensors")
+    over = {"model.preset": None, "optim.lr": 0.0, "model.overrides": "{branch_channels: [4, 8, 8]}"}
+    run = load_config(
+        None,
+        tiny_overrides(tmp_path / "ft", steps=1, **over)
+        + [f"model.init_from={tmp_path / 'start.safetensors'}", f"model.branch_init={out}"],
+    )
+    model = train(run).model
+    for k, v in saved.items():
+        assert torch.equal(model.patch_embed.branch.stages.state_dict()[k], v), k
+    assert not model.patch_embed.branch.out.weight.any()
+    for k, v in start.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    # A branch of another shape, or no branch at all, is refused with what to change.
+    other = SegGPT(vit_tiny(branch_channels=(4, 8, 16)))
+    with pytest.raises(ValueError, match=r"channels \(4, 8, 8\), depth 2; the model's is \(4, 8, 16\)"):
+        load_branch(other, out)
+    with pytest.raises(ValueError, match="not a conv-branch file"):
+        load_branch(other, tmp_path / "start.safetensors")
+    no_branch = load_config(
+        None,
+        tiny_overrides(tmp_path / "nb", steps=1, **{"model.preset": None})
+        + [f"model.init_from={tmp_path / 'start.safetensors'}", f"model.branch_init={out}"],
+    )
+    with pytest.raises(ValueError, match="no conv branch"):
+        train(no_branch)

@@ -33,6 +33,9 @@ class ModelSpec:
     # Start from `init_from` at this many times its input resolution, on the same token grid (patches that
     # many times wider; see seggpt.checkpoint.scale_resolution). 1 = as the checkpoint is.
     scale_resolution: int = 1
+    # Weights for a conv branch (model.overrides.branch_channels) that `init_from` lacks: a file saved by
+    # `seggpt.train.branch.pretrain_branch`. Without it a new branch starts at zero (the model as it was).
+    branch_init: str | None = None
     # Recompute block activations in the backward pass: less memory, about a third more compute.
     grad_checkpointing: bool = False
 

@@ -41,6 +41,7 @@ from seggpt.data.mixture import Mixture, StepSampler, TrainingSamples, collate
 from seggpt.modeling import SegGPT
 from seggpt.train import distributed as D
 from seggpt.train.attributes import AttributeHead, WithAttributes, attribute_batch, attribute_loss
+from seggpt.train.branch import load_branch
 from seggpt.train.config import TrainConfig
 from seggpt.train.metrics import append_metrics, plot_metrics, truncate_metrics
 from seggpt.train.optim import WarmupCosine, param_groups
@@ -82,6 +83,15 @@ def per_sample_loss(
 
 
 # Model ---------------------------------------------------------------------------------------------------
+def _with_branch_init(model: SegGPT, path: str | None) -> SegGPT:
+    if path is not None:
+        if model.patch_embed.branch is None:
+            msg = "model.branch_init is set but the model has no conv branch (set model.overrides.branch_channels)"
+            raise ValueError(msg)
+        load_branch(model, path)
+    return model
+
+
 def build_model(cfg: TrainConfig) -> SegGPT:
     """The model to train: a preset (random init), or ``init_from`` a checkpoint, with overrides."""
     spec = cfg.model
@@ -89,7 +99,7 @@ def build_model(cfg: TrainConfig) -> SegGPT:
     if spec.init_from is None:
         if spec.preset is None:
             raise ValueError("set model.preset (e.g. vit_tiny) or model.init_from (a checkpoint)")
-        return SegGPT(preset(spec.preset, **overrides))
+        return _with_branch_init(SegGPT(preset(spec.preset, **overrides)), spec.branch_init)
     # Every checkpoint as stored: the embedded model at 64x64 images, not at the size it runs at. Set
     # model.overrides.img_size to train at another size.
     state, config = read_checkpoint(EMBEDDED_WEIGHTS if spec.init_from == "embedded" else spec.init_from)
@@ -100,6 +110,10 @@ def build_model(cfg: TrainConfig) -> SegGPT:
         state, _ = set_image_size(state, config, arch.image_size)
     model = SegGPT(arch)
     missing, unexpected = model.load_state_dict(state, strict=False)
+    # A conv branch the checkpoint has not got starts at zero, or from pretrained weights.
+    new_branch = [k for k in missing if k.startswith("patch_embed.branch.")]
+    missing = [k for k in missing if k not in new_branch]
+    _with_branch_init(model, spec.branch_init)
     if missing or unexpected:
         raise ValueError(
             f"init_from {spec.init_from} does not fit the configured model: missing {missing[:5]}, "
