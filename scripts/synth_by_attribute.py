@@ -6,6 +6,14 @@ One-shot episodes (an example scene and a query scene of one category), as ``seg
 them but over any split: ``train`` takes categories the model was trained on, including colours (the held-out
 split has none), ``eval`` the held-out shapes and textures. Prints foreground IoU per category and where the
 predicted pixels fall: on the category, on other objects (distractors), on the background.
+
+Two more columns split the error into *which objects* and *how well outlined*:
+
+- **objects snapped**: the IoU once the prediction is snapped to whole objects (an object is marked when more than
+  half of its visible pixels are), so outlines are perfect and only the choice of objects counts;
+- **AUC**: in queries that hold both, the chance that an object of the category gets a higher mean score (the
+  painted colour nearer the foreground's than the background's) than a distractor. 0.5 is no selection at all,
+  1.0 a threshold that picks exactly the category's objects.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import numpy as np
 import torch
 
 from seggpt.checkpoint import load_model
-from seggpt.eval.episodes import predict_binary
+from seggpt.eval.episodes import _binary
 from seggpt.eval.synthcontext import CATEGORIES as HELD_OUT
 from seggpt.eval.synthcontext import episode_scene
 from seggpt.predictor import SegGPTPredictor
@@ -40,7 +48,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cats = SEEN if args.split == "train" else list(HELD_OUT)
     predictor = SegGPTPredictor(load_model(args.weights, image_size=args.image_size))
-    inter, union = np.zeros(len(cats)), np.zeros(len(cats))
+    counts = np.zeros((2, 2, len(cats)))  # (raw, snapped) x (intersection, union) per category
+    aucs: list[list[float]] = [[] for _ in cats]
     where = np.zeros(4)  # predicted pixels on the category, on other objects, on background; category pixels
     for i in range(args.episodes):
         c = i % len(cats)
@@ -48,21 +57,43 @@ def main() -> None:
 
         q_img, q_mask, _, _, q_inst = episode_scene(args.seed, i, 0, attribute, value, args.size, split=args.split)
         s_img, s_mask, _, _, _ = episode_scene(args.seed, i, 1, attribute, value, args.size, split=args.split)
-        (pred,) = predict_binary(predictor, [s_img], [s_mask], [q_img], ensemble="feature", batch_size=1)
-        p, g = pred.astype(bool), q_mask.astype(bool)
-        inter[c] += (p & g).sum()
-        union[c] += (p | g).sum()
+        predictor.set_prompts([s_img], [_binary(s_mask)], task="semantic", num_labels=1)
+        (pred,) = predictor.predict_batch([q_img], batch_size=1)
+        p, g = np.asarray(pred.labels) != 0, q_mask.astype(bool)
+        score = foreground_score(pred.raw, pred.palette, g.shape)
+        snapped = np.zeros_like(p)
+        pos, neg = [], []
+        for j in np.unique(q_inst)[1:]:
+            obj = q_inst == j
+            snapped |= obj & (p[obj].mean() > 0.5)
+            (pos if g[obj].mean() > 0.5 else neg).append(score[obj].mean())
+        if pos and neg:
+            aucs[c].append(np.mean([(a > b) + 0.5 * (a == b) for a in pos for b in neg]))
+        for k, mine in enumerate((p, snapped)):
+            counts[k, :, c] += [(mine & g).sum(), (mine | g).sum()]
         where += [(p & g).sum(), (p & (q_inst > 0) & ~g).sum(), (p & (q_inst == 0)).sum(), g.sum()]
-    iou = 100 * inter / np.maximum(union, 1)
-    print(f"{args.split} split, {args.episodes} one-shot episodes, seed {args.seed}: mIoU {iou.mean():.1f}")
-    print("| category | IoU |\n|---|---:|")
-    for (a, v), x in zip(cats, iou, strict=True):
-        print(f"| {a}={v} | {x:.1f} |")
+    iou, snap = 100 * counts[:, 0] / np.maximum(counts[:, 1], 1)
+    auc = [float(np.mean(a)) if a else float("nan") for a in aucs]
+    print(
+        f"{args.split} split, {args.episodes} one-shot episodes, seed {args.seed}: mIoU {iou.mean():.1f}, "
+        f"objects snapped {snap.mean():.1f}, AUC {np.nanmean(auc):.2f}"
+    )
+    print("| category | IoU | objects snapped | AUC |\n|---|---:|---:|---:|")
+    for (a, v), x, s, u in zip(cats, iou, snap, auc, strict=True):
+        print(f"| {a}={v} | {x:.1f} | {s:.1f} | {u:.2f} |")
     on_cat, on_other, on_bg = 100 * where[:3] / where[3]
     print(
         f"predicted pixels, as % of the category's pixels: {on_cat:.0f} on the category, {on_other:.0f} on other "
         f"objects, {on_bg:.0f} on the background"
     )
+
+
+def foreground_score(raw: np.ndarray, palette: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """How much nearer the painted colour is to the foreground's than to the background's, at ``size``."""
+    pal = palette.astype(np.float32)
+    s = np.linalg.norm(raw - pal[0], axis=-1) - np.linalg.norm(raw - pal[1], axis=-1)
+    s = torch.nn.functional.interpolate(torch.from_numpy(s)[None, None], size=size, mode="bilinear")
+    return s[0, 0].numpy()
 
 
 if __name__ == "__main__":
