@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format bench train-default clean
+.PHONY: demo test test-slow lint format bench train-default embedded-results clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,32 @@ train-default: $(STAMP)
 	$(VENV)/bin/seggpt train configs/embedded_continue.yaml --time-limit 120
 	$(PY) scripts/ship_embedded.py runs/embedded_continue/model.safetensors --overwrite \
 		--note "trained by make train-default (configs/embedded.yaml, then configs/embedded_continue.yaml)"
+
+# Every report in docs/results that measures the embedded model, written again (after shipping a new one; the
+# README's tables quote them). About 40 minutes on two idle cores. To measure a candidate without touching the
+# shipped reports: make embedded-results WEIGHTS=runs/x/model.safetensors RESULTS=runs/x/results
+WEIGHTS ?=
+RESULTS ?= docs/results
+W := $(if $(WEIGHTS),--weights $(WEIGHTS),)
+embedded-results: $(STAMP)
+	mkdir -p $(RESULTS)
+	for px in 96 64; do \
+	  sfx=$$( [ $$px = 96 ] || echo _$${px}px ); \
+	  for k in 1 2 4 8 16; do \
+	    $(VENV)/bin/seggpt eval synthcontext $(W) --image-size $$px --shots $$k --ensemble feature --episodes 300 \
+	      --seed 0 --json $(RESULTS)/synth_$${k}shot_feature$$sfx.json --overwrite --no-progress || exit 1; \
+	    [ $$k = 1 ] || $(VENV)/bin/seggpt eval synthcontext $(W) --image-size $$px --shots $$k --ensemble spatial \
+	      --episodes 300 --seed 0 --json $(RESULTS)/synth_$${k}shot_spatial$$sfx.json --overwrite --no-progress \
+	      || exit 1; \
+	  done; \
+	done
+	$(PY) benchmarks/image_size.py $(W) --sizes 64 80 96 112 128 --episodes 300 --threads 2 \
+		--json $(RESULTS)/image_size.json
+	$(PY) benchmarks/tuning_synth.py $(W) --image-size 96 --threads 2 --foreground-weight 4 \
+		--out $(RESULTS)/tuning_synth.json
+	$(PY) benchmarks/tuning_synth.py $(W) --image-size 64 --threads 2 --foreground-weight 4 \
+		--out $(RESULTS)/tuning_synth_64px.json
+	$(PY) benchmarks/video.py $(W) --image-size 96 --threads 1 --json $(RESULTS)/video_synth.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

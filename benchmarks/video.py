@@ -203,9 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report)
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"weights": weights, "args": vars(args), "rows": rows, "baseline": baseline}, indent=2)
-        )
+        from seggpt.io import atomic_write
+
+        text = json.dumps({"weights": weights, "args": vars(args), "rows": rows, "baseline": baseline}, indent=2)
+        atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(text), overwrite=True)
     return 0
 
 
