@@ -41,7 +41,6 @@ from seggpt.data.mixture import Mixture, StepSampler, TrainingSamples, collate
 from seggpt.modeling import SegGPT
 from seggpt.train import distributed as D
 from seggpt.train.attributes import AttributeHead, WithAttributes, attribute_batch, attribute_loss
-from seggpt.train.branch import load_branch
 from seggpt.train.config import TrainConfig
 from seggpt.train.metrics import append_metrics, plot_metrics, truncate_metrics
 from seggpt.train.optim import WarmupCosine, param_groups
@@ -85,6 +84,8 @@ def per_sample_loss(
 # Model ---------------------------------------------------------------------------------------------------
 def _with_branch_init(model: SegGPT, path: str | None) -> SegGPT:
     if path is not None:
+        from seggpt.train.branch import load_branch  # not at import: `python -m seggpt.train.branch` runs it
+
         if model.patch_embed.branch is None:
             msg = "model.branch_init is set but the model has no conv branch (set model.overrides.branch_channels)"
             raise ValueError(msg)
