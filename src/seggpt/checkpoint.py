@@ -181,12 +181,13 @@ def infer_config(state_dict: Mapping[str, Tensor], **overrides) -> SegGPTConfig:
             "Expected keys such as patch_embed.proj.weight, blocks.0.mlp.fc1.weight, pos_embed."
         ) from None
     use_rel_pos = "blocks.0.attn.rel_pos_h" in state_dict
+    branch_channels, branch_depth = _branch_shape(state_dict)
     fields: dict = dict(
         patch_size=p,
         in_chans=in_chans,
         stem_channels=tuple(t.shape[0] for t in stem),
-        branch_channels=_branch_shape(state_dict)[0],
-        branch_depth=_branch_shape(state_dict)[1],
+        branch_channels=branch_channels,
+        branch_depth=branch_depth,
         embed_dim=c,
         depth=depth,
         mlp_ratio=fc1.shape[0] / c,

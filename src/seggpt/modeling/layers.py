@@ -65,6 +65,15 @@ class ConvBranch(nn.Module):
         )
         self.out = nn.Conv2d(chans[-1], embed_dim, kernel_size=1)
 
+    def reset_parameters(self) -> None:
+        """He-initialise the stages' convs and zero the output conv (training from scratch)."""
+        for m in self.stages.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.out.weight)  # a new branch leaves the tokens as they were
+        nn.init.zeros_(self.out.bias)
+
     def features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, channels[-1], H / 2**n, W / 2**n): the last stage, before the output conv."""
         for stage in self.stages:

@@ -98,15 +98,12 @@ class SegGPT(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        convs = [*self.patch_embed.stem.modules()]
-        if self.patch_embed.branch is not None:
-            convs += [*self.patch_embed.branch.stages.modules()]
-            nn.init.zeros_(self.patch_embed.branch.out.weight)  # a new branch leaves the tokens as they were
-            nn.init.zeros_(self.patch_embed.branch.out.bias)
-        for m in convs:
+        for m in self.patch_embed.stem.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
+        if self.patch_embed.branch is not None:
+            self.patch_embed.branch.reset_parameters()
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)

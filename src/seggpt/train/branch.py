@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,13 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seggpt import transforms
 from seggpt.data import synth
 from seggpt.io import atomic_write
 from seggpt.modeling.layers import ConvBranch
 from seggpt.train.attributes import ATTRIBUTE_VALUES, IGNORE, attribute_loss, attribute_maps
-from seggpt.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-log = logging.getLogger(__name__)
 
 FORMAT_TAG = "seggpt-conv-branch"
 
@@ -73,10 +70,7 @@ class BranchClassifier(nn.Module):
         self.branch = ConvBranch(3, channels, depth, 1, eps)
         self.sizes = {a: len(v) for a, v in ATTRIBUTE_VALUES.items()}
         self.head = nn.Conv2d(channels[-1], sum(self.sizes.values()), kernel_size=1)
-        for m in self.branch.stages.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+        self.branch.reset_parameters()
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         h = self.head(self.branch.features(x))
@@ -94,10 +88,8 @@ def attribute_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np
 
 
 def normalize(images: Tensor) -> Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float, ImageNet mean/std as the model's inputs."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
-    return (images.permute(0, 3, 1, 2).float() - mean) / std
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float, normalised as the model's inputs."""
+    return transforms.normalize(images.permute(0, 3, 1, 2))
 
 
 def _scene(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
