@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--foreground-weight", type=float, default=1.0, help="tuning loss weight of the category's pixels (default 1)"
     )
+    ap.add_argument(
+        "--loss", choices=["canvas", "iou", "both"], default="canvas", help="tuning loss (see seggpt.tuning.TuneConfig)"
+    )
+    ap.add_argument("--iou-temperature", type=float, default=16.0, help="soft decoding temperature of the IoU loss")
     ap.add_argument("--amp", action="store_true", help="tune in bfloat16 autocast")
     ap.add_argument("--learn", choices=["both", "image", "mask"], default="both", help="which half of the prompt")
     ap.add_argument(
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                 num_prompts=args.tune_prompts,
                 learn=args.learn,
                 foreground_weight=args.foreground_weight,
+                loss=args.loss,
+                iou_temperature=args.iou_temperature,
                 amp=args.amp,
             )
             t = time.time()
@@ -192,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{which} SynthContext categories: {len(rows)}, train {args.train}, test {args.test} images each")
     print(
         f"weights: {args.weights or 'embedded'}; tuning {args.steps} steps x batch {bs}, lr {args.lr}, "
-        f"foreground weight {args.foreground_weight}, {args.tune_prompts} example(s) tuned, learning {args.learn}"
+        f"{args.loss} loss, foreground weight {args.foreground_weight}, {args.tune_prompts} example(s) tuned, "
+        f"learning {args.learn}"
         f"{', bf16' if args.amp else ''}\n"
     )
     print("| prompt | mIoU (best seed) | mIoU (mean over seeds) |")

@@ -24,6 +24,7 @@ from seggpt.tuning import (
     save_prompts,
     segment_per_class,
     segment_tensors,
+    soft_iou_loss,
     tune,
 )
 
@@ -334,6 +335,71 @@ def _write_folder(root, size=(40, 36), n=4):
         Image.fromarray(lab).save(root / "masks" / f"im{i}.png")
 
 
+def _answers(colours: torch.Tensor) -> torch.Tensor:
+    """(N, h, w, 3) pixel values in [0, 255] -> (N, 3, h, w) answers in the model's normalised space."""
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (colours.permute(0, 3, 1, 2) / 255 - mean) / std
+
+
+def test_soft_iou_loss_approaches_the_measured_iou():
+    """With answers near palette colours and a low temperature, the loss is one minus the IoU that hard decoding
+    and counting give (accumulated over the batch, averaged over the K labels); ignored pixels do not count."""
+    g = torch.Generator().manual_seed(0)
+    n, h, w, k = 8, 32, 30, 2
+    target = torch.randint(0, k + 1, (n, h, w), generator=g)
+    guess = torch.randint(0, k + 1, (n, h, w), generator=g)
+    palette = torch.tensor([[0, 0, 0], [255, 255, 255], [255, 255, 127]], dtype=torch.float32)  # build_palette(2)
+    colours = (palette[guess] + torch.randn(n, h, w, 3, generator=g) * 8).clamp(0, 255)
+    known = torch.rand(n, h, w, generator=g) > 0.2
+    ious = []
+    for c in range(1, k + 1):
+        p, t = (guess == c) & known, (target == c) & known
+        ious.append((p & t).sum() / (p | t).sum())
+    expected = 1 - torch.stack(ious).mean()
+    loss = soft_iou_loss(_answers(colours), target, known, k, temperature=0.5)
+    assert loss == pytest.approx(float(expected), abs=2e-3)
+    # A softer decoding moves away from the hard count, and changing an ignored pixel's target changes nothing.
+    right = _answers(palette[target])
+    assert float(soft_iou_loss(right, target, known, k, temperature=0.5)) < 1e-3
+    assert float(soft_iou_loss(right, target, known, k, temperature=40.0)) > 0.05
+    flipped = target.clone()
+    flipped[~known] = (flipped[~known] + 1) % (k + 1)
+    assert soft_iou_loss(_answers(colours), flipped, known, k, 0.5) == soft_iou_loss(
+        _answers(colours), target, known, k, 0.5
+    )
+
+
+def test_prompt_loss_both_is_the_sum_and_iou_tuning_learns():
+    model = tiny_model()
+    data = Squares(model.config.image_size, n=2)
+    q_img = torch.stack([data[i][0] for i in range(2)]).float()
+    q_lab = torch.stack([data[i][1] for i in range(2)])
+    g = torch.Generator().manual_seed(1)
+    p_img, p_msk = torch.randn(1, 1, 3, 32, 32, generator=g), torch.randn(1, 1, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        parts = [
+            prompt_loss(model, p_img, p_msk, q_img, q_lab, [(1, 2)], "semantic", loss=x) for x in ("canvas", "iou")
+        ]
+        both = prompt_loss(model, p_img, p_msk, q_img, q_lab, [(1, 2)], "semantic", loss="both")
+    assert both == pytest.approx(float(parts[0] + parts[1]), rel=1e-5)
+    assert 0 < parts[1] <= 1
+    cfg = TuneConfig(steps=12, batch_size=2, lr=0.2, warmup=1, flip=False, positive_fraction=1.0, loss="iou")
+    one = Squares(model.config.image_size, n=1)
+    init = tune(model, one, [1, 2], config=dataclasses.replace(cfg, steps=1, lr=1e-12))[0]
+    tuned = tune(model, one, [1, 2], config=cfg)[0]
+    assert tuned.info["loss"] == "iou"
+    img, lab = one[0]
+    q_img, q_lab = img[None].float().repeat(2, 1, 1, 1), lab[None].repeat(2, 1, 1)
+    with torch.no_grad():
+        before = prompt_loss(model, init.images[None], init.masks[None], q_img, q_lab, [(1, 2)], "semantic", loss="iou")
+        after = prompt_loss(
+            model, tuned.images[None], tuned.masks[None], q_img, q_lab, [(1, 2)], "semantic", loss="iou"
+        )
+    assert after < before - 0.01, (before, after)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TuneConfig(loss="dice")
+
+
 def test_folder_dataset(tmp_path):
     _write_folder(tmp_path / "d")
     data = open_folder(tmp_path / "d", (32, 32))
@@ -359,6 +425,7 @@ def test_cli_tune_end_to_end(tmp_path, capsys):
     prompt = LearnedPrompt.load(out)
     assert prompt.classes == (1, 2)  # every class found in the masks
     assert prompt.info["foreground_weight"] == 2.5
+    assert prompt.info["loss"] == "canvas"  # the paper's loss unless asked
     assert main(argv) == 2  # refuses to overwrite the prompt
     assert "exists" in capsys.readouterr().err
     preview = tmp_path / "prompt.png"

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from seggpt.coloring import build_palette, decode
 from seggpt.io import atomic_write
@@ -53,6 +54,7 @@ PROMPT_FORMAT = "seggpt-prompt-v1"
 CHECKPOINT_FORMAT = "seggpt-tune-state-v1"
 TASKS = {"semantic": SEMANTIC, "instance": INSTANCE}
 MODES = ("multi", "per-class")
+LOSSES = ("canvas", "iou", "both")
 # Elements read from each tensor for the fingerprint (see model_fingerprint).
 _FINGERPRINT_SAMPLES = 4096
 
@@ -470,6 +472,11 @@ class TuneConfig:
     # Loss weight of pixels of the tuned classes against 1 for the rest (training's masking.foreground_weight).
     # With small objects the uniform loss (1.0, the paper's) is lowest for a prompt that paints nothing.
     foreground_weight: float = 1.0
+    # "canvas": the training loss (smooth-L1 on the painted query half, the paper's); "iou": one minus the soft
+    # IoU of each tuned class over the batch, on the answer decoded softly to the palette (what is measured);
+    # "both": their sum.
+    loss: str = "canvas"
+    iou_temperature: float = 16.0  # softness of that decoding, in pixel-value units (see soft_iou_loss)
     clamp: bool = True  # keep the prompt a valid picture ([0, 255] after de-normalisation)
     amp: bool = False  # bfloat16 autocast
     seed: int = 0
@@ -491,6 +498,10 @@ class TuneConfig:
             problems.append("lr must be > 0")
         if self.foreground_weight <= 0:
             problems.append("foreground_weight must be > 0")
+        if self.loss not in LOSSES:
+            problems.append(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.iou_temperature <= 0:
+            problems.append("iou_temperature must be > 0")
         if problems:
             raise ValueError("invalid TuneConfig: " + "; ".join(problems))
 
@@ -614,18 +625,22 @@ def prompt_loss(
     task: str,
     ignore_index: int = 255,
     foreground_weight: float = 1.0,
+    loss: str = "canvas",
+    temperature: float = 16.0,
 ) -> Tensor:
-    """The training loss of the prompts on one batch of queries.
+    """The tuning loss of the prompts on one batch of queries.
 
     Args:
         prompt_images, prompt_masks: (G, P, 3, h, w) normalised.
         query_images: (B, 3, h, w) in [0, 255].
         query_labels: (B, h, w) dataset class ids.
         groups: the classes of each of the G prompts.
-        foreground_weight: loss weight of the group's pixels (1 for the rest, 0 for ``ignore_index``).
+        foreground_weight: canvas-loss weight of the group's pixels (1 for the rest, 0 for ``ignore_index``).
+        loss: "canvas" (the training loss), "iou" (:func:`soft_iou_loss`, averaged over the G prompts) or "both".
+        temperature: the soft decoding's temperature for the IoU loss.
 
     Returns:
-        The scalar smooth-L1 loss over the query halves, averaged over the B * G queries.
+        The scalar loss. "canvas" is the smooth-L1 over the query halves, averaged over the B * G queries.
     """
     g_n, p_n = prompt_images.shape[:2]
     b = query_images.shape[0]
@@ -659,11 +674,56 @@ def prompt_loss(
         num_prompts=p_n,
         query_only=True,
     )
-    hp, wp = model.config.grid_size
-    everywhere = torch.ones(1, hp // 2 * wp, dtype=torch.bool, device=q.device)
-    target_q = bot_msk.reshape(n, 3, *shape[-2:])
-    valid_q = valid[:, :, None].expand(b, g_n, p_n, 1, *q.shape[-2:]).reshape(n, 1, *shape[-2:])
-    return model.loss(pred, target_q.to(pred.dtype), everywhere, valid_q.to(pred.dtype))
+    total = pred.new_zeros((), dtype=torch.float32)
+    if loss in ("canvas", "both"):
+        hp, wp = model.config.grid_size
+        everywhere = torch.ones(1, hp // 2 * wp, dtype=torch.bool, device=q.device)
+        target_q = bot_msk.reshape(n, 3, *shape[-2:])
+        valid_q = valid[:, :, None].expand(b, g_n, p_n, 1, *q.shape[-2:]).reshape(n, 1, *shape[-2:])
+        total = total + model.loss(pred, target_q.to(pred.dtype), everywhere, valid_q.to(pred.dtype))
+    if loss in ("iou", "both"):
+        answers = pred.reshape(b, g_n, p_n, 3, *shape[-2:])
+        known = (query_labels != ignore_index) & (query_labels >= 0)
+        per_group = []
+        for g, grp in enumerate(groups):
+            index = torch.zeros_like(query_labels, dtype=torch.long)
+            for k, c in enumerate(grp, start=1):
+                index[query_labels == c] = k
+            per_group.append(
+                soft_iou_loss(
+                    answers[:, g].flatten(0, 1),
+                    index.repeat_interleave(p_n, 0),
+                    known.repeat_interleave(p_n, 0),
+                    len(grp),
+                    temperature,
+                )
+            )
+        total = total + torch.stack(per_group).mean()
+    return total
+
+
+def soft_iou_loss(answers: Tensor, index: Tensor, known: Tensor, num_labels: int, temperature: float = 16.0) -> Tensor:
+    """One minus the mean soft IoU of labels 1..K over a batch of painted answers.
+
+    The answer is decoded as :func:`seggpt.coloring.decode` does, but softly: pixel ``x`` belongs to palette colour
+    ``k`` with probability ``softmax_k(-|x - colour_k| / temperature)`` (L2 distance in [0, 255] pixel units), so the
+    hard decode is its arg-max and the loss follows the measured IoU as the temperature falls. Intersections and
+    unions are summed over the whole batch before the ratio, as the FSS protocol accumulates them over a test set.
+
+    Args:
+        answers: (N, 3, h, w) predicted query halves in normalised space.
+        index: (N, h, w) long target labels in 0..K (0 = background).
+        known: (N, h, w) bool, False on ignored pixels.
+    """
+    colours = denormalize(answers.float())
+    palette = torch.from_numpy(build_palette(num_labels)).to(colours.device, torch.float32)
+    d2 = ((colours[:, None] - palette[None, :, :, None, None]) ** 2).sum(2)  # N K+1 h w
+    prob = torch.softmax(-torch.sqrt(d2 + 1.0) / temperature, dim=1)[:, 1:]  # N K h w
+    onehot = F.one_hot(index.clamp(0, num_labels), num_labels + 1)[..., 1:].permute(0, 3, 1, 2).float()
+    w = known.unsqueeze(1).float()
+    inter = (prob * onehot * w).sum((0, 2, 3))
+    union = (prob * w).sum((0, 2, 3)) + (onehot * w).sum((0, 2, 3)) - inter
+    return 1.0 - ((inter + 1.0) / (union + 1.0)).mean()
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
@@ -800,6 +860,8 @@ def tune(
                     task,
                     cfg.ignore_index,
                     cfg.foreground_weight,
+                    cfg.loss,
+                    cfg.iou_temperature,
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -832,6 +894,7 @@ def tune(
         "learn": cfg.learn,
         "mode": cfg.mode,
         "foreground_weight": cfg.foreground_weight,
+        "loss": cfg.loss,
     }
     meta.update(info or {})
     return [

@@ -43,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="loss weight of the tuned classes' pixels against 1 for background (default 1, the paper's loss; "
         "raise it when objects are small and the prompt learns to paint nothing)",
     )
+    p.add_argument(
+        "--loss",
+        choices=["canvas", "iou", "both"],
+        default="canvas",
+        help="canvas: the training loss on the painted answer (the paper's); iou: one minus the soft IoU of each "
+        "class over the batch (what evaluation measures); both: their sum (default canvas)",
+    )
     p.add_argument("--prompts", type=int, default=1, help="examples per prompt, used as a feature ensemble")
     p.add_argument("--init", choices=["example", "noise"], default="example", help="start from real examples or noise")
     p.add_argument("--learn", choices=["both", "image", "mask"], default="both", help="which half of the prompt")
@@ -91,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         foreground_weight=args.foreground_weight,
+        loss=args.loss,
         num_prompts=args.prompts,
         mode=args.mode,
         init=args.init,
