@@ -8,7 +8,8 @@ test set of SynthContext images that show it, then segments the test set three w
     tuned          a prompt learned on the training pool with the model frozen, initialised from the seed-1000
                    single example (and optionally from noise)
 
-and reports foreground IoU accumulated over the test set per category, and their mean (mIoU), the FSS protocol.
+and reports foreground IoU accumulated over the test set per category, and their mean (mIoU), the FSS protocol,
+with a paired bootstrap interval (test images resampled per category) for the tuned prompt's gap to each ensemble.
 
     python benchmarks/tuning_synth.py --weights src/seggpt/weights/seggpt_small.safetensors --out tuning.json
 
@@ -88,10 +89,45 @@ def example_prompt(images: torch.Tensor, masks: torch.Tensor, picks: list[int]) 
     return normalize(images[picks].float()), normalize(painted)
 
 
-def fg_iou(model, prompt_images, prompt_masks, test_images, test_masks, batch_size) -> tuple[int, int]:
+def fg_counts(model, prompt_images, prompt_masks, test_images, test_masks, batch_size) -> list[list[int]]:
+    """Foreground intersection and union of every test image: [[inter, union], ...]."""
     labels, _ = segment_tensors(model, prompt_images, prompt_masks, test_images.float(), 1, batch_size=batch_size)
-    inter, union = iou_counts(labels, test_masks, 1)
-    return int(inter[1]), int(union[1])
+    out = []
+    for lab, mask in zip(labels, test_masks, strict=True):
+        inter, union = iou_counts(lab, mask, 1)
+        out.append([int(inter[1]), int(union[1])])
+    return out
+
+
+def miou(counts: dict[str, list[np.ndarray]], idx: list[np.ndarray] | None = None) -> tuple[float, float]:
+    """(best seed, mean over seeds) mIoU of one method from per-category lists of (seeds, images, 2) counts, on the
+    test images ``idx[c]`` of each category (all when None). IoU is accumulated over a category's images."""
+    per_cat = []
+    for c, a in enumerate(counts.values()):
+        a = a if idx is None else a[:, idx[c]]
+        tot = a.sum(1)  # seeds x 2
+        per_cat.append(tot[:, 0] / np.maximum(tot[:, 1], 1))
+    ious = np.stack(per_cat) * 100  # categories x seeds
+    return float(ious.mean(0).max()), float(ious.mean())
+
+
+def bootstrap_gaps(rows: dict, a: str, b: str, n: int = 2000, seed: int = 0) -> dict[str, list[float]]:
+    """95% intervals of mIoU(a) - mIoU(b), best seed and mean over seeds, resampling each category's test images
+    (the same draw for both methods, so the comparison is paired)."""
+    rng = np.random.default_rng(seed)
+    ca = {c: np.asarray(r[f"{a}-images"]) for c, r in rows.items()}
+    cb = {c: np.asarray(r[f"{b}-images"]) for c, r in rows.items()}
+    sizes = [v.shape[1] for v in ca.values()]
+    gaps = []
+    for _ in range(n):
+        idx = [rng.integers(0, m, m) for m in sizes]
+        ga, gb = miou(ca, idx), miou(cb, idx)
+        gaps.append((ga[0] - gb[0], ga[1] - gb[1]))
+    g = np.array(gaps)
+    return {
+        "best_seed": [float(np.percentile(g[:, 0], 2.5)), float(np.percentile(g[:, 0], 97.5))],
+        "mean": [float(np.percentile(g[:, 1], 2.5)), float(np.percentile(g[:, 1], 97.5))],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             per_seed = []
             for s in args.seeds:
                 picks = example_picks(s, ci, args.train, k)
-                per_seed.append(fg_iou(model, *example_prompt(tr_img, tr_msk, picks), te_img, te_msk, bs))
-            row[f"{k}-shot"] = per_seed
+                per_seed.append(fg_counts(model, *example_prompt(tr_img, tr_msk, picks), te_img, te_msk, bs))
+            row[f"{k}-shot"] = [np.sum(c, 0).tolist() for c in per_seed]
+            row[f"{k}-shot-images"] = per_seed
         inits = [("tuned", "example")] + ([("tuned-noise", "noise")] if args.noise else [])
         for key, init in inits:
             cfg = TuneConfig(
@@ -176,12 +213,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             t = time.time()
             (prompt,) = tune(model, Pool(tr_img, tr_msk), [1], config=cfg, init_examples=init_pick)
-            row[key] = [fg_iou(model, prompt.images, prompt.masks, te_img, te_msk, bs)]
+            counts = fg_counts(model, prompt.images, prompt.masks, te_img, te_msk, bs)
+            row[key] = [np.sum(counts, 0).tolist()]
+            row[f"{key}-images"] = [counts]
             row[f"{key}-seconds"] = round(time.time() - t, 1)
             if args.save_prompts:
                 prompt.save(Path(args.save_prompts) / f"{attr}_{value}_{key}.safetensors", overwrite=True)
         rows[name] = row
-        summary = {k: [round(i / max(u, 1) * 100, 1) for i, u in v] for k, v in row.items() if isinstance(v, list)}
+        summary = {
+            k: [round(i / max(u, 1) * 100, 1) for i, u in v]
+            for k, v in row.items()
+            if isinstance(v, list) and not k.endswith("-images")
+        }
         log.info("%s (%.0f s so far): %s", name, time.time() - t0, summary)
 
     methods = [f"{k}-shot" for k in args.shots] + ["tuned"] + (["tuned-noise"] if args.noise else [])
@@ -211,8 +254,25 @@ def main(argv: list[str] | None = None) -> int:
     print("|---" * (len(methods) + 1) + "|")
     for c in rows:
         print(f"| {c} | " + " | ".join(f"{table[m]['per_category'][c]:.1f}" for m in methods) + " |")
+    # How sure the tuned prompt's lead (or lag) is: paired bootstrap over the test images.
+    gaps = {m: bootstrap_gaps(rows, "tuned", m) for m in methods if m.endswith("-shot")}
+    print("\ntuned minus each ensemble, 95% paired bootstrap interval over test images (2000 draws):")
+    print("| against | gap (best seed) | interval | gap (mean over seeds) | interval |")
+    print("|---|---:|---|---:|---|")
+    for m, g in gaps.items():
+        best = table["tuned"]["mIoU_best_seed"] - table[m]["mIoU_best_seed"]
+        mean = table["tuned"]["mIoU_mean"] - table[m]["mIoU_mean"]
+        lo_b, hi_b = g["best_seed"]
+        lo_m, hi_m = g["mean"]
+        print(f"| {m} | {best:+.1f} | [{lo_b:+.1f}, {hi_b:+.1f}] | {mean:+.1f} | [{lo_m:+.1f}, {hi_m:+.1f}] |")
     if args.out:
-        result = {"args": vars(args), "table": table, "counts": rows, "seconds": round(time.time() - t0, 1)}
+        result = {
+            "args": vars(args),
+            "table": table,
+            "gaps_95": gaps,
+            "counts": rows,
+            "seconds": round(time.time() - t0, 1),
+        }
         text = json.dumps(result, indent=2) + "\n"
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(text), overwrite=True)
     return 0
