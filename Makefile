@@ -65,10 +65,8 @@ embedded-results: $(STAMP)
 	done
 	$(PY) benchmarks/image_size.py $(W) --sizes 64 80 96 112 128 --episodes 300 --threads 2 \
 		--json $(RESULTS)/image_size.json
-	$(PY) benchmarks/tuning_synth.py $(W) --image-size 96 --threads 2 --foreground-weight 4 \
-		--out $(RESULTS)/tuning_synth.json
-	$(PY) benchmarks/tuning_synth.py $(W) --image-size 64 --threads 2 --foreground-weight 4 \
-		--out $(RESULTS)/tuning_synth_64px.json
+	$(PY) benchmarks/tuning_synth.py $(W) --image-size 96 --threads 2 --train 512 --test 96 --steps 200 \
+		--seeds 1000 2000 --shots 1 4 16 --tune-prompts 4 --loss iou --out $(RESULTS)/tuning_synth.json
 	$(PY) benchmarks/video.py $(W) --image-size 96 --threads 1 --json $(RESULTS)/video_synth.json
 
 clean:
