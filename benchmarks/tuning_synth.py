@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         "--loss", choices=["canvas", "iou", "both"], default="canvas", help="tuning loss (see seggpt.tuning.TuneConfig)"
     )
     ap.add_argument("--iou-temperature", type=float, default=16.0, help="soft decoding temperature of the IoU loss")
+    ap.add_argument("--val-fraction", type=float, default=0.0, help="hold-out share to choose the step on (default 0)")
+    ap.add_argument("--val-every", type=int, default=25, help="steps between validations")
     ap.add_argument("--amp", action="store_true", help="tune in bfloat16 autocast")
     ap.add_argument("--learn", choices=["both", "image", "mask"], default="both", help="which half of the prompt")
     ap.add_argument(
@@ -209,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                 foreground_weight=args.foreground_weight,
                 loss=args.loss,
                 iou_temperature=args.iou_temperature,
+                val_fraction=args.val_fraction,
+                val_every=args.val_every,
                 amp=args.amp,
             )
             t = time.time()

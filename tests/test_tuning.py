@@ -11,7 +11,7 @@ from PIL import Image
 
 from seggpt import SegGPT, vit_tiny
 from seggpt.checkpoint import save_native
-from seggpt.transforms import IMAGENET_MEAN, IMAGENET_STD
+from seggpt.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from seggpt.tuning import (
     LearnedPrompt,
     PromptMismatchError,
@@ -307,6 +307,50 @@ def test_resume_equals_uninterrupted(tmp_path):
         tune(model, data, [1], config=cfg, checkpoint=state, resume=True)
 
 
+def test_validation_keeps_the_best_step_and_resumes_exactly(tmp_path):
+    """With a hold-out, the returned prompt is the validated one with the best score, and that score is what
+    segmenting the held-out items with it gives (counted here independently); resume keeps the same choice."""
+    model = tiny_model()
+    data = Squares(model.config.image_size, n=10)
+    cfg = TuneConfig(steps=6, batch_size=2, warmup=1, lr=2.0, val_fraction=0.3, val_every=2, checkpoint_every=2)
+    (prompt,) = tune(model, data, [1, 2], config=cfg)
+    info = prompt.info
+    assert len(info["val_items"]) == 3 and [s for s, _ in info["val_history"]] == [0, 2, 4, 6]
+    assert info["val_score"] == max(v for _, v in info["val_history"])
+    assert info["best_step"] == next(s for s, v in info["val_history"] if v == info["val_score"])
+    images = torch.stack([data[i][0] for i in info["val_items"]]).float()
+    labels = torch.stack([data[i][1] for i in info["val_items"]])
+    pred, _ = segment_tensors(model, prompt.images, prompt.masks, images, 2)
+    ious = []
+    for c in (1, 2):
+        p, t = pred == c, labels == c
+        if (p | t).any():
+            ious.append(float((p & t).sum() / (p | t).sum()) * 100)
+    assert info["val_score"] == pytest.approx(float(np.mean(ious)), abs=1e-4)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step, loss):
+        if step == 5:
+            raise Stop
+
+    state = tmp_path / "state.pt"
+    with pytest.raises(Stop):
+        tune(model, data, [1, 2], config=cfg, checkpoint=state, callback=interrupt)
+    (resumed,) = tune(model, data, [1, 2], config=cfg, checkpoint=state, resume=True)
+    assert torch.equal(resumed.images, prompt.images) and resumed.info["val_history"] == info["val_history"]
+    with pytest.raises(ValueError, match="val_fraction"):
+        TuneConfig(val_fraction=1.0)
+    with pytest.raises(ValueError, match="leaves nothing to tune on"):
+        tune(model, Squares(model.config.image_size, n=1), [1], config=TuneConfig(steps=1, val_fraction=0.5))
+    # The examples a prompt starts from stay training items, and it starts from them.
+    start = info["val_items"][:1]
+    (kept,) = tune(model, data, [1, 2], config=dataclasses.replace(cfg, steps=1, lr=1e-12), init_examples=start)
+    assert start[0] not in kept.info["val_items"]
+    assert torch.allclose(kept.images[0], normalize(data[start[0]][0].float()), atol=1e-6)
+
+
 def test_per_class_merge_and_bad_input():
     model = tiny_model()
     data = Squares(model.config.image_size)
@@ -426,6 +470,10 @@ def test_cli_tune_end_to_end(tmp_path, capsys):
     assert prompt.classes == (1, 2)  # every class found in the masks
     assert prompt.info["foreground_weight"] == 2.5
     assert prompt.info["loss"] == "canvas"  # the paper's loss unless asked
+    assert "best_step" not in prompt.info  # no hold-out unless asked
+    assert main([*argv, "--overwrite", "--val-fraction", "0.3", "--val-every", "1"]) == 0
+    assert "held-out image(s)" in capsys.readouterr().out
+    assert [s for s, _ in LearnedPrompt.load(out).info["val_history"]] == [0, 1, 2, 3]
     assert main(argv) == 2  # refuses to overwrite the prompt
     assert "exists" in capsys.readouterr().err
     preview = tmp_path / "prompt.png"

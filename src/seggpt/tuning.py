@@ -477,6 +477,11 @@ class TuneConfig:
     # "both": their sum.
     loss: str = "canvas"
     iou_temperature: float = 16.0  # softness of that decoding, in pixel-value units (see soft_iou_loss)
+    # Share of the dataset held out to choose the step: every ``val_every`` steps (and at the start and the end) the
+    # prompt segments the held-out items, and the one with the best mean IoU is returned. 0: no hold-out, the last
+    # step is returned.
+    val_fraction: float = 0.0
+    val_every: int = 25
     clamp: bool = True  # keep the prompt a valid picture ([0, 255] after de-normalisation)
     amp: bool = False  # bfloat16 autocast
     seed: int = 0
@@ -502,6 +507,10 @@ class TuneConfig:
             problems.append(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.iou_temperature <= 0:
             problems.append("iou_temperature must be > 0")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_every < 1:
+            problems.append("val_every must be >= 1")
         if problems:
             raise ValueError("invalid TuneConfig: " + "; ".join(problems))
 
@@ -726,6 +735,58 @@ def soft_iou_loss(answers: Tensor, index: Tensor, known: Tensor, num_labels: int
     return 1.0 - ((inter + 1.0) / (union + 1.0)).mean()
 
 
+class _Subset:
+    """Some items of a dataset, in the given order."""
+
+    def __init__(self, data: SegmentationData, items: Sequence[int]) -> None:
+        self.data, self.items = data, list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.data[self.items[index]]
+
+
+def _split_items(n: int, fraction: float, seed: int, keep: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+    """(training, held-out) item indices: ``round(fraction * n)`` held out (at least 1), drawn with ``seed`` from
+    the items other than ``keep`` (the examples a prompt starts from stay training items)."""
+    k = max(1, round(fraction * n))
+    free = [i for i in range(n) if i not in set(keep)]
+    if k >= n or k > len(free):
+        raise ValueError(f"val_fraction {fraction} of {n} items leaves nothing to tune on; lower it or add data")
+    held = np.random.default_rng([seed, 7]).choice(free, size=k, replace=False)
+    held_set = {int(i) for i in held}
+    return [i for i in range(n) if i not in held_set], sorted(held_set)
+
+
+def validation_score(
+    model: SegGPT,
+    prompt_images: Tensor,
+    prompt_masks: Tensor,
+    data: SegmentationData,
+    groups: list[tuple[int, ...]],
+    task: str,
+    ignore_index: int = 255,
+    batch_size: int = 8,
+) -> float:
+    """Mean IoU (0-100) of the prompts' classes on ``data``: for each of the G prompt groups, the IoU of each of
+    its classes accumulated over every item (classes absent from both prediction and labels skipped), averaged."""
+    images = torch.stack([data[i][0] for i in range(len(data))]).float()
+    labels = torch.stack([data[i][1] for i in range(len(data))]).long()
+    ious = []
+    for g, group in enumerate(groups):
+        pred, _ = segment_tensors(model, prompt_images[g], prompt_masks[g], images, len(group), task, batch_size)
+        index = torch.zeros_like(labels)
+        for k, c in enumerate(group, start=1):
+            index[labels == c] = k
+        skip = len(group) + 1
+        index[(labels == ignore_index) | (labels < 0)] = skip
+        inter, union = iou_counts(pred, index, len(group), ignore_index=skip)
+        ious += [float(i) / float(u) * 100 for i, u in zip(inter[1:], union[1:], strict=True) if u > 0]
+    return float(np.mean(ious)) if ious else 0.0
+
+
 def _rng_state(rng: np.random.Generator) -> dict:
     return rng.bit_generator.state
 
@@ -752,6 +813,9 @@ def tune(
     Every step draws ``batch_size`` queries from ``data``, paints their targets with the prompt's palette, and
     takes an AdamW step on the prompt tensors only, with the training loss (smooth-L1 on the query half). The
     model's weights, ``requires_grad`` flags and train/eval mode are restored afterwards; its weights never change.
+    With ``config.val_fraction`` > 0 a seeded share of ``data`` is held out, and the prompt (at the start, every
+    ``config.val_every`` steps and at the end) with the best mean IoU on it is returned; its ``info`` records
+    ``best_step``, ``val_score``, ``val_items`` and ``val_history``.
 
     Args:
         model: the frozen SegGPT (any device / dtype).
@@ -764,7 +828,8 @@ def tune(
         resume: continue from ``checkpoint`` when it exists; the result equals an uninterrupted run.
         progress: show a tqdm bar.
         callback: called as ``callback(step, loss)`` after every step (1-based step).
-        init_examples: item indices to initialise from instead of random ones (``init="example"``).
+        init_examples: item indices of ``data`` to initialise from instead of random ones (``init="example"``);
+            they are never held out for validation.
         info: extra provenance stored in each prompt's ``info``.
 
     Returns:
@@ -788,8 +853,17 @@ def tune(
     device = next(model.parameters()).device
     fingerprint = model_fingerprint(model)
     groups = _groups(classes, cfg.mode)
+    held_out: list[int] = []
+    full = data
+    if cfg.val_fraction > 0:
+        keep = [int(i) for i in init_examples] if init_examples is not None else []
+        train_items, held_out = _split_items(len(data), cfg.val_fraction, cfg.seed, keep)
+        data = _Subset(full, train_items)
     where = _class_index(data, classes)
     rng = np.random.default_rng(cfg.seed)
+    if init_examples is not None and held_out:
+        position = {item: k for k, item in enumerate(data.items)}
+        init_examples = [position[int(i)] for i in init_examples]
     images, masks = _initial_prompt(data, groups, where, classes, cfg, image_size, rng, init_examples)
     prompt_images = nn.Parameter(images.to(device))
     prompt_masks = nn.Parameter(masks.to(device))
@@ -797,6 +871,9 @@ def tune(
     opt = torch.optim.AdamW(learned, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     step = 0
     run_key = {"fingerprint": fingerprint, "classes": classes, "task": task, "config": dataclasses.asdict(cfg)}
+    val_data = _Subset(full, held_out) if held_out else None
+    best: dict[str, Any] = {}  # the best validated prompt so far: step, score, images, masks
+    history: list[list[float]] = []  # [step, score] of every validation
 
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
@@ -815,6 +892,8 @@ def tune(
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         step = int(state["step"])
+        best = dict(state.get("best") or {})
+        history = [list(h) for h in state.get("history", [])]
         log.info("resumed %s at step %d of %d", ckpt_path, step, cfg.steps)
 
     def save_state() -> None:
@@ -830,8 +909,32 @@ def tune(
                 "masks": prompt_masks.detach().cpu(),
                 "optimizer": opt.state_dict(),
                 "rng": _rng_state(rng),
+                "best": best,
+                "history": history,
             },
         )
+
+    def validate() -> None:
+        if val_data is None or (history and history[-1][0] == step):
+            return
+        score = validation_score(
+            model,
+            prompt_images.detach(),
+            prompt_masks.detach(),
+            val_data,
+            groups,
+            task,
+            cfg.ignore_index,
+            cfg.batch_size,
+        )
+        history.append([step, score])
+        if not best or score > best["score"]:
+            best.update(
+                step=step,
+                score=score,
+                images=prompt_images.detach().cpu().clone(),
+                masks=prompt_masks.detach().cpu().clone(),
+            )
 
     lo, hi = _pixel_bounds(device)
     was_training = model.training
@@ -845,6 +948,8 @@ def tune(
         bar = tqdm(total=cfg.steps, initial=step, desc="tune", unit="step")
     last_loss = float("nan")
     try:
+        if step == 0:
+            validate()
         while step < cfg.steps:
             q_img, q_lab = _sample_batch(data, where, cfg, rng)
             for group_ in opt.param_groups:
@@ -875,6 +980,10 @@ def tune(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.4f}")
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                validate()
+                if bar is not None and best:
+                    bar.set_postfix(loss=f"{last_loss:.4f}", val=f"{history[-1][1]:.1f}", best=f"{best['score']:.1f}")
             if callback is not None:
                 callback(step, last_loss)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
@@ -896,11 +1005,20 @@ def tune(
         "foreground_weight": cfg.foreground_weight,
         "loss": cfg.loss,
     }
+    final_images, final_masks = prompt_images.detach(), prompt_masks.detach()
+    if best:
+        final_images, final_masks = best["images"], best["masks"]
+        meta.update(
+            best_step=int(best["step"]),
+            val_score=float(best["score"]),
+            val_items=[int(i) for i in held_out],
+            val_history=[[int(a), float(b)] for a, b in history],
+        )
     meta.update(info or {})
     return [
         LearnedPrompt(
-            images=prompt_images.detach()[g].cpu().clone(),
-            masks=prompt_masks.detach()[g].cpu().clone(),
+            images=final_images[g].cpu().clone(),
+            masks=final_masks[g].cpu().clone(),
             task=task,
             classes=group,
             fingerprint=fingerprint,

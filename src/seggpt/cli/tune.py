@@ -50,6 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="canvas: the training loss on the painted answer (the paper's); iou: one minus the soft IoU of each "
         "class over the batch (what evaluation measures); both: their sum (default canvas)",
     )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this share of the images and keep the prompt that segments them best, checked every "
+        "--val-every steps (default 0: no hold-out, the last step is kept)",
+    )
+    p.add_argument("--val-every", type=int, default=25, help="steps between validations (default 25)")
     p.add_argument("--prompts", type=int, default=1, help="examples per prompt, used as a feature ensemble")
     p.add_argument("--init", choices=["example", "noise"], default="example", help="start from real examples or noise")
     p.add_argument("--learn", choices=["both", "image", "mask"], default="both", help="which half of the prompt")
@@ -99,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         foreground_weight=args.foreground_weight,
         loss=args.loss,
+        val_fraction=args.val_fraction,
+        val_every=args.val_every,
         num_prompts=args.prompts,
         mode=args.mode,
         init=args.init,
@@ -135,4 +145,10 @@ def run(args: argparse.Namespace) -> int:
     state.unlink(missing_ok=True)  # the run is complete: the prompt file is the result
     loss = prompts[0].info.get("final_loss")
     print(f"wrote {out}: {len(prompts)} prompt(s), classes {classes}, final loss {loss:.4f}")
+    if "best_step" in prompts[0].info:
+        info = prompts[0].info
+        print(
+            f"kept step {info['best_step']} of {args.steps}: mean IoU {info['val_score']:.1f} on "
+            f"{len(info['val_items'])} held-out image(s)"
+        )
     return 0
