@@ -525,15 +525,21 @@ def _groups(classes: Sequence[int], mode: str) -> list[tuple[int, ...]]:
     return [tuple(classes)] if mode == "multi" else [(c,) for c in classes]
 
 
+def _group_index(labels: Tensor, group: tuple[int, ...]) -> Tensor:
+    """Dataset labels -> palette indices: ``k`` where the label is ``group[k - 1]``, 0 elsewhere (long, same shape)."""
+    index = torch.zeros_like(labels, dtype=torch.long)
+    for k, c in enumerate(group, start=1):
+        index[labels == c] = k
+    return index
+
+
 def _paint_targets(
     labels: Tensor, group: tuple[int, ...], ignore_index: int, foreground_weight: float = 1.0
 ) -> tuple[Tensor, Tensor]:
     """Label maps (B, h, w) -> normalised target masks (B, 3, h, w) painted with build_palette(K) where colour k
     stands for group[k - 1], and loss weights (B, 1, h, w): 0 on ignored pixels, ``foreground_weight`` on the
     group's classes, 1 elsewhere."""
-    index = torch.zeros_like(labels, dtype=torch.long)
-    for k, c in enumerate(group, start=1):
-        index[labels == c] = k
+    index = _group_index(labels, group)
     palette = torch.from_numpy(build_palette(len(group))).to(labels.device).float()
     colours = palette[index].permute(0, 3, 1, 2)  # B h w 3 -> B 3 h w
     valid = ((labels != ignore_index) & (labels >= 0)).unsqueeze(1).float()
@@ -695,9 +701,7 @@ def prompt_loss(
         known = (query_labels != ignore_index) & (query_labels >= 0)
         per_group = []
         for g, grp in enumerate(groups):
-            index = torch.zeros_like(query_labels, dtype=torch.long)
-            for k, c in enumerate(grp, start=1):
-                index[query_labels == c] = k
+            index = _group_index(query_labels, grp)
             per_group.append(
                 soft_iou_loss(
                     answers[:, g].flatten(0, 1),
@@ -764,22 +768,21 @@ def validation_score(
     model: SegGPT,
     prompt_images: Tensor,
     prompt_masks: Tensor,
-    data: SegmentationData,
+    images: Tensor,
+    labels: Tensor,
     groups: list[tuple[int, ...]],
     task: str,
     ignore_index: int = 255,
     batch_size: int = 8,
 ) -> float:
-    """Mean IoU (0-100) of the prompts' classes on ``data``: for each of the G prompt groups, the IoU of each of
-    its classes accumulated over every item (classes absent from both prediction and labels skipped), averaged."""
-    images = torch.stack([data[i][0] for i in range(len(data))]).float()
-    labels = torch.stack([data[i][1] for i in range(len(data))]).long()
+    """Mean IoU (0-100) of the prompts' classes on images (N, 3, h, w) in [0, 255] with labels (N, h, w): for each of
+    the G prompt groups, the IoU of each of its classes accumulated over every image (classes absent from both
+    prediction and labels skipped), averaged."""
+    labels = labels.long()
     ious = []
     for g, group in enumerate(groups):
         pred, _ = segment_tensors(model, prompt_images[g], prompt_masks[g], images, len(group), task, batch_size)
-        index = torch.zeros_like(labels)
-        for k, c in enumerate(group, start=1):
-            index[labels == c] = k
+        index = _group_index(labels, group)
         skip = len(group) + 1
         index[(labels == ignore_index) | (labels < 0)] = skip
         inter, union = iou_counts(pred, index, len(group), ignore_index=skip)
@@ -871,7 +874,10 @@ def tune(
     opt = torch.optim.AdamW(learned, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     step = 0
     run_key = {"fingerprint": fingerprint, "classes": classes, "task": task, "config": dataclasses.asdict(cfg)}
-    val_data = _Subset(full, held_out) if held_out else None
+    # The held-out items, read once: (images, labels) for validation_score.
+    val_data = None
+    if held_out:
+        val_data = (torch.stack([full[i][0] for i in held_out]).float(), torch.stack([full[i][1] for i in held_out]))
     best: dict[str, Any] = {}  # the best validated prompt so far: step, score, images, masks
     history: list[list[float]] = []  # [step, score] of every validation
 
@@ -921,7 +927,7 @@ def tune(
             model,
             prompt_images.detach(),
             prompt_masks.detach(),
-            val_data,
+            *val_data,
             groups,
             task,
             cfg.ignore_index,
