@@ -273,6 +273,37 @@ def test_source_p_share_reaches_the_scenes(monkeypatch):
     assert seen and set(seen) == {0.9}
 
 
+def test_source_kind_weights_choose_the_category_kind():
+    shapes_only = SynthContextSource("semantic", kind_weights={"shape": 1.0}, p_same_scene=0.5, p_multiclass=0.5)
+    kinds = {shapes_only.sample_pair(np.random.default_rng(i), SIZE).meta["attribute"] for i in range(24)}
+    assert kinds == {"shape"}
+    mixed = SynthContextSource("semantic", kind_weights={"texture": 1.0, "colour": 1.0}, p_same_scene=0.5)
+    kinds = {mixed.sample_pair(np.random.default_rng(i), SIZE).meta["attribute"] for i in range(40)}
+    assert kinds == {"texture", "colour"}
+
+
+def test_source_default_kind_weights_keep_the_stream():
+    # Spelling out the defaults draws exactly the same pairs as leaving them out (make train-default replays).
+    plain = SynthContextSource("semantic")
+    spelled = SynthContextSource("semantic", kind_weights=dict(synth.DEFAULT_KIND_WEIGHTS))
+    for i in range(8):
+        a = plain.sample_pair(np.random.default_rng(i), SIZE)
+        b = spelled.sample_pair(np.random.default_rng(i), SIZE)
+        assert a.meta == b.meta
+        np.testing.assert_array_equal(a.query_image, b.query_image)
+        np.testing.assert_array_equal(a.query_labels, b.query_labels)
+
+
+def test_source_rejects_bad_kind_weights():
+    with pytest.raises(ValueError, match="kind weights"):
+        SynthContextSource(kind_weights={"size": 1.0})
+    with pytest.raises(ValueError, match="kind weights"):
+        SynthContextSource(kind_weights={"shape": -1.0, "colour": 2.0})
+    # The eval split has no colour categories: colour-only weights give it nothing to draw.
+    with pytest.raises(ValueError, match="no weight"):
+        sample_semantic(np.random.default_rng(0), SIZE, split="eval", kind_weights={"colour": 1.0})
+
+
 def test_generation_speed_is_reported():
     # Not a timed assertion (shared CPUs): the benchmark runs and reports a positive time for every kind.
     times = synth._benchmark(n=3, size=64)

@@ -589,15 +589,37 @@ class SemanticEpisode:
     value: str  # e.g. "star5"
 
 
-def _category_kind(rng: np.random.Generator, vocab: Vocabulary, attribute: str | None) -> str:
+# Shapes are the richest family; textures and colours are there so the model learns to read *which* attribute
+# the examples agree on.
+DEFAULT_KIND_WEIGHTS: dict[str, float] = {"shape": 0.5, "texture": 0.25, "colour": 0.25}
+
+
+def check_kind_weights(kind_weights: dict[str, float] | None) -> dict[str, float] | None:
+    """Validate attribute-kind weights for drawing categories (None: :data:`DEFAULT_KIND_WEIGHTS`)."""
+    if kind_weights is None:
+        return None
+    unknown = sorted(set(kind_weights) - set(ATTRIBUTES))
+    values = [float(w) for w in kind_weights.values()]
+    if unknown or not kind_weights or min(values) < 0 or sum(values) <= 0:
+        raise ValueError(
+            f"category kind weights must map some of {ATTRIBUTES} to weights >= 0 with a positive sum, "
+            f"got {kind_weights}"
+        )
+    return {k: float(w) for k, w in kind_weights.items()}
+
+
+def _category_kind(
+    rng: np.random.Generator, vocab: Vocabulary, attribute: str | None, kind_weights: dict[str, float] | None = None
+) -> str:
     kinds = [a for a in ATTRIBUTES if a in vocab.category_values]
     if attribute is not None:
         if attribute not in kinds:
             raise ValueError(f"attribute {attribute!r} is not a category of this split; choose one of {kinds}")
         return attribute
-    # Shapes are the richest family; textures and colours are there so the model learns to read *which*
-    # attribute the examples agree on.
-    weights = np.array([{"shape": 0.5, "texture": 0.25, "colour": 0.25}[k] for k in kinds])
+    table = DEFAULT_KIND_WEIGHTS if kind_weights is None else kind_weights
+    weights = np.array([float(table.get(k, 0.0)) for k in kinds])
+    if weights.sum() <= 0:
+        raise ValueError(f"category kind weights {table} give no weight to any kind of this split ({kinds})")
     return kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
 
 
@@ -620,6 +642,7 @@ def sample_semantic(
     attribute: str | None = None,
     value: str | None = None,
     p_share: float = 0.5,
+    kind_weights: dict[str, float] | None = None,
 ) -> SemanticEpisode:
     """A binary few-shot episode: ``k_shots`` examples and one query, all with the category's mask.
 
@@ -629,12 +652,14 @@ def sample_semantic(
         split: ``"train"`` (training vocabulary) or ``"eval"`` (held-out categories).
         attribute, value: force the category (otherwise drawn).
         p_share: probability that a distractor copies non-category attributes of a positive object.
+        kind_weights: how often each attribute kind is the category when ``attribute`` is None
+            (default :data:`DEFAULT_KIND_WEIGHTS`).
     """
     size = _check_size(size)
     if k_shots < 1:
         raise ValueError(f"k_shots must be >= 1, got {k_shots}")
     vocab = vocabulary(split)
-    attribute = _category_kind(rng, vocab, attribute)
+    attribute = _category_kind(rng, vocab, attribute, kind_weights)
     if value is None:
         value = vocab.draw(rng, attribute, category=True)
     elif not vocab.is_value(attribute, value, category=True):
@@ -705,11 +730,12 @@ def sample_multiclass(
     split: str = "train",
     attribute: str | None = None,
     p_share: float = 0.5,
+    kind_weights: dict[str, float] | None = None,
 ) -> Pair:
     """Two images with two or three categories of one attribute kind; label j + 1 = the j-th category."""
     size = _check_size(size)
     vocab = vocabulary(split)
-    attribute = _category_kind(rng, vocab, attribute)
+    attribute = _category_kind(rng, vocab, attribute, kind_weights)
     pool = vocab.category_values[attribute]
     # The eval split has only two held-out textures: at most one class then, the other is the distractor.
     n = num_classes if num_classes is not None else min(int(rng.integers(2, 4)), len(pool) - 1)
@@ -820,15 +846,17 @@ def sample_semantic_pair(
     p_same_scene: float = 0.5,
     p_multiclass: float = 0.3,
     p_share: float = 0.5,
+    kind_weights: dict[str, float] | None = None,
 ) -> Pair:
     """A semantic training pair as the paper draws them: with probability ``p_same_scene`` the example is a
     transformed view of the query's own scene, otherwise another scene with the same categories. With
     probability ``p_multiclass`` two or three categories are labelled (labels 1..n), otherwise one.
-    ``p_share``: the chance a distractor copies other attributes of a category object (:func:`category_scene`)."""
+    ``p_share``: the chance a distractor copies other attributes of a category object (:func:`category_scene`).
+    ``kind_weights``: how often shapes, textures and colours are the category (:data:`DEFAULT_KIND_WEIGHTS`)."""
     size = _check_size(size)
     vocab = vocabulary(split)
     if rng.random() < p_same_scene:
-        attribute = _category_kind(rng, vocab, None)
+        attribute = _category_kind(rng, vocab, None, kind_weights)
         pool = vocab.category_values[attribute]
         n = min(int(rng.integers(2, 4)), len(pool) - 1) if rng.random() < p_multiclass else 1
         values = _draw_categories(rng, vocab, attribute, n)
@@ -841,8 +869,8 @@ def sample_semantic_pair(
                 break
         return _pair(ia, la, ib, lb, SEMANTIC, {"mode": "same", "attribute": attribute, "values": values})
     if rng.random() < p_multiclass:
-        return sample_multiclass(rng, size, split=split, p_share=p_share)
-    ep = sample_semantic(rng, size, 1, split=split, p_share=p_share)
+        return sample_multiclass(rng, size, split=split, p_share=p_share, kind_weights=kind_weights)
+    ep = sample_semantic(rng, size, 1, split=split, p_share=p_share, kind_weights=kind_weights)
     meta = {"mode": "other", "attribute": ep.attribute, "values": [ep.value]}
     return _pair(ep.images[0], ep.masks[0], ep.query_image, ep.query_mask, SEMANTIC, meta)
 
@@ -965,6 +993,8 @@ class SynthContextSource:
         p_multiclass: for semantic pairs, the chance of two or three labelled categories.
         p_share: for semantic pairs, the chance that a distractor copies other attributes of a category object,
             so that only the category's own attribute tells them apart.
+        kind_weights: for semantic pairs, how often the category is a shape, a texture or a colour, e.g.
+            ``{shape: 1.0}`` for shapes only (default :data:`DEFAULT_KIND_WEIGHTS`).
     """
 
     def __init__(
@@ -974,6 +1004,7 @@ class SynthContextSource:
         p_same_scene: float = 0.5,
         p_multiclass: float = 0.3,
         p_share: float = 0.5,
+        kind_weights: dict[str, float] | None = None,
         name: str = "synth",
     ) -> None:
         if tasks is None:
@@ -996,6 +1027,7 @@ class SynthContextSource:
         if not 0.0 <= p_share <= 1.0:
             raise ValueError(f"p_share must be in [0, 1], got {p_share}")
         self.p_share = p_share
+        self.kind_weights = check_kind_weights(kind_weights)
 
     def __len__(self) -> int:
         return 1_000_000  # nominal: every draw is a new scene
@@ -1007,7 +1039,9 @@ class SynthContextSource:
     def sample_pair(self, rng: np.random.Generator, size: tuple[int, int]) -> Pair:
         task = self.tasks[int(rng.choice(len(self.tasks), p=self.weights))]
         if task == "semantic":
-            pair = sample_semantic_pair(rng, size, self.split, self.p_same_scene, self.p_multiclass, self.p_share)
+            pair = sample_semantic_pair(
+                rng, size, self.split, self.p_same_scene, self.p_multiclass, self.p_share, self.kind_weights
+            )
         elif task == "instance":
             pair = sample_instance(rng, size, split=self.split)
         else:
