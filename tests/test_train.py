@@ -80,6 +80,29 @@ def test_layer_decay_groups_and_schedule():
     assert s(110) == pytest.approx(0.1)
 
 
+def test_lr_scales_multiply_the_layer_decay_by_prefix():
+    model = SegGPT(vit_tiny())
+    depth = model.config.depth
+    scales = {"patch_embed": 10.0, "patch_embed.proj.bias": 3.0, "blocks.1": 0.5}
+    groups = param_groups(model, 0.05, 0.5, depth, scales)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    seen = {}
+    for g in groups:
+        for name in g["names"]:
+            seen[name] = g["lr_scale"] / 0.5 ** (depth + 1 - g["layer"])
+    assert seen["patch_embed.proj.weight"] == pytest.approx(10.0)
+    assert seen["patch_embed.proj.bias"] == pytest.approx(3.0)  # the longer prefix wins
+    assert seen["blocks.1.attn.qkv.weight"] == pytest.approx(0.5)
+    assert seen["blocks.10.attn.qkv.weight" if depth > 10 else "blocks.0.attn.qkv.weight"] == pytest.approx(1.0)
+    assert seen["pos_embed"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="match no trainable parameter"):
+        param_groups(model, 0.05, 1.0, depth, {"patch_embd": 2.0})
+    with pytest.raises(ValueError, match="must be > 0"):
+        param_groups(model, 0.05, 1.0, depth, {"patch_embed": 0.0})
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["optim.lr_scales={patch_embed.proj: 4}"])
+    assert cfg.optim.lr_scales == {"patch_embed.proj": 4}
+
+
 def test_config_yaml_overrides_and_errors(tmp_path):
     cfg = load_config(ROOT / "configs" / "tiny.yaml", ["optim.lr=3e-4", "data.sources.1.weight=2.5", "steps=7"])
     assert cfg.optim.lr == 3e-4 and cfg.steps == 7 and cfg.data.sources[1]["weight"] == 2.5

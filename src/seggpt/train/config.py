@@ -69,6 +69,9 @@ class OptimSpec:
     # Layer-wise lr decay: parameters of layer l (embeddings 0, block i -> i + 1, decoder/norm top = depth + 1)
     # get lr * layer_decay ** (depth + 1 - l). 1.0 disables it (Painter used 0.8; SegGPT's value is unknown).
     layer_decay: float = 1.0
+    # Parameter-name prefix -> lr multiplier (on top of the layer decay), e.g. {"patch_embed.branch.out": 30} so a
+    # zero-initialised new module can grow as fast as the trained weights it joins. The longest prefix wins.
+    lr_scales: dict[str, float] = field(default_factory=dict)
     warmup_steps: int = 0
     # Cosine decays from lr to min_lr at the last step.
     min_lr: float = 0.0

@@ -24,24 +24,51 @@ def layer_id(name: str, depth: int) -> int:
     return depth + 1
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float, depth: int) -> list[dict]:
-    """AdamW groups keyed by (layer, decay?): each carries ``lr_scale = layer_decay ** (depth + 1 - layer)``.
+def _matches(name: str, prefix: str) -> bool:
+    bare = name.removeprefix("module.")  # DDP's wrapper
+    prefix = prefix.rstrip(".")
+    return bare == prefix or bare.startswith(prefix + ".")
+
+
+def _prefix_scale(name: str, lr_scales: dict[str, float]) -> float:
+    hits = [p for p in lr_scales if _matches(name, p)]
+    return float(lr_scales[max(hits, key=len)]) if hits else 1.0
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, layer_decay: float, depth: int, lr_scales: dict[str, float] | None = None
+) -> list[dict]:
+    """AdamW groups keyed by (layer, decay?, prefix scale): each carries
+    ``lr_scale = layer_decay ** (depth + 1 - layer)``, times ``lr_scales[prefix]`` for parameters whose name starts
+    with that prefix (the longest matching prefix; a prefix that matches nothing is refused, as a typo would be).
 
     Biases, norms (1-D parameters) and the embedding tokens get no weight decay.
     """
-    groups: dict[tuple[int, bool], dict] = {}
+    lr_scales = dict(lr_scales or {})
+    bad = {k: v for k, v in lr_scales.items() if not float(v) > 0}
+    if bad:
+        raise ValueError(f"optim.lr_scales must be > 0, got {bad}")
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    unused = sorted(k for k in lr_scales if not any(_matches(n, k) for n in names))
+    if unused:
+        raise ValueError(
+            f"optim.lr_scales prefixes {unused} match no trainable parameter of this model "
+            f"(names look like {names[0]!r}, {names[-1]!r})"
+        )
+    groups: dict[tuple[int, bool, float], dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         lid = layer_id(name, depth)
         decay = p.ndim > 1 and name.split(".")[-1] not in _NO_DECAY_NAMES
+        extra = _prefix_scale(name, lr_scales)
         g = groups.setdefault(
-            (lid, decay),
+            (lid, decay, extra),
             {
                 "params": [],
                 "names": [],
                 "weight_decay": weight_decay if decay else 0.0,
-                "lr_scale": layer_decay ** (depth + 1 - lid),
+                "lr_scale": layer_decay ** (depth + 1 - lid) * extra,
                 "layer": lid,
             },
         )

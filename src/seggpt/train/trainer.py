@@ -263,7 +263,7 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
     wrapped = D.wrap(model if head is None else WithAttributes(model, head), info, cfg.distributed)
     fsdp = info.enabled and cfg.distributed == "fsdp"
     # Groups after wrapping: FSDP replaces the parameters by sharded ones (DDP keeps them).
-    groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay, mcfg.depth)
+    groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay, mcfg.depth, cfg.optim.lr_scales)
     for g in groups:
         g.pop("names")
     if head is not None:  # the head learns at the top layer's rate (scale 1); its weights decay, norm and bias not
