@@ -158,6 +158,14 @@ def test_run_folder_cli_and_init_from(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002.pt"]
     trained = load_model(run / "model.safetensors")
     assert trained.config == vit_tiny()
+    # A training checkpoint holds only tensors and plain values: it loads without running pickled code, and
+    # load_model reads its model, config included, so a run can be evaluated mid-way.
+    step_file = run / "checkpoints" / "step_0000002.pt"
+    assert torch.load(step_file, map_location="cpu", weights_only=True)["step"] == 2
+    mid = load_model(step_file)
+    assert mid.config == trained.config
+    for k, v in trained.state_dict().items():
+        assert torch.equal(mid.state_dict()[k], v), k
     # Fine-tuning starts from the checkpoint: with lr 0 the parameters do not move at all.
     start = SegGPT(vit_tiny())
     save_native(start, tmp_path / "start.safetensors")

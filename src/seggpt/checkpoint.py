@@ -301,7 +301,9 @@ def _torch_load(path: Path) -> tuple[dict, dict | None]:
         raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {e}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    cfg_dict = obj.get(OFFICIAL_CONFIG_KEY) if isinstance(obj.get(OFFICIAL_CONFIG_KEY), dict) else None
+    # A training checkpoint (checkpoints/step_*.pt of `seggpt train`) keeps its model's config as "model_config".
+    key = OFFICIAL_CONFIG_KEY if OFFICIAL_CONFIG_KEY in obj else "model_config"
+    cfg_dict = obj.get(key) if isinstance(obj.get(key), dict) else None
     for wrapper in ("model", "state_dict"):
         if wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]

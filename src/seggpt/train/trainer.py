@@ -140,9 +140,12 @@ def build_sources(cfg: TrainConfig) -> tuple[list[Source], list[float]]:
 
 # Checkpoints ---------------------------------------------------------------------------------------------
 def _rng_state() -> dict[str, Any]:
+    # Only tensors and plain Python values, so that a checkpoint loads with torch.load(weights_only=True) and
+    # load_model can read its weights without running pickled code.
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 -- the legacy global state
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 -- the legacy global state user code may draw from
+        "numpy": (str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -152,7 +155,10 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    name, keys, *rest = state["numpy"]
+    if isinstance(keys, torch.Tensor):  # checkpoints before weights_only-safe states held the ndarray itself
+        keys = keys.numpy().astype(np.uint32)
+    np.random.set_state((name, keys, *rest))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
