@@ -224,6 +224,32 @@ def test_stop_and_resume_in_process_is_exact(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "cut" / "metrics.jsonl")] == [2, 4, 6]
 
 
+def test_cli_stop_after_makes_a_stage_the_next_config_starts_from(tmp_path):
+    # A recipe's stage that stops part-way through its schedule, and a next stage whose init_from is that
+    # stage's checkpoint (a training checkpoint loads as a model).
+    from seggpt.cli import main
+
+    run = tmp_path / "first"
+    args = ["train", str(ROOT / "configs" / "tiny.yaml"), *tiny_overrides(run, steps=6), "--no-progress"]
+    assert main([*args, "--stop-after", "2"]) == 0
+    step2 = run / "checkpoints" / "step_0000002.pt"
+    assert step2.exists() and not (run / "model.safetensors").exists()
+    # Run again: the stage is done, nothing is trained or rewritten.
+    before = step2.stat().st_mtime_ns
+    assert main([*args, "--stop-after", "2"]) == 0
+    assert step2.stat().st_mtime_ns == before
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002.pt"]
+    nxt = load_config(
+        None,
+        tiny_overrides(tmp_path / "next", steps=1, **{"model.preset": None, "optim.lr": 0.0})
+        + [f"model.init_from={step2}"],
+    )
+    started = train(nxt).model
+    for k, v in load_model(step2).state_dict().items():
+        assert torch.equal(started.state_dict()[k], v), k
+    assert main([*args, "--stop-after", "7"]) == 2  # past the schedule: one clear line, exit 2
+
+
 class _BadEveryOther:
     """A source whose odd draws hit a corrupt file."""
 

@@ -23,6 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--time-limit", type=float, default=None, metavar="MIN", help="stop with a checkpoint after MIN minutes"
     )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="stop with a checkpoint after optimiser step STEP, on the full run's schedule (one stage of a recipe "
+        "that continues from checkpoints/step_STEP.pt)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
@@ -31,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from seggpt.train import load_config, train
 
     cfg = load_config(args.config, args.overrides)
+    if args.stop_after is not None and not 1 <= args.stop_after <= cfg.steps:
+        raise ValueError(f"--stop-after must be a step in [1, {cfg.steps}] (the config's steps), got {args.stop_after}")
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
@@ -39,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         progress=not args.no_progress and rank == 0,
         time_limit=None if args.time_limit is None else 60 * args.time_limit,
+        stop_after=args.stop_after,
     )
     if rank == 0:
         if result.model_path is None:

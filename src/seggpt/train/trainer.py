@@ -300,6 +300,9 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
             raise ValueError(f"{ckpt} was written with another seed or batch size; use a new run_dir")
         _set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
         log.info("resumed from %s at step %d", ckpt, start)
+        if stop_after is not None and start >= stop_after:  # this stage of a recipe is done already
+            log.info("step %d reached before --stop-after %d: nothing to train", start, stop_after)
+            return TrainResult(run, None, start, None, skipped_total, model)
         if info.is_main:
             truncate_metrics(run / "metrics.jsonl", start)
     elif info.is_main:
