@@ -301,6 +301,8 @@ def test_source_rejects_bad_kind_weights():
         SynthContextSource(kind_weights={"shape": -1.0, "colour": 2.0})
     # The eval split has no colour categories: colour-only weights give it nothing to draw.
     with pytest.raises(ValueError, match="no weight"):
+        SynthContextSource(split="eval", kind_weights={"colour": 1.0})
+    with pytest.raises(ValueError, match="no weight"):
         sample_semantic(np.random.default_rng(0), SIZE, split="eval", kind_weights={"colour": 1.0})
 
 

@@ -1017,7 +1017,7 @@ class SynthContextSource:
         weights = np.array([float(tasks[t]) for t in tasks])
         if (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"synth task weights must be >= 0 with a positive sum, got {tasks}")
-        vocabulary(split)  # validates the split
+        vocab = vocabulary(split)  # validates the split
         self.name = name
         self.split = split
         self.tasks = list(tasks)
@@ -1028,6 +1028,11 @@ class SynthContextSource:
             raise ValueError(f"p_share must be in [0, 1], got {p_share}")
         self.p_share = p_share
         self.kind_weights = check_kind_weights(kind_weights)
+        if self.kind_weights is not None and not any(self.kind_weights.get(k, 0) > 0 for k in vocab.category_values):
+            raise ValueError(
+                f"category kind weights {kind_weights} give no weight to any kind of split {split!r} "
+                f"({sorted(vocab.category_values)})"
+            )
 
     def __len__(self) -> int:
         return 1_000_000  # nominal: every draw is a new scene
