@@ -15,7 +15,7 @@ from seggpt.config import vit_tiny
 from seggpt.modeling import SegGPT
 from seggpt.train import load_config, per_sample_loss, train
 from seggpt.train.metrics import read_metrics
-from seggpt.train.optim import WarmupCosine, layer_id, param_groups
+from seggpt.train.optim import WarmupCosine, _matches, layer_id, param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,10 @@ def test_lr_scales_multiply_the_layer_decay_by_prefix():
     assert seen["patch_embed.proj.weight"] == pytest.approx(10.0)
     assert seen["patch_embed.proj.bias"] == pytest.approx(3.0)  # the longer prefix wins
     assert seen["blocks.1.attn.qkv.weight"] == pytest.approx(0.5)
-    assert seen["blocks.10.attn.qkv.weight" if depth > 10 else "blocks.0.attn.qkv.weight"] == pytest.approx(1.0)
+    assert seen["blocks.0.attn.qkv.weight"] == pytest.approx(1.0)
+    # A prefix names whole dotted parts: "blocks.1" is not "blocks.10" (vit_tiny has 4 blocks, so check the rule).
+    assert _matches("module.blocks.1.mlp.fc1.weight", "blocks.1")
+    assert not _matches("blocks.10.mlp.fc1.weight", "blocks.1")
     assert seen["pos_embed"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="match no trainable parameter"):
         param_groups(model, 0.05, 1.0, depth, {"patch_embd": 2.0})
