@@ -756,7 +756,8 @@ def _split_items(n: int, fraction: float, seed: int, keep: Sequence[int] = ()) -
     """(training, held-out) item indices: ``round(fraction * n)`` held out (at least 1), drawn with ``seed`` from
     the items other than ``keep`` (the examples a prompt starts from stay training items)."""
     k = max(1, round(fraction * n))
-    free = [i for i in range(n) if i not in set(keep)]
+    kept = set(keep)
+    free = [i for i in range(n) if i not in kept]
     if k >= n or k > len(free):
         raise ValueError(f"val_fraction {fraction} of {n} items leaves nothing to tune on; lower it or add data")
     held = np.random.default_rng([seed, 7]).choice(free, size=k, replace=False)
