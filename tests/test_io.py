@@ -233,3 +233,24 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     assert dst.read_text() == "x"
     assert dst.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind
+
+
+def test_reports_and_videos_get_ordinary_permissions(tmp_path):
+    """Every writer that builds its file under a private temporary name hands over an ordinary file."""
+    import os
+
+    import numpy as np
+
+    from seggpt.eval.registry import BenchmarkResult
+    from seggpt.eval.report import write_report
+    from seggpt.video_io import write_video
+
+    umask = os.umask(0o022)
+    try:
+        jp, mp = write_report(BenchmarkResult("synthcontext", {"mIoU": 1.0}), tmp_path / "r.json")
+        video = write_video(tmp_path / "v.avi", [np.zeros((8, 8, 3), np.uint8)] * 2, fps=4)
+    finally:
+        os.umask(umask)
+    for p in (jp, mp, video):
+        assert p.stat().st_mode & 0o777 == 0o644, p
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md", "v.avi"]

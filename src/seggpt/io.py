@@ -287,6 +287,17 @@ def read_mask(src: ImageSource) -> np.ndarray:
 
 
 # Writing ---------------------------------------------------------------------------------------------------
+def publish(tmp: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Move a finished temporary file onto ``dst`` in one step, with the permissions any new file would get.
+
+    ``tempfile.mkstemp`` makes files private (0600); an output file should be readable like one ``open`` made.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dst)
+
+
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], object], overwrite: bool = False) -> Path:
     """Write a file atomically: ``write_fn(tmp)`` writes a temporary file beside ``path``, then it is moved in.
 
@@ -304,11 +315,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], object], ove
     os.close(fd)
     try:
         write_fn(tmp)
-        # mkstemp makes the file private (0600); give it the permissions any new file would get.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, dst)
+        publish(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

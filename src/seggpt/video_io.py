@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from seggpt.io import read_image, save_label_png
+from seggpt.io import publish, read_image, save_label_png
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class VideoWriter:
             if exc_type is None:
                 if self.path.exists() and not self.overwrite:
                     raise FileExistsError(f"{self.path} appeared while writing; not replacing it")
-                os.replace(self._tmp, self.path)
+                publish(self._tmp, self.path)
         finally:
             if self._tmp and os.path.exists(self._tmp):
                 os.unlink(self._tmp)

@@ -34,6 +34,7 @@ from seggpt.eval.distributed import Shard
 from seggpt.eval.episodes import predict_binary
 from seggpt.eval.metrics import SemanticMeter
 from seggpt.eval.registry import Benchmark, BenchmarkResult, EvalOptions, register
+from seggpt.io import publish
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def category_index(reader: ADEData, progress: bool = False, cache: bool = True) 
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ade20k-index-", suffix=".tmp")
             with os.fdopen(fd, "w") as f:
                 json.dump(out, f)
-            os.replace(tmp, path)  # atomic: ranks writing the same cache at once are harmless
+            publish(tmp, path)  # atomic: ranks writing the same cache at once are harmless
         except OSError as e:
             log.warning("could not cache the ADE20K index in %s: %s", path.parent, e)
     return out

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from seggpt.eval.registry import BenchmarkResult
+from seggpt.io import publish
 
 
 def _clean(x: Any) -> Any:
@@ -63,7 +64,7 @@ def _atomic_write_text(path: Path, text: str, overwrite: bool) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
