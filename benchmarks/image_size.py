@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -72,17 +73,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{size:4d} px: mIoU {rows[-1]['mIoU']:.1f}, {rows[-1]['canvases_per_s']:.1f} canvases/s", flush=True)
 
     base = next((r for r in rows if r["image_size"] == args.baseline), rows[0])
-    print(f"\nheld-out one-shot, {args.episodes} episodes, seed {args.seed}, {torch.get_num_threads()} thread(s)")
-    print(f"ratios against {base['image_size']} px, measured in the same run\n")
-    print("| image size | tokens per canvas | mIoU | FB-IoU | mIoU gain | canvases/s | cost (x) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [
+        f"held-out one-shot, {args.episodes} episodes, seed {args.seed}, {torch.get_num_threads()} thread(s)",
+        f"ratios against {base['image_size']} px, measured in the same run",
+        "",
+        "| image size | tokens per canvas | mIoU | FB-IoU | mIoU gain | canvases/s | cost (x) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         gain = r["mIoU"] - base["mIoU"]
         cost = base["canvases_per_s"] / r["canvases_per_s"]
-        print(
+        lines.append(
             f"| {r['image_size']} | {r['tokens_per_canvas']} | {r['mIoU']:.1f} | {r['FB-IoU']:.1f} | {gain:+.1f} "
             f"| {r['canvases_per_s']:.1f} | {cost:.2f} |"
         )
+    print("\n" + "\n".join(lines))
     if args.json:
         out = {
             "weights": args.weights or "embedded",
@@ -93,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows,
         }
         atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(out, indent=2)), overwrite=True)
-        print(f"\nwrote {args.json}")
+        md = Path(args.json).with_suffix(".md")
+        command = " ".join(["python benchmarks/image_size.py", *sys.argv[1:]])
+        text = "\n".join(["# The embedded model by the image size it runs at", "", f"`{command}`", "", *lines, ""])
+        atomic_write(md, lambda tmp: Path(tmp).write_text(text), overwrite=True)
+        print(f"\nwrote {args.json} and {md}")
     return 0
 
 
