@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -242,33 +243,36 @@ def main(argv: list[str] | None = None) -> int:
             "per_category": {c: float(v) for c, v in zip(rows, ious.mean(1), strict=True)},
         }
     which = "held-out" if args.split == "eval" else "training (validation)"
-    print(f"\n{which} SynthContext categories: {len(rows)}, train {args.train}, test {args.test} images each")
-    print(
+    out: list[str] = []
+    say = out.append
+    say(f"{which} SynthContext categories: {len(rows)}, train {args.train}, test {args.test} images each")
+    say(
         f"weights: {args.weights or 'embedded'}; tuning {args.steps} steps x batch {bs}, lr {args.lr}, "
         f"{args.loss} loss, foreground weight {args.foreground_weight}, {args.tune_prompts} example(s) tuned, "
         f"learning {args.learn}"
         f"{', bf16' if args.amp else ''}\n"
     )
-    print("| prompt | mIoU (best seed) | mIoU (mean over seeds) |")
-    print("|---|---|---|")
+    say("| prompt | mIoU (best seed) | mIoU (mean over seeds) |")
+    say("|---|---|---|")
     for m in methods:
-        print(f"| {m} | {table[m]['mIoU_best_seed']:.1f} | {table[m]['mIoU_mean']:.1f} |")
-    print("\nper category (mean over seeds):")
-    print("| category | " + " | ".join(methods) + " |")
-    print("|---" * (len(methods) + 1) + "|")
+        say(f"| {m} | {table[m]['mIoU_best_seed']:.1f} | {table[m]['mIoU_mean']:.1f} |")
+    say("\nper category (mean over seeds):")
+    say("| category | " + " | ".join(methods) + " |")
+    say("|---" * (len(methods) + 1) + "|")
     for c in rows:
-        print(f"| {c} | " + " | ".join(f"{table[m]['per_category'][c]:.1f}" for m in methods) + " |")
+        say(f"| {c} | " + " | ".join(f"{table[m]['per_category'][c]:.1f}" for m in methods) + " |")
     # How sure the tuned prompt's lead (or lag) is: paired bootstrap over the test images.
     gaps = {m: bootstrap_gaps(rows, "tuned", m) for m in methods if m.endswith("-shot")}
-    print("\ntuned minus each ensemble, 95% paired bootstrap interval over test images (2000 draws):")
-    print("| against | gap (best seed) | interval | gap (mean over seeds) | interval |")
-    print("|---|---:|---|---:|---|")
+    say("\ntuned minus each ensemble, 95% paired bootstrap interval over test images (2000 draws):")
+    say("| against | gap (best seed) | interval | gap (mean over seeds) | interval |")
+    say("|---|---:|---|---:|---|")
     for m, g in gaps.items():
         best = table["tuned"]["mIoU_best_seed"] - table[m]["mIoU_best_seed"]
         mean = table["tuned"]["mIoU_mean"] - table[m]["mIoU_mean"]
         lo_b, hi_b = g["best_seed"]
         lo_m, hi_m = g["mean"]
-        print(f"| {m} | {best:+.1f} | [{lo_b:+.1f}, {hi_b:+.1f}] | {mean:+.1f} | [{lo_m:+.1f}, {hi_m:+.1f}] |")
+        say(f"| {m} | {best:+.1f} | [{lo_b:+.1f}, {hi_b:+.1f}] | {mean:+.1f} | [{lo_m:+.1f}, {hi_m:+.1f}] |")
+    print("\n" + "\n".join(out))
     if args.out:
         result = {
             "args": vars(args),
@@ -279,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         text = json.dumps(result, indent=2) + "\n"
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(text), overwrite=True)
+        md = Path(args.out).with_suffix(".md")
+        command = " ".join(["python benchmarks/tuning_synth.py", *(sys.argv[1:] if argv is None else argv)])
+        head = ["# In-context tuning against example ensembles", "", f"`{command}` ({result['seconds']:.0f} s)", ""]
+        atomic_write(md, lambda tmp: Path(tmp).write_text("\n".join(head + out) + "\n"), overwrite=True)
+        print(f"wrote {args.out} and {md}")
     return 0
 
 

@@ -49,3 +49,23 @@ def test_bootstrap_gap_is_paired(bench):
         - bench.miou({c: np.asarray(r["base-images"]) for c, r in rows.items()})[1]
     )
     assert 0 < lo <= true <= hi
+
+
+def test_a_tiny_run_writes_json_and_its_table(bench, tmp_path):
+    out = tmp_path / "t.json"
+    args = "--image-size 64 --threads 1 --train 8 --test 4 --steps 2 --seeds 1000 --shots 1 --tune-prompts 1"
+    import json
+
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main([*args.split(), "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the script sets the process's thread count
+
+    table = json.loads(out.read_text())["table"]
+    md = out.with_suffix(".md").read_text()
+    assert md.startswith("# In-context tuning") and args in md
+    for m in ("1-shot", "tuned"):
+        assert f"| {m} | {table[m]['mIoU_best_seed']:.1f} | {table[m]['mIoU_mean']:.1f} |" in md
