@@ -254,3 +254,20 @@ def test_reports_and_videos_get_ordinary_permissions(tmp_path):
     for p in (jp, mp, video):
         assert p.stat().st_mode & 0o777 == 0o644, p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md", "v.avi"]
+
+
+def test_the_umask_is_read_without_being_changed(monkeypatch):
+    import os
+
+    from seggpt import io
+
+    umask = os.umask(0o027)
+    try:
+        calls = []
+        real = os.umask
+        monkeypatch.setattr(os, "umask", lambda m: calls.append(m) or real(m))
+        assert io._umask() == 0o027
+        if os.path.exists("/proc/self/status"):
+            assert calls == []  # read from the kernel, never set
+    finally:
+        os.umask(umask)

@@ -287,14 +287,26 @@ def read_mask(src: ImageSource) -> np.ndarray:
 
 
 # Writing ---------------------------------------------------------------------------------------------------
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows (setting it is process-wide, so a
+    thread creating a file during the round trip would get the wrong permissions)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o077)  # elsewhere: the round trip, with a restrictive value in between
+    os.umask(umask)
+    return umask
+
+
 def publish(tmp: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Move a finished temporary file onto ``dst`` in one step, with the permissions any new file would get.
 
     ``tempfile.mkstemp`` makes files private (0600); an output file should be readable like one ``open`` made.
     """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, dst)
 
 
