@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from seggpt.eval.distributed import Shard
 from seggpt.eval.episodes import predict_binary
 from seggpt.eval.metrics import SemanticMeter
 from seggpt.eval.registry import Benchmark, BenchmarkResult, EvalOptions, register
-from seggpt.io import publish
+from seggpt.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +106,8 @@ def category_index(reader: ADEData, progress: bool = False, cache: bool = True) 
                 out[int(c)].append(s)
     if cache:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ade20k-index-", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(out, f)
-            publish(tmp, path)  # atomic: ranks writing the same cache at once are harmless
+            # atomic: ranks writing the same cache at once are harmless
+            atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(out)), overwrite=True)
         except OSError as e:
             log.warning("could not cache the ADE20K index in %s: %s", path.parent, e)
     return out

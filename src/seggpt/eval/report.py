@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from seggpt.eval.registry import BenchmarkResult
-from seggpt.io import publish
+from seggpt.io import atomic_write
 
 
 def _clean(x: Any) -> Any:
@@ -56,20 +55,6 @@ def markdown_table(result: BenchmarkResult, run: dict[str, Any] | None = None) -
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write_text(path: Path, text: str, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def markdown_path(json_path: str | os.PathLike) -> Path:
     """OUT.json -> OUT.md (OUT -> OUT.md when there is no .json suffix)."""
     p = Path(json_path)
@@ -86,6 +71,7 @@ def write_report(
         for p in (jp, mp):
             if p.exists():
                 raise FileExistsError(f"{p} exists; pass --overwrite to replace it")
-    _atomic_write_text(jp, json.dumps(report_dict(result, run), indent=2) + "\n", overwrite=True)
-    _atomic_write_text(mp, markdown_table(result, run), overwrite=True)
+    text = json.dumps(report_dict(result, run), indent=2) + "\n"
+    atomic_write(jp, lambda tmp: Path(tmp).write_text(text), overwrite=True)
+    atomic_write(mp, lambda tmp: Path(tmp).write_text(markdown_table(result, run)), overwrite=True)
     return jp, mp
