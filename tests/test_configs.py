@@ -41,3 +41,22 @@ def test_the_embedded_recipe_chains_stage_to_stage():
     assert f"ship_embedded.py {cfgs[3].run_dir}/model.safetensors" in recipe
     order = [recipe.index(f"configs/{name}.yaml") for name in RECIPE]
     assert order == sorted(order)
+
+
+def test_the_two_hour_recipe_script_chains_stage_to_stage():
+    """docs/results/embedded_2h/train.sh: every override is a known key; each stage starts where the last ended."""
+    script = (ROOT / "docs/results/embedded_2h/train.sh").read_text()
+    run_root = re.search(r"^R=(\S+)$", script, re.M).group(1)
+    stages = []
+    for m in re.finditer(r"^\$S train (configs/\S+\.yaml)((?: \S+=\S+)*)((?: --\S+(?: \d+)?)*)$", script, re.M):
+        overrides = [o.replace("$R", run_root) for o in m.group(2).split()]
+        stages.append((load_config(ROOT / m.group(1), overrides), m.group(3)))
+    assert [s[0].run_dir for s in stages] == [f"{run_root}/stage{i}" for i in (1, 2, 3, 4)]
+    (s1, _), (s2, _), (s3, flags3), (s4, _) = stages
+    assert s1.model.init_from is None and s1.threads == 2
+    assert s2.model.init_from == f"{s1.run_dir}/model.safetensors" and s2.steps == 2500
+    assert s3.model.init_from == f"{s2.run_dir}/model.safetensors"
+    assert s3.model.branch_init == "runs/branch.safetensors" and "--out runs/branch.safetensors" in script
+    stop = int(re.search(r"--stop-after (\d+)", flags3).group(1))
+    assert stop % s3.checkpoint_every == 0
+    assert s4.model.init_from == f"{s3.run_dir}/checkpoints/step_{stop:07d}.pt"
