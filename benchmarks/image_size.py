@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from seggpt.eval.registry import EvalOptions, evaluate
+    from seggpt.eval.report import markdown_path
     from seggpt.eval.synthcontext import SynthEpisodeData
     from seggpt.io import atomic_write
     from seggpt.predictor import SegGPTPredictor
@@ -98,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows,
         }
         atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(out, indent=2)), overwrite=True)
-        md = Path(args.json).with_suffix(".md")
-        command = " ".join(["python benchmarks/image_size.py", *sys.argv[1:]])
+        md = markdown_path(args.json)  # never the JSON itself, whatever its name
+        command = " ".join(["python benchmarks/image_size.py", *(sys.argv[1:] if argv is None else argv)])
         text = "\n".join(["# The embedded model by the image size it runs at", "", f"`{command}`", "", *lines, ""])
         atomic_write(md, lambda tmp: Path(tmp).write_text(text), overwrite=True)
         print(f"\nwrote {args.json} and {md}")

@@ -35,6 +35,7 @@ import torch
 from seggpt.checkpoint import load_model
 from seggpt.coloring import build_palette
 from seggpt.data import synth
+from seggpt.eval.report import markdown_path
 from seggpt.io import atomic_write
 from seggpt.transforms import normalize
 from seggpt.tuning import TuneConfig, iou_counts, segment_tensors, tune
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         text = json.dumps(result, indent=2) + "\n"
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(text), overwrite=True)
-        md = Path(args.out).with_suffix(".md")
+        md = markdown_path(args.out)  # never the JSON itself, whatever its name
         command = " ".join(["python benchmarks/tuning_synth.py", *(sys.argv[1:] if argv is None else argv)])
         head = ["# In-context tuning against example ensembles", "", f"`{command}` ({result['seconds']:.0f} s)", ""]
         atomic_write(md, lambda tmp: Path(tmp).write_text("\n".join(head + out) + "\n"), overwrite=True)
