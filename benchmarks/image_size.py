@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "image_size": size,
                 "tokens_per_canvas": tokens,
-                "mIoU": round(result.metrics["mIoU"], 2),
-                "FB-IoU": round(result.metrics["FB-IoU"], 2),
-                "canvases_per_s": round(speed, 2),
-                "eval_seconds": round(seconds, 1),
-                "class_iou": {k: round(v, 2) for k, v in result.details["class_iou"].items()},
+                "mIoU": result.metrics["mIoU"],
+                "FB-IoU": result.metrics["FB-IoU"],
+                "canvases_per_s": speed,
+                "eval_seconds": seconds,
+                "class_iou": dict(result.details["class_iou"]),
             }
         )
         print(f"{size:4d} px: mIoU {rows[-1]['mIoU']:.1f}, {rows[-1]['canvases_per_s']:.1f} canvases/s", flush=True)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "threads": torch.get_num_threads(),
             "baseline": base["image_size"],
-            "rows": rows,
+            "rows": [_rounded(r) for r in rows],  # the table above is formatted from the unrounded values
         }
         atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(json.dumps(out, indent=2)), overwrite=True)
         md = markdown_path(args.json)  # never the JSON itself, whatever its name
@@ -105,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write(md, lambda tmp: Path(tmp).write_text(text), overwrite=True)
         print(f"\nwrote {args.json} and {md}")
     return 0
+
+
+def _rounded(value):
+    """A copy with every float rounded to 2 decimals, for the JSON report."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 2) if isinstance(value, float) else value
 
 
 if __name__ == "__main__":
