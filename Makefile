@@ -36,10 +36,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/model_forward.py
 
-# Reproduce the embedded default model, then ship it into the package. Four stages, measured on an idle 2-core CPU:
-# configs/embedded.yaml (one thread, 1500 steps, 44 min), configs/embedded_continue.yaml (both cores, 5000 steps on
-# fresh samples, 85 min), a conv branch pretrained on SynthContext attributes (13 min), configs/embedded_shapes.yaml
-# (shape categories only, stopped at step 250 of its schedule, 5 min), configs/embedded_mix.yaml (1500 steps, 35 min).
+# Reproduce the embedded default model, then ship it into the package. Four stages and a side run, 118 min on an
+# idle 2-core CPU: configs/embedded.yaml (1500 steps, 27.6 min), configs/embedded_continue.yaml (2500 steps on fresh
+# samples, 43.4 min), a conv branch pretrained on SynthContext attributes (12.6 min), configs/embedded_shapes.yaml
+# (shape categories only, stopped at step 250 of its schedule, 4.4 min), configs/embedded_mix.yaml (1500 steps,
+# 29.6 min).
 train-default: $(STAMP)
 	$(VENV)/bin/seggpt train configs/embedded.yaml --time-limit 100
 	$(VENV)/bin/seggpt train configs/embedded_continue.yaml --time-limit 120
@@ -50,7 +51,7 @@ train-default: $(STAMP)
 		--note "trained by make train-default (configs/embedded.yaml, embedded_continue.yaml, seggpt.train.branch, embedded_shapes.yaml to step 250, embedded_mix.yaml)"
 
 # Every report in docs/results that measures the embedded model, written again (after shipping a new one; the
-# README's tables quote them). About 40 minutes on two idle cores. To measure a candidate without touching the
+# README's tables quote them). About 75 minutes on two idle cores (72 measured). To measure a candidate without touching the
 # shipped reports: make embedded-results WEIGHTS=runs/x/model.safetensors RESULTS=runs/x/results
 WEIGHTS ?=
 RESULTS ?= docs/results

@@ -1,8 +1,8 @@
 """The embedded model's training curve: the loss of every stage end to end, and held-out one-shot mIoU.
 
-    python scripts/plot_embedded.py runs/embedded_shapes:250 runs/embedded_mix --start 6500 \
-        --labels "stage 3 (to step 250)" "stage 4" --progress docs/results/embedded_progress.json \
-        --out docs/embedded_metrics.png
+    python scripts/plot_embedded.py runs/embedded runs/embedded_continue runs/embedded_shapes:250 runs/embedded_mix \
+        --labels "stage 1" "stage 2" "stage 3 (to step 250)" "stage 4" \
+        --progress docs/results/embedded_progress.json --out docs/embedded_metrics.png
 
 Each run folder's ``metrics.jsonl`` is drawn after the previous one (its steps shifted by the steps before it);
 ``RUN:STEP`` draws a run only up to STEP (a stage stopped with ``--stop-after``). ``--start`` is the global step
