@@ -51,8 +51,8 @@ train-default: $(STAMP)
 		--note "trained by make train-default (configs/embedded.yaml, embedded_continue.yaml, seggpt.train.branch, embedded_shapes.yaml to step 250, embedded_mix.yaml)"
 
 # Every report in docs/results that measures the embedded model, written again (after shipping a new one; the
-# README's tables quote them). About 75 minutes on two idle cores (72 measured). To measure a candidate without touching the
-# shipped reports: make embedded-results WEIGHTS=runs/x/model.safetensors RESULTS=runs/x/results
+# README's tables quote them). 72 minutes on two idle cores, 52 of them the tuning benchmark. To measure a candidate
+# without touching the shipped reports: make embedded-results WEIGHTS=runs/x/model.safetensors RESULTS=runs/x/results
 WEIGHTS ?=
 RESULTS ?= docs/results
 W := $(if $(WEIGHTS),--weights $(WEIGHTS),)
