@@ -14,6 +14,18 @@ def _seed():
     yield
 
 
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (the folder is not a package), to test its functions."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def hf_config_for(cfg, **extra):
     """The transformers SegGptConfig with the same architecture as a SegGPTConfig (test-only dependency)."""
     from transformers import SegGptConfig
