@@ -14,6 +14,11 @@ Two more columns split the error into *which objects* and *how well outlined*:
 - **AUC**: in queries that hold both, the chance that an object of the category gets a higher mean score (the
   painted colour nearer the foreground's than the background's) than a distractor. 0.5 is no selection at all,
   1.0 a threshold that picks exactly the category's objects.
+
+``--contrast`` draws contrast episodes instead (:func:`seggpt.data.synth.contrast_scenes`): the example's category
+object shares a look (its colour, texture or shape) with unmarked foils beside it, and *lookalikes* in the query
+copy that look without the category; half the query's category objects share it too. Copying the example's look
+and avoiding it both fail there. The report adds how much of the lookalikes' area is painted.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 
 from seggpt.checkpoint import load_model
+from seggpt.data import synth
 from seggpt.eval.episodes import _binary
 from seggpt.eval.synthcontext import CATEGORIES as HELD_OUT
 from seggpt.eval.synthcontext import episode_scene
@@ -43,6 +49,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="scene side in pixels (the benchmark's: 128)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--contrast", action="store_true", help="contrast episodes (see above) instead of the benchmark's")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,12 +58,15 @@ def main() -> None:
     counts = np.zeros((2, 2, len(cats)))  # (raw, snapped) x (intersection, union) per category
     aucs: list[list[float]] = [[] for _ in cats]
     where = np.zeros(4)  # predicted pixels on the category, on other objects, on background; category pixels
+    lookalikes = np.zeros(2)  # predicted pixels on lookalikes; lookalike pixels (contrast episodes)
     for i in range(args.episodes):
         c = i % len(cats)
         attribute, value = cats[c]
-
-        q_img, q_mask, _, _, q_inst = episode_scene(args.seed, i, 0, attribute, value, args.size, split=args.split)
-        s_img, s_mask, _, _, _ = episode_scene(args.seed, i, 1, attribute, value, args.size, split=args.split)
+        if args.contrast:
+            q_img, q_mask, q_inst, s_img, s_mask, look = contrast_episode(args, i, attribute, value)
+        else:
+            q_img, q_mask, _, _, q_inst = episode_scene(args.seed, i, 0, attribute, value, args.size, split=args.split)
+            s_img, s_mask, _, _, _ = episode_scene(args.seed, i, 1, attribute, value, args.size, split=args.split)
         predictor.set_prompts([s_img], [_binary(s_mask)], task="semantic", num_labels=1)
         (pred,) = predictor.predict_batch([q_img], batch_size=1)
         p, g = np.asarray(pred.labels) != 0, q_mask.astype(bool)
@@ -72,10 +82,13 @@ def main() -> None:
         for k, mine in enumerate((p, snapped)):
             counts[k, :, c] += [(mine & g).sum(), (mine | g).sum()]
         where += [(p & g).sum(), (p & (q_inst > 0) & ~g).sum(), (p & (q_inst == 0)).sum(), g.sum()]
+        if args.contrast:
+            lookalikes += [(p & look).sum(), look.sum()]
     iou, snap = 100 * counts[:, 0] / np.maximum(counts[:, 1], 1)
     auc = [float(np.mean(a)) if a else float("nan") for a in aucs]
+    kind = "contrast" if args.contrast else "one-shot"
     print(
-        f"{args.split} split, {args.episodes} one-shot episodes, seed {args.seed}: mIoU {iou.mean():.1f}, "
+        f"{args.split} split, {args.episodes} {kind} episodes, seed {args.seed}: mIoU {iou.mean():.1f}, "
         f"objects snapped {snap.mean():.1f}, AUC {np.nanmean(auc):.2f}"
     )
     print("| category | IoU | objects snapped | AUC |\n|---|---:|---:|---:|")
@@ -86,6 +99,26 @@ def main() -> None:
         f"predicted pixels, as % of the category's pixels: {on_cat:.0f} on the category, {on_other:.0f} on other "
         f"objects, {on_bg:.0f} on the background"
     )
+    if args.contrast:
+        print(f"painted on the lookalikes, as % of their pixels: {100 * lookalikes[0] / max(lookalikes[1], 1):.0f}")
+
+
+def contrast_episode(args: argparse.Namespace, index: int, attribute: str, value: str) -> tuple:
+    """Query image, mask and instance labels, example image and mask, and the query's lookalikes (pixels of
+    distractors that share the confound with the example's category object)."""
+    rng = np.random.default_rng([args.seed, index, 7])
+    vocab = synth.vocabulary(args.split)
+    size = (args.size, args.size)
+    for _attempt in range(8):
+        (sa, ca), (sb, cb), confound = synth.contrast_scenes(rng, size, vocab, attribute, value)
+        s_img, s_inst = synth.render(sa, rng)
+        q_img, q_inst = synth.render(sb, rng)
+        s_mask, q_mask = synth.class_map(s_inst, ca), synth.class_map(q_inst, cb)
+        if s_mask.any() and q_mask.any():
+            break
+    look = sa.objects[ca.index(1)].attribute(confound)
+    ids = [j + 1 for j, o in enumerate(sb.objects) if cb[j] == 0 and o.attribute(confound) == look]
+    return q_img, q_mask, q_inst, s_img, s_mask, np.isin(q_inst, ids)
 
 
 def foreground_score(raw: np.ndarray, palette: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -14,12 +14,13 @@ def _seed():
     yield
 
 
-def load_benchmark(name: str):
-    """A script of benchmarks/ as a module (the folder is not a package), to test its functions."""
+def load_benchmark(name: str, folder: str = "benchmarks"):
+    """A script of benchmarks/ (or another folder of scripts) as a module (the folder is not a package), to test
+    its functions."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -14,7 +14,9 @@ from seggpt.data.synth import (
     HELD_OUT_TEXTURES,
     Scene,
     SynthContextSource,
+    contrast_scenes,
     render,
+    sample_contrast_pair,
     sample_instance,
     sample_multiclass,
     sample_semantic,
@@ -236,6 +238,66 @@ def test_source_pairs_follow_the_contract():
         assert set(np.unique(p.query_labels)) <= set(np.unique(p.example_labels))
         modes.add(p.meta["mode"])
     assert modes == {"same", "other", "views", "video"}
+
+
+@pytest.mark.parametrize("attribute", ["shape", "texture", "colour"])
+def test_contrast_scenes_punish_copying_the_example_look(attribute):
+    vocab = synth.vocabulary("train")
+    shares = []  # per query category object: does it have the confound?
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        value = vocab.draw(rng, attribute, category=True)
+        (example, ex_classes), (query, q_classes), confound = contrast_scenes(rng, SIZE, vocab, attribute, value)
+        assert confound != attribute
+        ex = list(zip(example.objects, ex_classes, strict=True))
+        q = list(zip(query.objects, q_classes, strict=True))
+        (positive,) = [o for o, c in ex if c == 1]
+        u = positive.attribute(confound)
+        assert positive.attribute(attribute) == value
+        # Unmarked foils share the confound: the example itself says the confound is not the category.
+        assert all(o.attribute(attribute) != value for o, c in ex if c == 0)
+        assert any(o.attribute(confound) == u for o, c in ex if c == 0)
+        # In the query lookalikes have the confound, and the category's objects have it or not.
+        assert all(o.attribute(attribute) == value for o, c in q if c == 1)
+        assert all(o.attribute(attribute) != value for o, c in q if c == 0)
+        assert any(o.attribute(confound) == u for o, c in q if c == 0)
+        shares += [o.attribute(confound) == u for o, c in q if c == 1]
+    # Neither copying the look nor avoiding it finds the category.
+    assert 0.2 < np.mean(shares) < 0.8
+
+
+def test_contrast_pairs_are_seeded_and_reach_the_source():
+    a = sample_contrast_pair(np.random.default_rng(3), SIZE)
+    b = sample_contrast_pair(np.random.default_rng(3), SIZE)
+    assert a.meta == b.meta and a.meta["mode"] == "contrast"
+    np.testing.assert_array_equal(a.query_labels, b.query_labels)
+    assert set(np.unique(a.example_labels)) == set(np.unique(a.query_labels)) == {0, 1}
+    # p_contrast = 1: every semantic pair is a contrast pair; 0 (the default) draws the stream as before.
+    every = SynthContextSource("semantic", p_contrast=1.0)
+    assert {every.sample_pair(np.random.default_rng(i), SIZE).meta["mode"] for i in range(6)} == {"contrast"}
+    none = SynthContextSource("semantic", p_contrast=0.0)
+    assert "contrast" not in {none.sample_pair(np.random.default_rng(i), SIZE).meta["mode"] for i in range(12)}
+    with pytest.raises(ValueError, match="p_contrast"):
+        SynthContextSource(p_contrast=-0.1)
+
+
+def test_by_attribute_contrast_episodes_mark_the_lookalikes():
+    from argparse import Namespace
+
+    from conftest import load_benchmark
+
+    script = load_benchmark("synth_by_attribute", folder="scripts")
+    args = Namespace(seed=0, split="eval", size=64)
+    found = 0
+    for i in range(6):
+        q_img, q_mask, q_inst, s_img, s_mask, look = script.contrast_episode(args, i, "shape", "heart")
+        assert q_img.shape == s_img.shape == (64, 64, 3) and q_mask.any() and s_mask.any()
+        assert not (look & (q_mask > 0)).any()  # lookalikes are never the category
+        assert set(np.unique(q_inst[look])) <= set(np.unique(q_inst[q_mask == 0]))
+        found += bool(look.any())
+        again = script.contrast_episode(args, i, "shape", "heart")
+        np.testing.assert_array_equal(again[0], q_img)
+    assert found >= 4  # a lookalike can be hidden behind another object, rarely
 
 
 def test_eval_split_source_draws_every_kind():

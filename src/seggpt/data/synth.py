@@ -839,6 +839,81 @@ def sample_instance(
     return _pair(ia, la, ib, lb, INSTANCE, {"mode": "views", "num_objects": n})
 
 
+def _scene_of(
+    rng: np.random.Generator, size: Size, vocab: Vocabulary, specs: list[tuple[dict, dict, int]]
+) -> tuple[Scene, list[int]]:
+    # specs: (fixed, exclude, class) per object, drawn in a random z-order as in category_scene.
+    placed: list[SceneObject] = []
+    classes: list[int] = []
+    for i in rng.permutation(len(specs)):
+        fixed, exclude, cls = specs[i]
+        placed.append(_place(rng, random_object(rng, size, vocab, fixed=fixed, exclude=exclude), placed, size))
+        classes.append(cls)
+    return Scene(random_background(rng, size, vocab), tuple(placed), _noise_level(rng)), classes
+
+
+def contrast_scenes(
+    rng: np.random.Generator, size: Size, vocab: Vocabulary, attribute: str, value: str
+) -> tuple[tuple[Scene, list[int]], tuple[Scene, list[int]], str]:
+    """An example scene and a query scene in which only the category's own attribute predicts the query's mask.
+
+    A *confound* (another attribute kind, one value of it) is shared by the example's category object and by
+    its unmarked *foils*, so the example says which attribute is not the category. In the query, *lookalikes*
+    have the confound too: copies of the example's category object with another value of ``attribute``; each
+    of the query's category objects has it or not at even odds. Matching the example's look (its colour, its
+    texture) marks the lookalikes, avoiding it misses half the category; only reading ``attribute`` marks the
+    right objects. Returns both scenes with each object's class (1 = the category) and the confound's kind.
+    """
+    others = [a for a in ATTRIBUTES if a != attribute]
+    confound = others[int(rng.integers(len(others)))]
+    third = next(a for a in others if a != confound)
+    u = vocab.draw(rng, confound)
+    w = vocab.draw(rng, third)
+
+    def other_value() -> str:
+        return vocab.draw(rng, attribute, exclude=(value,))
+
+    example = [({attribute: value, confound: u, third: w}, {}, 1)]
+    example += [({attribute: other_value(), confound: u}, {}, 0) for _ in range(int(rng.integers(1, 3)))]
+    example += [({attribute: other_value()}, {}, 0) for _ in range(int(rng.integers(0, 2)))]
+    # Half the query's category objects share the confound too, so the look predicts nothing either way: a
+    # model that learnt "avoid what looks like the example" would be as wrong as one that copies it.
+    query = [
+        ({attribute: value, confound: u}, {}, 1) if rng.random() < 0.5 else ({attribute: value}, {confound: u}, 1)
+        for _ in range(int(rng.integers(1, 3)))
+    ]
+    query += [
+        ({attribute: other_value(), confound: u, **({third: w} if rng.random() < 0.5 else {})}, {}, 0)
+        for _ in range(int(rng.integers(1, 3)))
+    ]
+    query += [({attribute: other_value()}, {}, 0) for _ in range(int(rng.integers(0, 2)))]
+    return _scene_of(rng, size, vocab, example), _scene_of(rng, size, vocab, query), confound
+
+
+def sample_contrast_pair(
+    rng: np.random.Generator,
+    size: int | Size = 128,
+    split: str = "train",
+    attribute: str | None = None,
+    kind_weights: dict[str, float] | None = None,
+) -> Pair:
+    """A one-category pair from :func:`contrast_scenes`: the example's look is shared by its unmarked foils and
+    by the query's distractors, so copying it fails and reading the category's attribute succeeds."""
+    size = _check_size(size)
+    vocab = vocabulary(split)
+    attribute = _category_kind(rng, vocab, attribute, kind_weights)
+    value = vocab.draw(rng, attribute, category=True)
+    for _attempt in range(8):
+        (sa, ca), (sb, cb), confound = contrast_scenes(rng, size, vocab, attribute, value)
+        ia, la = render(sa, rng)
+        ib, lb = render(sb, rng)
+        la, lb = class_map(la, ca), class_map(lb, cb)
+        if int(la.sum()) >= _min_pixels(size) and int(lb.sum()) >= _min_pixels(size):
+            break
+    meta = {"mode": "contrast", "attribute": attribute, "values": [value], "confound": confound}
+    return _pair(ia, la, ib, lb, SEMANTIC, meta)
+
+
 def sample_semantic_pair(
     rng: np.random.Generator,
     size: int | Size = 128,
@@ -847,13 +922,17 @@ def sample_semantic_pair(
     p_multiclass: float = 0.3,
     p_share: float = 0.5,
     kind_weights: dict[str, float] | None = None,
+    p_contrast: float = 0.0,
 ) -> Pair:
     """A semantic training pair as the paper draws them: with probability ``p_same_scene`` the example is a
     transformed view of the query's own scene, otherwise another scene with the same categories. With
     probability ``p_multiclass`` two or three categories are labelled (labels 1..n), otherwise one.
     ``p_share``: the chance a distractor copies other attributes of a category object (:func:`category_scene`).
-    ``kind_weights``: how often shapes, textures and colours are the category (:data:`DEFAULT_KIND_WEIGHTS`)."""
+    ``kind_weights``: how often shapes, textures and colours are the category (:data:`DEFAULT_KIND_WEIGHTS`).
+    ``p_contrast``: the chance of a :func:`sample_contrast_pair` instead (0 leaves the stream as it was)."""
     size = _check_size(size)
+    if p_contrast > 0 and rng.random() < p_contrast:
+        return sample_contrast_pair(rng, size, split, kind_weights=kind_weights)
     vocab = vocabulary(split)
     if rng.random() < p_same_scene:
         attribute = _category_kind(rng, vocab, None, kind_weights)
@@ -995,6 +1074,8 @@ class SynthContextSource:
             so that only the category's own attribute tells them apart.
         kind_weights: for semantic pairs, how often the category is a shape, a texture or a colour, e.g.
             ``{shape: 1.0}`` for shapes only (default :data:`DEFAULT_KIND_WEIGHTS`).
+        p_contrast: for semantic pairs, the chance of a contrast pair (:func:`sample_contrast_pair`): the
+            example's look is shared by its unmarked foils and by the query's distractors.
     """
 
     def __init__(
@@ -1005,6 +1086,7 @@ class SynthContextSource:
         p_multiclass: float = 0.3,
         p_share: float = 0.5,
         kind_weights: dict[str, float] | None = None,
+        p_contrast: float = 0.0,
         name: str = "synth",
     ) -> None:
         if tasks is None:
@@ -1027,6 +1109,9 @@ class SynthContextSource:
         if not 0.0 <= p_share <= 1.0:
             raise ValueError(f"p_share must be in [0, 1], got {p_share}")
         self.p_share = p_share
+        if not 0.0 <= p_contrast <= 1.0:
+            raise ValueError(f"p_contrast must be in [0, 1], got {p_contrast}")
+        self.p_contrast = p_contrast
         self.kind_weights = check_kind_weights(kind_weights)
         if self.kind_weights is not None and not any(self.kind_weights.get(k, 0) > 0 for k in vocab.category_values):
             raise ValueError(
@@ -1045,7 +1130,14 @@ class SynthContextSource:
         task = self.tasks[int(rng.choice(len(self.tasks), p=self.weights))]
         if task == "semantic":
             pair = sample_semantic_pair(
-                rng, size, self.split, self.p_same_scene, self.p_multiclass, self.p_share, self.kind_weights
+                rng,
+                size,
+                self.split,
+                self.p_same_scene,
+                self.p_multiclass,
+                self.p_share,
+                self.kind_weights,
+                self.p_contrast,
             )
         elif task == "instance":
             pair = sample_instance(rng, size, split=self.split)
