@@ -20,10 +20,11 @@ way FSS-1000 serves as novel categories for SegGPT.
 
 Samplers (all take a ``numpy.random.Generator`` and use nothing else, so a seed fixes the output):
 
-    :func:`sample_semantic`    k examples + 1 query of one category (binary masks)
-    :func:`sample_multiclass`  two or three categories of one attribute kind, label maps 0..n
-    :func:`sample_instance`    two transformed views of one scene, instance ids consistent across views
-    :func:`sample_video`       frames with objects that move, turn, occlude, leave and come back
+    :func:`sample_semantic`       k examples + 1 query of one category (binary masks)
+    :func:`sample_multiclass`     two or three categories of one attribute kind, label maps 0..n
+    :func:`sample_contrast_pair`  an example and a query where copying the example's look fails (training)
+    :func:`sample_instance`       two transformed views of one scene, instance ids consistent across views
+    :func:`sample_video`          frames with objects that move, turn, occlude, leave and come back
 
 Images are (H, W, 3) uint8, masks and label maps (H, W) uint8 (0 = background). Rendering is numpy plus PIL's
 polygon filler; a 128x128 pair takes 4-6 ms on one core (``python -m seggpt.data.synth`` measures it).
