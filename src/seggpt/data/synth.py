@@ -898,8 +898,9 @@ def sample_contrast_pair(
     attribute: str | None = None,
     kind_weights: dict[str, float] | None = None,
 ) -> Pair:
-    """A one-category pair from :func:`contrast_scenes`: the example's look is shared by its unmarked foils and
-    by the query's distractors, so copying it fails and reading the category's attribute succeeds."""
+    """A one-category pair from :func:`contrast_scenes`: the example's look is shared by its unmarked foils, by
+    lookalikes in the query and by half the query's category objects, so neither copying it nor avoiding it
+    finds the category; reading the category's attribute does."""
     size = _check_size(size)
     vocab = vocabulary(split)
     attribute = _category_kind(rng, vocab, attribute, kind_weights)
@@ -1075,8 +1076,8 @@ class SynthContextSource:
             so that only the category's own attribute tells them apart.
         kind_weights: for semantic pairs, how often the category is a shape, a texture or a colour, e.g.
             ``{shape: 1.0}`` for shapes only (default :data:`DEFAULT_KIND_WEIGHTS`).
-        p_contrast: for semantic pairs, the chance of a contrast pair (:func:`sample_contrast_pair`): the
-            example's look is shared by its unmarked foils and by the query's distractors.
+        p_contrast: for semantic pairs, the chance of a contrast pair (:func:`sample_contrast_pair`), where
+            the example's look is no guide: its unmarked foils and lookalikes in the query share it.
     """
 
     def __init__(
