@@ -108,14 +108,9 @@ def contrast_episode(args: argparse.Namespace, index: int, attribute: str, value
     distractors that share the confound with the example's category object)."""
     rng = np.random.default_rng([args.seed, index, 7])
     vocab = synth.vocabulary(args.split)
-    size = (args.size, args.size)
-    for _attempt in range(8):
-        (sa, ca), (sb, cb), confound = synth.contrast_scenes(rng, size, vocab, attribute, value)
-        s_img, s_inst = synth.render(sa, rng)
-        q_img, q_inst = synth.render(sb, rng)
-        s_mask, q_mask = synth.class_map(s_inst, ca), synth.class_map(q_inst, cb)
-        if s_mask.any() and q_mask.any():
-            break
+    example, query, confound = synth.render_contrast(rng, (args.size, args.size), vocab, attribute, value)
+    (s_img, s_inst, sa, ca), (q_img, q_inst, sb, cb) = example, query
+    s_mask, q_mask = synth.class_map(s_inst, ca), synth.class_map(q_inst, cb)
     look = sa.objects[ca.index(1)].attribute(confound)
     ids = [j + 1 for j, o in enumerate(sb.objects) if cb[j] == 0 and o.attribute(confound) == look]
     return q_img, q_mask, q_inst, s_img, s_mask, np.isin(q_inst, ids)

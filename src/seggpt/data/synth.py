@@ -891,6 +891,21 @@ def contrast_scenes(
     return _scene_of(rng, size, vocab, example), _scene_of(rng, size, vocab, query), confound
 
 
+def render_contrast(
+    rng: np.random.Generator, size: Size, vocab: Vocabulary, attribute: str, value: str, min_pixels: int = 1
+) -> tuple:
+    """:func:`contrast_scenes` rendered, drawn again (up to 8 times) until both scenes show at least
+    ``min_pixels`` of the category: the example's image, instance labels, scene and classes, the query's, and the
+    confound's kind."""
+    for _attempt in range(8):
+        (sa, ca), (sb, cb), confound = contrast_scenes(rng, size, vocab, attribute, value)
+        ia, la = render(sa, rng)
+        ib, lb = render(sb, rng)
+        if int(class_map(la, ca).sum()) >= min_pixels and int(class_map(lb, cb).sum()) >= min_pixels:
+            break
+    return (ia, la, sa, ca), (ib, lb, sb, cb), confound
+
+
 def sample_contrast_pair(
     rng: np.random.Generator,
     size: int | Size = 128,
@@ -905,15 +920,9 @@ def sample_contrast_pair(
     vocab = vocabulary(split)
     attribute = _category_kind(rng, vocab, attribute, kind_weights)
     value = vocab.draw(rng, attribute, category=True)
-    for _attempt in range(8):
-        (sa, ca), (sb, cb), confound = contrast_scenes(rng, size, vocab, attribute, value)
-        ia, la = render(sa, rng)
-        ib, lb = render(sb, rng)
-        la, lb = class_map(la, ca), class_map(lb, cb)
-        if int(la.sum()) >= _min_pixels(size) and int(lb.sum()) >= _min_pixels(size):
-            break
+    (ia, la, _, ca), (ib, lb, _, cb), confound = render_contrast(rng, size, vocab, attribute, value, _min_pixels(size))
     meta = {"mode": "contrast", "attribute": attribute, "values": [value], "confound": confound}
-    return _pair(ia, la, ib, lb, SEMANTIC, meta)
+    return _pair(ia, class_map(la, ca), ib, class_map(lb, cb), SEMANTIC, meta)
 
 
 def sample_semantic_pair(
