@@ -14,9 +14,8 @@ def _seed():
     yield
 
 
-def load_benchmark(name: str, folder: str = "benchmarks"):
-    """A script of benchmarks/ (or another folder of scripts) as a module (the folder is not a package), to test
-    its functions."""
+def load_script(name: str, folder: str = "benchmarks"):
+    """A script of benchmarks/ or scripts/ as a module (neither folder is a package), to test its functions."""
     import importlib.util
     from pathlib import Path
 

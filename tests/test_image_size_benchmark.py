@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import load_benchmark
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark("image_size")
+    return load_script("image_size")
 
 
 class _Predictor:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from argparse import Namespace
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from conftest import load_script
 from seggpt.data import synth
 from seggpt.data.base import INSTANCE, SEMANTIC, Source
 from seggpt.data.synth import (
@@ -282,11 +284,7 @@ def test_contrast_pairs_are_seeded_and_reach_the_source():
 
 
 def test_by_attribute_contrast_episodes_mark_the_lookalikes():
-    from argparse import Namespace
-
-    from conftest import load_benchmark
-
-    script = load_benchmark("synth_by_attribute", folder="scripts")
+    script = load_script("synth_by_attribute", folder="scripts")
     args = Namespace(seed=0, split="eval", size=64)
     found = 0
     for i in range(6):

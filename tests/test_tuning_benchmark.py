@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import load_benchmark
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark("tuning_synth")
+    return load_script("tuning_synth")
 
 
 def test_miou_accumulates_over_images_then_averages(bench):
