@@ -252,3 +252,41 @@ def test_cli_says_when_the_port_is_taken(weights, capsys):
         port = taken.getsockname()[1]
         assert main(["app", "--weights", str(weights), "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_stopping_the_server_waits_for_running_requests():
+    """Ctrl-C used to leave request threads running as daemons: one still inside torch when the interpreter shut
+    down aborted the process ("terminate called without an active exception"). server_close() now joins them."""
+    import threading
+    import time
+    import urllib.request
+
+    from seggpt.app import make_server
+
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_app(environ, start_response):
+        started.set()
+        time.sleep(0.5)
+        finished.set()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    server = make_server(slow_app, "127.0.0.1", 0)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    replies = []
+
+    def fetch():
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/", timeout=10) as r:
+            replies.append((r.read(), r.headers.get("Connection"), r.version))
+
+    client = threading.Thread(target=fetch)
+    client.start()
+    assert started.wait(10)
+    server.shutdown()  # serve_forever returns and closes the server, as after Ctrl-C in `seggpt app`
+    serving.join(10)
+    assert finished.is_set(), "the server closed while a request was still running"
+    client.join(10)
+    # one request per connection (HTTP/1.0), so a request thread ends with its request
+    assert replies == [(b"done", "close", 10)]

@@ -610,10 +610,31 @@ def is_loopback(host: str) -> bool:
 
 
 def make_server(app, host: str = "127.0.0.1", port: int = 7860):
-    """A threaded Werkzeug server bound to (host, port); port 0 picks a free port (``server.server_port``)."""
+    """A threaded Werkzeug server bound to (host, port); port 0 picks a free port (``server.server_port``).
+
+    Each connection carries one request (HTTP/1.0), and closing the server (as stopping ``serve_forever`` does)
+    waits for the requests still running. A request thread left running at exit would be stopped by the
+    interpreter inside torch, which aborts the whole process ("terminate called without an active exception").
+    """
     import socket
 
-    from werkzeug.serving import make_server as _make_server
+    from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+
+    class OneRequestHandler(WSGIRequestHandler):
+        # The thread ends with its request, so closing never waits on an idle keep-alive connection; a
+        # connection that sends nothing is dropped after the timeout.
+        protocol_version = "HTTP/1.0"
+        timeout = 10
+
+    class Server(ThreadedWSGIServer):
+        daemon_threads = False  # socketserver.ThreadingMixIn joins them in server_close()
+        block_on_close = True
+
+        def server_close(self) -> None:
+            running = [t for t in getattr(self, "_threads", ()) if t.is_alive()]
+            if running:
+                log.warning("waiting for %d running request(s) to finish (Ctrl-C again quits at once)", len(running))
+            super().server_close()
 
     if port:
         # Werkzeug answers a taken port with sys.exit; check first so callers get an OSError they can report.
@@ -621,7 +642,7 @@ def make_server(app, host: str = "127.0.0.1", port: int = 7860):
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
-    return _make_server(host, port, app, threaded=True)
+    return Server(host, port, app, handler=OneRequestHandler)
 
 
 def serve(app, host: str = "127.0.0.1", port: int = 7860, on_ready: Callable[[str], None] | None = None) -> None:
