@@ -25,8 +25,9 @@ from seggpt.app import create_app  # noqa: E402
 from seggpt.checkpoint import EMBEDDED_WEIGHTS, save_native  # noqa: E402
 from seggpt.config import vit_small  # noqa: E402
 from seggpt.data.synth import sample_semantic  # noqa: E402
+from seggpt.io import atomic_write  # noqa: E402
 from seggpt.modeling import SegGPT  # noqa: E402
-from test_app_browser import start_chromium, start_server  # noqa: E402
+from test_app_browser import start_chromium, start_server, stop_server  # noqa: E402
 
 
 def main() -> int:
@@ -107,12 +108,12 @@ def main() -> int:
             {"captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
         )
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(base64.b64decode(shot["data"]))
+        png = base64.b64decode(shot["data"])
+        atomic_write(out, lambda tmp: Path(tmp).write_bytes(png), overwrite=True)
         print(f"wrote {out} ({Image.open(out).size[0]}x{Image.open(out).size[1]}) with weights {Path(weights).name}")
     finally:
         driver.quit()
-        server.shutdown()
+        stop_server(server)
     return 0
 
 

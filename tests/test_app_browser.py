@@ -66,10 +66,18 @@ def start_chromium(user_data_dir: Path, width: int = 1280, height: int = 1400):
 
 
 def start_server(app):
-    """Serve ``app`` on a free 127.0.0.1 port in a daemon thread -> (server, base url)."""
+    """Serve ``app`` on a free 127.0.0.1 port in a daemon thread -> (server, base url); stop it with stop_server."""
     server = make_server(app, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.serving = threading.Thread(target=server.serve_forever, daemon=True)
+    server.serving.start()
     return server, f"http://127.0.0.1:{server.server_port}"
+
+
+def stop_server(server) -> None:
+    """Stop serving and wait until the server has closed. The serving thread holds the app and its model: left
+    to drop them while the interpreter exits, it is stopped inside torch and the process aborts."""
+    server.shutdown()
+    server.serving.join(60)
 
 
 def _fetch_png(url: str) -> np.ndarray:
@@ -111,7 +119,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def base_url(weights):
     server, url = start_server(create_app(weights, limits=Limits(max_upload_mb=8)))
     yield url
-    server.shutdown()
+    stop_server(server)
 
 
 @pytest.fixture(scope="module")
