@@ -633,7 +633,7 @@ def make_server(app, host: str = "127.0.0.1", port: int = 7860):
         def server_close(self) -> None:
             running = [t for t in getattr(self, "_threads", ()) if t.is_alive()]
             if running:
-                log.warning("waiting for %d running request(s) to finish (Ctrl-C again quits at once)", len(running))
+                log.warning("waiting for %d running request(s) to finish", len(running))
             super().server_close()
 
     if port:
