@@ -287,6 +287,74 @@ def test_bad_samples_are_counted_or_stop_the_run(tmp_path):
               sources=[_BadEveryOther()])  # fmt: skip
 
 
+class _Interrupting:
+    """The toy source, which sends this process SIGINT (Ctrl-C) at the given draws, as a user would mid-step."""
+
+    name = "toy"
+
+    def __init__(self, at: tuple[int, ...]) -> None:
+        from seggpt.data.toy import toy_source
+
+        self.inner, self.at, self.draws = toy_source(num_images=8), set(at), 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def sample_pair(self, rng, size):
+        import os
+        import signal
+
+        self.draws += 1
+        if self.draws in self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.inner.sample_pair(rng, size)
+
+
+def test_ctrl_c_finishes_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path):
+    import signal
+
+    over = {"steps": 6, "checkpoint_every": 6, "data.masking.half_prob": 0.5}
+    ref = train(load_config(None, tiny_overrides(tmp_path / "ref", **over)), sources=[_Interrupting(())])
+    cfg = load_config(None, tiny_overrides(tmp_path / "cut", **over))
+    # Ctrl-C while the third step draws its batch (draws 9-12 with 4 pairs a step): that step still completes.
+    cut = train(cfg, sources=[_Interrupting((10,))])
+    assert cut.interrupted and cut.model_path is None and cut.step == 3
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step_0000003.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    done = train(cfg, sources=[_Interrupting(())])
+    assert done.step == 6 and not done.interrupted and done.model_path.exists()
+    for (k, v), w in zip(ref.model.state_dict().items(), done.model.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    # A second Ctrl-C stops at once, without a checkpoint for the step it was on.
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(None, tiny_overrides(tmp_path / "twice", **over)), sources=[_Interrupting((2, 3))])
+    assert not (tmp_path / "twice" / "checkpoints").exists() or not any((tmp_path / "twice" / "checkpoints").iterdir())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_time_limit_stops_with_a_checkpoint_but_never_drops_a_finished_run(tmp_path):
+    over = tiny_overrides(tmp_path / "t", steps=4, checkpoint_every=4)
+    part = train(load_config(None, over), time_limit=0.0)
+    assert part.step == 1 and part.model_path is None and not part.interrupted
+    assert (tmp_path / "t" / "checkpoints" / "step_0000001.pt").exists()
+    # Out of time on the last step: the run is complete, so its model is written (it used to be left out).
+    last = train(load_config(None, tiny_overrides(tmp_path / "one", steps=1)), time_limit=0.0)
+    assert last.step == 1 and last.model_path is not None and last.model_path.exists()
+
+
+def test_cli_exits_130_when_interrupted(tmp_path, monkeypatch, capsys):
+    import seggpt.train
+    from seggpt.cli import main
+
+    real = seggpt.train.train
+    monkeypatch.setattr(seggpt.train, "train", lambda cfg, **kw: real(cfg, sources=[_Interrupting((5,))], **kw))
+    run = tmp_path / "run"
+    args = ["train", str(ROOT / "configs" / "tiny.yaml"), *tiny_overrides(run, steps=6), "--no-progress"]
+    assert main(args) == 130
+    assert f"stopped at step 2 with a checkpoint in {run}; run again to resume" in capsys.readouterr().out
+    assert (run / "checkpoints" / "step_0000002.pt").exists() and not (run / "model.safetensors").exists()
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_config_parses_and_builds_its_sources(path):
     from seggpt.train.trainer import build_sources

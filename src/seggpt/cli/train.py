@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Train SegGPT on a mixture of datasets. CONFIG is a YAML file (see configs/); key=value pairs override "
             "it with dotted keys, e.g. optim.lr=3e-4 steps=2000 data.sources.0.weight=2. Run the same command "
             "under `torchrun --nproc_per_node N` for data-parallel training (gloo on CPU, nccl on GPU). "
-            "A run resumes from the newest checkpoint in its run_dir."
+            "A run resumes from the newest checkpoint in its run_dir. Ctrl-C (or SIGTERM) stops it after the "
+            "current step with a checkpoint (exit code 130); a second Ctrl-C stops at once."
         ),
     )
     p.add_argument("config", help="YAML training config")
@@ -57,4 +58,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
             print(f"trained {result.step} steps (last loss {loss}); model: {result.model_path}")
-    return 0
+    # Interrupted: the shell's code for Ctrl-C, so that a script or make running stages one after another stops.
+    return 130 if result.interrupted else 0

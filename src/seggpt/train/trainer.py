@@ -22,6 +22,9 @@ import logging
 import os
 import random
 import re
+import signal
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,10 +56,11 @@ _CKPT = re.compile(r"^step_(\d+)\.pt$")
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
-    model_path: Path | None  # model.safetensors, None when the run stopped early on a time limit
+    model_path: Path | None  # model.safetensors, None when the run stopped early (with a checkpoint)
     step: int  # optimiser steps done
     last_loss: float | None
     skipped: int  # bad samples skipped on this rank
+    interrupted: bool = False  # stopped early by Ctrl-C (SIGINT) or SIGTERM
     # The trained model (this rank's copy; with FSDP only the local shards are meaningful), in train mode.
     model: SegGPT | None = field(default=None, repr=False, compare=False)
 
@@ -204,6 +208,37 @@ def _load_model_and_optim_state(model, optimizer, msd: dict, osd: dict, info: D.
 
 
 # Training ------------------------------------------------------------------------------------------------
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM during training asks the run to stop after the step it is on, with a checkpoint
+    to resume from, instead of losing the steps since the last one; a second signal stops at once.
+
+    Installed only in the main thread (Python runs signal handlers there); elsewhere it never asks to stop.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        name = signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step, with a checkpoint; again to stop at once", file=sys.stderr)
+
+
 def train(
     config: TrainConfig,
     sources: Sequence[Source] | None = None,
@@ -222,6 +257,9 @@ def train(
         time_limit: seconds; stop cleanly with a checkpoint when exceeded (resume later continues).
         stop_after: stop (with a checkpoint) after this optimiser step, as if interrupted there.
 
+    Ctrl-C (SIGINT) or SIGTERM, when called from the main thread, stops the run after the step it is on, with a
+    checkpoint (the result says ``interrupted``); a second one raises KeyboardInterrupt at once.
+
     Returns:
         A :class:`TrainResult`.
     """
@@ -229,13 +267,14 @@ def train(
     info = D.setup(cfg.device)
     threads = torch.get_num_threads()
     try:
-        return _train(cfg, info, sources, weights, progress, time_limit, stop_after)
+        with StopRequest() as stop:
+            return _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop)
     finally:
         torch.set_num_threads(threads)  # `threads` applies to this run only
         D.teardown(info)
 
 
-def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> TrainResult:
+def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: StopRequest) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Path(cfg.run_dir)
@@ -302,7 +341,7 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
         log.info("resumed from %s at step %d", ckpt, start)
         if stop_after is not None and start >= stop_after:  # this stage of a recipe is done already
             log.info("step %d reached before --stop-after %d: nothing to train", start, stop_after)
-            return TrainResult(run, None, start, None, skipped_total, model)
+            return TrainResult(run, None, start, None, skipped_total, model=model)
         if info.is_main:
             truncate_metrics(run / "metrics.jsonl", start)
     elif info.is_main:
@@ -390,7 +429,7 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
     n_acc = 0
     last_loss: float | None = None
     step = start
-    stopped_early = False
+    stopped_early = interrupted = False
     for step in range(start, cfg.steps):
         lr = schedule.apply(optimizer, step)
         extra = None
@@ -465,11 +504,14 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
         if bar is not None:
             bar.update(1)
         over_time = time_limit is not None and time.perf_counter() - t0 > time_limit
-        if info.enabled and time_limit is not None:
-            flag = torch.tensor(float(over_time))
+        # 1: out of time, 2: a stop was asked for (on any rank: all of them stop at the same step)
+        reason = max(int(over_time), 2 * int(stop.requested))
+        if info.enabled:
+            flag = torch.tensor(float(reason), device=info.device)  # nccl reduces only GPU tensors
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            over_time = bool(flag.item())
-        early = over_time or (stop_after is not None and done >= stop_after and done < cfg.steps)
+            reason = int(flag.item())
+        interrupted = reason == 2 and done < cfg.steps
+        early = done < cfg.steps and (reason > 0 or (stop_after is not None and done >= stop_after))
         if done % cfg.checkpoint_every == 0 or early or done == cfg.steps:
             save_checkpoint(done)
         if early:
@@ -493,4 +535,4 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after) -> Tra
         if info.is_main and cfg.plot:
             plot_metrics(run / "metrics.jsonl", run / "metrics.png")
         D.barrier(info)
-    return TrainResult(run, model_path, final_step, last_loss, skipped_total, model)
+    return TrainResult(run, model_path, final_step, last_loss, skipped_total, interrupted, model)
