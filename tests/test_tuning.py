@@ -307,6 +307,41 @@ def test_resume_equals_uninterrupted(tmp_path):
         tune(model, data, [1], config=cfg, checkpoint=state, resume=True)
 
 
+def _ctrl_c_at(at: int):
+    """A tune() callback that sends this process SIGINT (Ctrl-C) after step ``at``."""
+    import os
+    import signal
+
+    def callback(step, loss):
+        if step == at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return callback
+
+
+def test_ctrl_c_saves_the_state_at_that_step_and_resume_is_exact(tmp_path):
+    import signal
+
+    from seggpt.tuning import TuningStopped
+
+    model = tiny_model()
+    data = Squares(model.config.image_size)
+    cfg = TuneConfig(steps=6, batch_size=2, warmup=2, checkpoint_every=4)
+    whole = tune(model, data, [1, 2], config=cfg)[0]
+    state = tmp_path / "state.pt"
+    with pytest.raises(TuningStopped) as stopped:  # between checkpoints: step 3 is kept all the same
+        tune(model, data, [1, 2], config=cfg, checkpoint=state, callback=_ctrl_c_at(3))
+    assert stopped.value.step == 3 and stopped.value.state == state
+    assert torch.load(state, weights_only=True)["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    steps = []
+    (resumed,) = tune(
+        model, data, [1, 2], config=cfg, checkpoint=state, resume=True, callback=lambda s, _: steps.append(s)
+    )
+    assert steps == [4, 5, 6]
+    assert torch.equal(resumed.images, whole.images) and torch.equal(resumed.masks, whole.masks)
+
+
 def test_validation_keeps_the_best_step_and_resumes_exactly(tmp_path):
     """With a hold-out, the returned prompt is the validated one with the best score, and that score is what
     segmenting the held-out items with it gives (counted here independently); resume keeps the same choice."""
@@ -481,6 +516,26 @@ def test_cli_tune_end_to_end(tmp_path, capsys):
     assert [p.classes for p in load_prompts(out)] == [(2,), (1,)]
     h, w = prompt.images.shape[-2:]
     assert Image.open(preview).size == (2 * w, 2 * h)  # two per-class prompts, image | mask each
+
+
+def test_cli_tune_ctrl_c_keeps_the_state_and_resumes(tmp_path, capsys, monkeypatch):
+    import seggpt.tuning
+    from seggpt.cli import main
+
+    _write_folder(tmp_path / "d")
+    weights = save_native(tiny_model(), tmp_path / "tiny.safetensors")
+    out = tmp_path / "prompt.safetensors"
+    argv = ["tune", "--data", str(tmp_path / "d"), "--weights", str(weights), "--out", str(out)]
+    argv += ["--steps", "4", "--batch-size", "2", "--no-progress"]
+    real = seggpt.tuning.tune
+    monkeypatch.setattr(seggpt.tuning, "tune", lambda *a, **kw: real(*a, **kw, callback=_ctrl_c_at(2)))
+    assert main(argv) == 130
+    state = tmp_path / "prompt.safetensors.state.pt"
+    assert f"stopped at step 2 with its state in {state}" in capsys.readouterr().out
+    assert state.is_file() and not out.exists()
+    monkeypatch.setattr(seggpt.tuning, "tune", real)
+    assert main([*argv, "--resume"]) == 0
+    assert out.is_file() and not state.exists()
 
 
 def test_segment_cli_takes_a_prompt_file(tmp_path, capsys):

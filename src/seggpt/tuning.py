@@ -46,6 +46,7 @@ from torch.nn import functional as F
 from seggpt.coloring import build_palette, decode
 from seggpt.io import atomic_write
 from seggpt.modeling import INSTANCE, SEMANTIC, SegGPT
+from seggpt.stopping import StopRequest
 from seggpt.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, normalize, resize_image, resize_mask
 
 log = logging.getLogger(__name__)
@@ -799,6 +800,15 @@ def _save_state(path: Path, state: dict) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp), overwrite=True)
 
 
+class TuningStopped(KeyboardInterrupt):
+    """Tuning stopped by Ctrl-C (or SIGTERM) after ``step`` steps, its state written to ``state`` (None: tuning
+    without a state file); ``tune(..., resume=True)`` with the same state file continues it."""
+
+    def __init__(self, step: int, state: Path | None) -> None:
+        super().__init__(f"stopped at step {step}" + (f", the state in {state}" if state else ""))
+        self.step, self.state = step, state
+
+
 def tune(
     model: SegGPT,
     data: SegmentationData,
@@ -829,7 +839,8 @@ def tune(
         config: the schedule and options (:class:`TuneConfig`).
         checkpoint: file for the tuning state (prompt, optimiser, step, RNG), written every
             ``config.checkpoint_every`` steps and at the end, atomically.
-        resume: continue from ``checkpoint`` when it exists; the result equals an uninterrupted run.
+        resume: continue from ``checkpoint`` when it exists; the result equals an uninterrupted run. Ctrl-C (or
+            SIGTERM), from the main thread, finishes the step, writes the state and raises :class:`TuningStopped`.
         progress: show a tqdm bar.
         callback: called as ``callback(step, loss)`` after every step (1-based step).
         init_examples: item indices of ``data`` to initialise from instead of random ones (``init="example"``);
@@ -954,54 +965,60 @@ def tune(
 
         bar = tqdm(total=cfg.steps, initial=step, desc="tune", unit="step")
     last_loss = float("nan")
-    try:
-        if step == 0:
-            validate()
-        while step < cfg.steps:
-            q_img, q_lab = _sample_batch(data, where, cfg, rng)
-            for group_ in opt.param_groups:
-                group_["lr"] = _lr_at(step, cfg)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                loss = prompt_loss(
-                    model,
-                    prompt_images,
-                    prompt_masks,
-                    q_img.to(device),
-                    q_lab.to(device),
-                    groups,
-                    task,
-                    cfg.ignore_index,
-                    cfg.foreground_weight,
-                    cfg.loss,
-                    cfg.iou_temperature,
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if cfg.clamp:
-                with torch.no_grad():
-                    for p in learned:
-                        p.copy_(torch.maximum(torch.minimum(p, hi), lo))
-            step += 1
-            last_loss = float(loss.detach())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.4f}")
-            if step % cfg.val_every == 0 or step == cfg.steps:
+    with StopRequest() as stop:
+        try:
+            if step == 0:
                 validate()
-                if bar is not None and best:
-                    bar.set_postfix(loss=f"{last_loss:.4f}", val=f"{history[-1][1]:.1f}", best=f"{best['score']:.1f}")
-            if callback is not None:
-                callback(step, last_loss)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                save_state()
-        save_state()
-    finally:
-        if bar is not None:
-            bar.close()
-        for n, p in model.named_parameters():
-            p.requires_grad_(flags[n])
-        model.train(was_training)
+            while step < cfg.steps:
+                q_img, q_lab = _sample_batch(data, where, cfg, rng)
+                for group_ in opt.param_groups:
+                    group_["lr"] = _lr_at(step, cfg)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    loss = prompt_loss(
+                        model,
+                        prompt_images,
+                        prompt_masks,
+                        q_img.to(device),
+                        q_lab.to(device),
+                        groups,
+                        task,
+                        cfg.ignore_index,
+                        cfg.foreground_weight,
+                        cfg.loss,
+                        cfg.iou_temperature,
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if cfg.clamp:
+                    with torch.no_grad():
+                        for p in learned:
+                            p.copy_(torch.maximum(torch.minimum(p, hi), lo))
+                step += 1
+                last_loss = float(loss.detach())
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.4f}")
+                if step % cfg.val_every == 0 or step == cfg.steps:
+                    validate()
+                    if bar is not None and best:
+                        bar.set_postfix(
+                            loss=f"{last_loss:.4f}", val=f"{history[-1][1]:.1f}", best=f"{best['score']:.1f}"
+                        )
+                if callback is not None:
+                    callback(step, last_loss)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                    save_state()
+                if stop.requested and step < cfg.steps:
+                    save_state()
+                    raise TuningStopped(step, ckpt_path)
+            save_state()
+        finally:
+            if bar is not None:
+                bar.close()
+            for n, p in model.named_parameters():
+                p.requires_grad_(flags[n])
+            model.train(was_training)
 
     meta = {
         "steps": cfg.steps,

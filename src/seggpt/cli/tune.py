@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "In-context tuning: the model stays frozen and the example itself (image, and mask) is learned on a "
             "dataset. The result is a small .safetensors prompt file that segment / video / eval take with "
-            "--prompt-file. It records the model it was tuned for and is refused by any other model."
+            "--prompt-file. It records the model it was tuned for and is refused by any other model. Ctrl-C "
+            "finishes the step and writes the tuning state (exit code 130); --resume continues from it."
         ),
     )
     p.add_argument("--data", required=True, help="folder with images/ and masks/ (matching file stems)")
@@ -90,7 +91,15 @@ def save_preview(prompts: list, path: str, overwrite: bool = False) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seggpt.checkpoint import load_model
-    from seggpt.tuning import TuneConfig, dataset_classes, open_folder, parse_class, save_prompts, tune
+    from seggpt.tuning import (
+        TuneConfig,
+        TuningStopped,
+        dataset_classes,
+        open_folder,
+        parse_class,
+        save_prompts,
+        tune,
+    )
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -128,17 +137,21 @@ def run(args: argparse.Namespace) -> int:
         if len(classes) > 64:
             raise ValueError(f"{len(classes)} classes found in {args.data}; choose some with --classes")
     print(f"tuning {args.mode} prompt for classes {classes} on {len(data)} images, {args.steps} steps")
-    prompts = tune(
-        model,
-        data,
-        classes,
-        task=args.task,
-        config=config,
-        checkpoint=state,
-        resume=args.resume,
-        progress=not args.no_progress,
-        info={"data": str(Path(args.data).resolve())},
-    )
+    try:
+        prompts = tune(
+            model,
+            data,
+            classes,
+            task=args.task,
+            config=config,
+            checkpoint=state,
+            resume=args.resume,
+            progress=not args.no_progress,
+            info={"data": str(Path(args.data).resolve())},
+        )
+    except TuningStopped as stopped:
+        print(f"stopped at step {stopped.step} with its state in {state}; run the same command with --resume to go on")
+        return 130
     save_prompts(prompts, out, overwrite=args.overwrite)
     if args.preview:
         save_preview(prompts, args.preview, overwrite=args.overwrite)

@@ -22,9 +22,6 @@ import logging
 import os
 import random
 import re
-import signal
-import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +39,7 @@ from seggpt.config import preset
 from seggpt.data.base import DataError, Source
 from seggpt.data.mixture import Mixture, StepSampler, TrainingSamples, collate
 from seggpt.modeling import SegGPT
+from seggpt.stopping import StopRequest
 from seggpt.train import distributed as D
 from seggpt.train.attributes import AttributeHead, WithAttributes, attribute_batch, attribute_loss
 from seggpt.train.config import TrainConfig
@@ -208,37 +206,6 @@ def _load_model_and_optim_state(model, optimizer, msd: dict, osd: dict, info: D.
 
 
 # Training ------------------------------------------------------------------------------------------------
-class StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM during training asks the run to stop after the step it is on, with a checkpoint
-    to resume from, instead of losing the steps since the last one; a second signal stops at once.
-
-    Installed only in the main thread (Python runs signal handlers there); elsewhere it never asks to stop.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        name = signal.Signals(signum).name
-        print(f"\n{name}: stopping after this step, with a checkpoint; again to stop at once", file=sys.stderr)
-
-
 def train(
     config: TrainConfig,
     sources: Sequence[Source] | None = None,
