@@ -88,6 +88,15 @@ def all_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return x
 
 
+def all_max(value: int, info: DistInfo) -> int:
+    """The largest of an int over ranks (itself when alone), e.g. a reason to stop that any rank may have."""
+    if not info.enabled:
+        return value
+    x = torch.tensor(float(value), device=info.device)  # nccl reduces only GPU tensors
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return int(x.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -472,17 +472,12 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: 
             bar.update(1)
         over_time = time_limit is not None and time.perf_counter() - t0 > time_limit
         # 1: out of time, 2: a stop was asked for (on any rank: all of them stop at the same step)
-        reason = max(int(over_time), 2 * int(stop.requested))
-        if info.enabled:
-            flag = torch.tensor(float(reason), device=info.device)  # nccl reduces only GPU tensors
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            reason = int(flag.item())
-        interrupted = reason == 2 and done < cfg.steps
+        reason = D.all_max(max(int(over_time), 2 * int(stop.requested)), info)
         early = done < cfg.steps and (reason > 0 or (stop_after is not None and done >= stop_after))
         if done % cfg.checkpoint_every == 0 or early or done == cfg.steps:
             save_checkpoint(done)
         if early:
-            stopped_early = True
+            stopped_early, interrupted = True, reason == 2
             break
     if bar is not None:
         bar.close()
