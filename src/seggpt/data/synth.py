@@ -28,12 +28,15 @@ Samplers (all take a ``numpy.random.Generator`` and use nothing else, so a seed 
 
 Images are (H, W, 3) uint8, masks and label maps (H, W) uint8 (0 = background). Rendering is numpy plus PIL's
 polygon filler; a 128x128 pair takes 4-6 ms on one core (``python -m seggpt.data.synth`` measures it).
+
+Where things are: :mod:`seggpt.data.synth_vocab` says what an object can be (shapes, textures, colours, the
+held-out split), :mod:`seggpt.data.synth_objects` draws and rasterises one object, and this module paints them
+into scenes and draws the tasks, the videos and the training source. Import everything from here.
 """
 
 from __future__ import annotations
 
 import colorsys
-import functools
 import math
 import time
 from dataclasses import dataclass, replace
@@ -43,353 +46,38 @@ from PIL import Image, ImageDraw
 
 from seggpt.data.base import INSTANCE, SEMANTIC, Pair
 
-# ----------------------------------------------------------------------------------------------------------
-# Attribute vocabularies and the held-out split
-# ----------------------------------------------------------------------------------------------------------
-
-Size = tuple[int, int]
-
-# Never shown in training; the categories of the "eval" split. Chosen to be unlike every training shape and
-# texture, so they are novel rather than near-duplicates (a held-out hexagon would be a pentagon in disguise).
-HELD_OUT_SHAPES: tuple[str, ...] = ("heart", "crescent", "arrow", "t_shape")
-HELD_OUT_TEXTURES: tuple[str, ...] = ("rings", "grid")
-
-# name -> hue in degrees (None: achromatic), saturation range, value range
-_COLOUR_SPECS: dict[str, tuple[float | None, tuple[float, float], tuple[float, float]]] = {
-    "red": (0.0, (0.75, 1.0), (0.7, 1.0)),
-    "orange": (28.0, (0.8, 1.0), (0.85, 1.0)),
-    "yellow": (55.0, (0.7, 1.0), (0.85, 1.0)),
-    "green": (120.0, (0.6, 1.0), (0.55, 0.95)),
-    "cyan": (182.0, (0.6, 1.0), (0.75, 1.0)),
-    "blue": (228.0, (0.65, 1.0), (0.65, 1.0)),
-    "purple": (278.0, (0.55, 0.9), (0.5, 0.9)),
-    "pink": (322.0, (0.35, 0.65), (0.9, 1.0)),
-    "white": (None, (0.0, 0.06), (0.92, 1.0)),
-    "black": (None, (0.0, 0.1), (0.05, 0.16)),
-}
-COLOURS: tuple[str, ...] = tuple(_COLOUR_SPECS)
-
-
-def _regular(k: int, radius: float = 1.0, phase: float = -math.pi / 2) -> np.ndarray:
-    t = phase + 2 * math.pi * np.arange(k) / k
-    return np.stack([np.cos(t), np.sin(t)], 1) * radius
-
-
-def _star(k: int, inner: float) -> np.ndarray:
-    t = -math.pi / 2 + math.pi * np.arange(2 * k) / k
-    r = np.where(np.arange(2 * k) % 2 == 0, 1.0, inner)
-    return np.stack([np.cos(t) * r, np.sin(t) * r], 1)
-
-
-def _arc(t0: float, t1: float, n: int = 40) -> np.ndarray:
-    t = np.linspace(t0, t1, n)
-    return np.stack([np.cos(t), np.sin(t)], 1)
-
-
-def _heart() -> np.ndarray:
-    t = np.linspace(0, 2 * math.pi, 64, endpoint=False)
-    x = 16 * np.sin(t) ** 3
-    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
-    p = np.stack([x, y], 1)
-    p -= (p.max(0) + p.min(0)) / 2
-    return p / np.abs(p).max()
-
-
-def _poly(xy: str) -> np.ndarray:
-    # "x0 y0 x1 y1 ..." -> (N, 2): vertices in unit coordinates, y pointing down.
-    return np.array(xy.split(), np.float64).reshape(-1, 2)
-
-
-_CIRCLE = _regular(48, phase=0.0)
-# Each shape is a list of (polygon in unit coordinates, fill): fill 1 paints, fill 0 cuts a hole afterwards.
-_SHAPE_POLYGONS: dict[str, list[tuple[np.ndarray, int]]] = {
-    "circle": [(_CIRCLE, 1)],
-    "ellipse": [(_CIRCLE * [1.0, 0.55], 1)],
-    "semicircle": [(_arc(0, math.pi) - [0, 0.42], 1)],
-    "triangle": [(_regular(3) + [0, 0.2], 1)],
-    "square": [(_regular(4, 1.0, math.pi / 4), 1)],
-    "rectangle": [(_poly("-1 -0.5 1 -0.5 1 0.5 -1 0.5"), 1)],
-    "diamond": [(_poly("0 -1 0.6 0 0 1 -0.6 0"), 1)],
-    "trapezoid": [(_poly("-1 0.55 1 0.55 0.45 -0.55 -0.45 -0.55"), 1)],
-    "pentagon": [(_regular(5), 1)],
-    "hexagon": [(_regular(6), 1)],
-    "star4": [(_star(4, 0.38), 1)],
-    "star5": [(_star(5, 0.45), 1)],
-    "star6": [(_star(6, 0.55), 1)],
-    "cross": [(_poly("-.3 -1  .3 -1  .3 -.3  1 -.3  1 .3  .3 .3  .3 1  -.3 1  -.3 .3  -1 .3  -1 -.3  -.3 -.3"), 1)],
-    "ring": [(_CIRCLE, 1), (_CIRCLE * 0.55, 0)],
-    "frame": [(_regular(4, 1.0, math.pi / 4), 1), (_regular(4, 0.62, math.pi / 4), 0)],
-    "l_shape": [(_poly("-0.75 -1 -0.2 -1 -0.2 0.45 0.75 0.45 0.75 1 -0.75 1"), 1)],
-    "chevron": [(_poly("-1 -0.2 0 -0.9 1 -0.2 1 0.35 0 -0.35 -1 0.35") + [0, 0.27], 1)],
-    "drop": [(np.concatenate([_arc(-math.pi / 6, 7 * math.pi / 6) * 0.7 + [0, 0.3], [[0, -1.0]]]), 1)],
-    "bowtie": [(_poly("-1 -0.8 0 -0.15 1 -0.8 1 0.8 0 0.15 -1 0.8"), 1)],
-    # held out
-    "heart": [(_heart(), 1)],
-    "crescent": [(_CIRCLE, 1), (_CIRCLE * 0.85 + [0.45, -0.1], 0)],
-    "arrow": [(_poly("-1 -0.2 0.15 -0.2 0.15 -0.6 1 0 0.15 0.6 0.15 0.2 -1 0.2"), 1)],
-    "t_shape": [(_poly("-1 -1 1 -1 1 -0.5 0.25 -0.5 0.25 1 -0.25 1 -0.25 -0.5 -1 -0.5"), 1)],
-}
-SHAPES: tuple[str, ...] = tuple(_SHAPE_POLYGONS)
-TEXTURES: tuple[str, ...] = (
-    *("solid", "stripes", "checker", "dots", "gradient", "noise", "zigzag", "speckle"),
-    *("rings", "grid"),
+# The vocabulary and the single object live in their own modules; this module is the one public namespace of
+# SynthContext, so they are re-exported here (and looked up here: painting calls this module's object_mask and
+# texture_field).
+from seggpt.data.synth_objects import (  # noqa: F401
+    SceneObject,
+    Size,
+    object_mask,
+    random_object,
+    texture_field,
 )
-ATTRIBUTES: tuple[str, ...] = ("shape", "texture", "colour")
-
-TRAIN_SHAPES: tuple[str, ...] = tuple(s for s in SHAPES if s not in HELD_OUT_SHAPES)
-
-# Procedural shapes "random:<seed>": an endless family of star-shaped polygons and smooth blobs, one exact
-# outline per seed. Training draws them as categories and distractors so the model learns to match *an*
-# outline to the example's, not to recognise twenty named ones: that is what novel categories need.
-RANDOM_SHAPE_PREFIX = "random:"
-
-
-def random_shape_name(rng: np.random.Generator) -> str:
-    return f"{RANDOM_SHAPE_PREFIX}{int(rng.integers(1 << 24))}"
-
-
-@functools.lru_cache(maxsize=4096)
-def _random_shape(seed: int) -> np.ndarray:
-    g = np.random.default_rng([7919, seed])
-    if seed % 2:
-        # Polygon: 5..9 vertices at jittered angles and radii.
-        k = int(g.integers(5, 10))
-        t = 2 * math.pi * (np.arange(k) + g.uniform(-0.3, 0.3, k)) / k
-        r = g.uniform(0.45, 1.0, k)
-    else:
-        # Blob: a radius that is a low-order Fourier series of the angle.
-        t = np.linspace(0, 2 * math.pi, 48, endpoint=False)
-        r = np.ones_like(t)
-        for j in range(1, 5):
-            r += g.uniform(-0.28, 0.28) / j**0.5 * np.cos(j * t + g.uniform(0, 2 * math.pi))
-        r = np.clip(r, 0.3, None)
-    p = np.stack([np.cos(t) * r, np.sin(t) * r], 1)
-    return p / np.abs(p).max()
-
-
-def shape_polygons(shape: str) -> list[tuple[np.ndarray, int]]:
-    """The outline of a shape in unit coordinates: (polygon, fill) pairs, fill 0 cutting holes."""
-    if shape.startswith(RANDOM_SHAPE_PREFIX):
-        return [(_random_shape(int(shape[len(RANDOM_SHAPE_PREFIX) :])), 1)]
-    return _SHAPE_POLYGONS[shape]
-
-
-TRAIN_TEXTURES: tuple[str, ...] = tuple(t for t in TEXTURES if t not in HELD_OUT_TEXTURES)
-SPLITS = ("train", "eval")
-P_RANDOM_SHAPE = 0.3  # training only: the eval split uses exactly the held-out named shapes
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """The attribute values a split may draw: ``categories`` for what is segmented, the rest for everything."""
-
-    shapes: tuple[str, ...]
-    textures: tuple[str, ...]
-    colours: tuple[str, ...]
-    category_values: dict[str, tuple[str, ...]]
-    # Chance that a shape (category or not) is a procedural "random:<seed>" one instead of a named one.
-    p_random_shape: float = 0.0
-
-    def values(self, attribute: str) -> tuple[str, ...]:
-        return {"shape": self.shapes, "texture": self.textures, "colour": self.colours}[attribute]
-
-    def draw(
-        self, rng: np.random.Generator, attribute: str, exclude: tuple[str, ...] = (), category: bool = False
-    ) -> str:
-        """One value of ``attribute`` not in ``exclude``: a category value when ``category``, else any value."""
-        if attribute == "shape" and self.p_random_shape > 0 and rng.random() < self.p_random_shape:
-            return random_shape_name(rng)
-        pool = self.category_values[attribute] if category else self.values(attribute)
-        pool = [v for v in pool if v not in exclude]
-        return pool[int(rng.integers(len(pool)))]
-
-    def is_value(self, attribute: str, value: str, category: bool = False) -> bool:
-        if attribute == "shape" and self.p_random_shape > 0 and value.startswith(RANDOM_SHAPE_PREFIX):
-            return True
-        return value in (self.category_values.get(attribute, ()) if category else self.values(attribute))
-
-
-def vocabulary(split: str) -> Vocabulary:
-    """What a split draws. ``train`` never sees a held-out shape or texture anywhere; ``eval`` segments only the
-    held-out ones (and may show any value as a distractor)."""
-    if split == "train":
-        return Vocabulary(
-            TRAIN_SHAPES,
-            TRAIN_TEXTURES,
-            COLOURS,
-            {"shape": TRAIN_SHAPES, "texture": TRAIN_TEXTURES, "colour": COLOURS},
-            p_random_shape=P_RANDOM_SHAPE,
-        )
-    if split == "eval":
-        return Vocabulary(SHAPES, TEXTURES, COLOURS, {"shape": HELD_OUT_SHAPES, "texture": HELD_OUT_TEXTURES})
-    raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-
+from seggpt.data.synth_vocab import (  # noqa: F401
+    ATTRIBUTES,
+    COLOURS,
+    HELD_OUT_SHAPES,
+    HELD_OUT_TEXTURES,
+    P_RANDOM_SHAPE,
+    RANDOM_SHAPE_PREFIX,
+    SHAPES,
+    SPLITS,
+    TEXTURES,
+    TRAIN_SHAPES,
+    TRAIN_TEXTURES,
+    Vocabulary,
+    random_rgb,
+    random_shape_name,
+    shape_polygons,
+    vocabulary,
+)
 
 # ----------------------------------------------------------------------------------------------------------
-# Objects and their rendering
+# Painting objects
 # ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SceneObject:
-    """One object. Positions and sizes are in pixels of the scene it is drawn in."""
-
-    shape: str
-    texture: str
-    colour: str
-    rgb: tuple[float, float, float]  # main colour in [0, 255]
-    rgb2: tuple[float, float, float]  # second colour of the pattern: a shade of the main one
-    cx: float
-    cy: float
-    radius: float
-    angle: float  # radians
-    aspect: float  # anisotropic scale x / y, near 1 so a circle stays a circle
-    tex_angle: float  # pattern direction in the object's frame, so the pattern turns with the object
-    tex_period: float  # pattern period in pixels (a fraction of the radius)
-    tex_seed: int
-
-    def attribute(self, name: str) -> str:
-        return getattr(self, name)
-
-
-def _random_rgb(rng: np.random.Generator, colour: str) -> tuple[np.ndarray, np.ndarray]:
-    hue, (s0, s1), (v0, v1) = _COLOUR_SPECS[colour]
-    h = ((hue + rng.uniform(-8, 8)) / 360.0) % 1.0 if hue is not None else rng.random()
-    rgb = np.array(colorsys.hsv_to_rgb(h, rng.uniform(s0, s1), rng.uniform(v0, v1))) * 255
-    # The pattern's second colour is a shade of the first, so an object's hue stays readable as its colour.
-    if colour == "black":
-        rgb2 = rgb + (255 - rgb) * rng.uniform(0.3, 0.45)
-    elif colour == "white":
-        rgb2 = rgb * rng.uniform(0.55, 0.7)
-    else:
-        rgb2 = rgb * rng.uniform(0.35, 0.6)
-    return rgb, rgb2
-
-
-def random_object(
-    rng: np.random.Generator,
-    size: Size,
-    vocab: Vocabulary,
-    fixed: dict[str, str] | None = None,
-    exclude: dict[str, str] | None = None,
-    radius_range: tuple[float, float] = (0.08, 0.2),
-) -> SceneObject:
-    """An object with independent random attributes, some fixed (``fixed``) or forbidden (``exclude``).
-
-    Args:
-        size: (H, W) of the scene.
-        radius_range: object radius as a fraction of min(H, W).
-    """
-    fixed = fixed or {}
-    exclude = exclude or {}
-    attrs = {}
-    for name in ATTRIBUTES:
-        if name in fixed:
-            attrs[name] = fixed[name]
-        else:
-            attrs[name] = vocab.draw(rng, name, exclude=(exclude[name],) if name in exclude else ())
-    h, w = size
-    radius = rng.uniform(*radius_range) * min(h, w)
-    rgb, rgb2 = _random_rgb(rng, attrs["colour"])
-    return SceneObject(
-        shape=attrs["shape"],
-        texture=attrs["texture"],
-        colour=attrs["colour"],
-        rgb=tuple(rgb),
-        rgb2=tuple(rgb2),
-        cx=rng.uniform(0.1 * w, 0.9 * w),
-        cy=rng.uniform(0.1 * h, 0.9 * h),
-        radius=radius,
-        angle=rng.uniform(0, 2 * math.pi),
-        aspect=float(np.exp(rng.uniform(-0.12, 0.12))),
-        tex_angle=rng.uniform(0, math.pi),
-        tex_period=rng.uniform(0.25, 0.5) * radius,
-        tex_seed=int(rng.integers(1 << 30)),
-    )
-
-
-def _transform(obj: SceneObject, pts: np.ndarray) -> np.ndarray:
-    c, s = math.cos(obj.angle), math.sin(obj.angle)
-    sx = obj.radius * math.sqrt(obj.aspect)
-    sy = obj.radius / math.sqrt(obj.aspect)
-    x = pts[:, 0] * sx
-    y = pts[:, 1] * sy
-    return np.stack([obj.cx + c * x - s * y, obj.cy + s * x + c * y], 1)
-
-
-def object_mask(obj: SceneObject, size: Size) -> tuple[np.ndarray, tuple[slice, slice]] | None:
-    """Rasterise an object: its boolean mask inside its bounding box and the box, or None when off-canvas."""
-    h, w = size
-    polys = [(_transform(obj, p), f) for p, f in shape_polygons(obj.shape)]
-    outer = polys[0][0]
-    x0, y0 = np.floor(outer.min(0)).astype(int)
-    x1, y1 = np.ceil(outer.max(0)).astype(int) + 1
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    canvas = Image.new("L", (x1 - x0, y1 - y0), 0)
-    draw = ImageDraw.Draw(canvas)
-    for p, fill in polys:
-        draw.polygon([(float(a - x0), float(b - y0)) for a, b in p], fill=fill)
-    mask = np.asarray(canvas, dtype=bool)
-    return mask, (slice(y0, y1), slice(x0, x1))
-
-
-def _hash01(a: np.ndarray, b: np.ndarray, seed: int) -> np.ndarray:
-    # A cheap deterministic hash of integer lattice points -> [0, 1): patterns attached to the object, so they
-    # move with it between views and frames (an rng draw per pixel would flicker).
-    v = np.sin(a * 12.9898 + b * 78.233 + (seed % 10007) * 0.618) * 43758.5453
-    return v - np.floor(v)
-
-
-def _value_noise(u: np.ndarray, v: np.ndarray, cell: float, seed: int) -> np.ndarray:
-    gu, gv = u / cell, v / cell
-    iu, iv = np.floor(gu), np.floor(gv)
-    fu, fv = gu - iu, gv - iv
-    fu, fv = fu * fu * (3 - 2 * fu), fv * fv * (3 - 2 * fv)
-    n00, n10 = _hash01(iu, iv, seed), _hash01(iu + 1, iv, seed)
-    n01, n11 = _hash01(iu, iv + 1, seed), _hash01(iu + 1, iv + 1, seed)
-    return (n00 * (1 - fu) + n10 * fu) * (1 - fv) + (n01 * (1 - fu) + n11 * fu) * fv
-
-
-def texture_field(texture: str, u: np.ndarray, v: np.ndarray, period: float, angle: float, seed: int) -> np.ndarray:
-    """Blend weight in [0, 1] between an object's two colours at local coordinates (u, v) (pixels, object frame).
-
-    Args:
-        u, v: (h, w) coordinates relative to the object centre, rotated with the object.
-        period: pattern period in pixels; angle: pattern direction in the object frame.
-    """
-    ca, sa = math.cos(angle), math.sin(angle)
-    a = u * ca + v * sa
-    b = -u * sa + v * ca
-    if texture == "solid":
-        return np.zeros_like(u)
-    if texture == "stripes":
-        return ((a / period) % 1.0 < 0.5).astype(np.float32)
-    if texture == "checker":
-        return ((np.floor(a / period) + np.floor(b / period)) % 2).astype(np.float32)
-    if texture == "dots":
-        fa = (a / period) % 1.0 - 0.5
-        fb = (b / period) % 1.0 - 0.5
-        return (fa * fa + fb * fb < 0.09).astype(np.float32)
-    if texture == "gradient":
-        # Over a span tied to the object (period ~ radius / 3), not to the visible box, so a cropped or
-        # half-hidden object keeps its shading.
-        return np.clip(0.5 + a / (6 * period), 0, 1)
-    if texture == "noise":
-        return np.clip((_value_noise(a, b, period * 0.8, seed) - 0.5) * 2.2 + 0.5, 0, 1)
-    if texture == "zigzag":
-        tri = np.abs((b / period) % 1.0 - 0.5) * 2  # triangle wave along the stripes
-        return (((a / period) + 0.6 * tri) % 1.0 < 0.5).astype(np.float32)
-    if texture == "speckle":
-        return (_hash01(np.floor(a / 2), np.floor(b / 2), seed) < 0.4).astype(np.float32)
-    if texture == "rings":
-        return ((np.sqrt(u * u + v * v) / period) % 1.0 < 0.5).astype(np.float32)
-    if texture == "grid":
-        fa = (a / period) % 1.0
-        fb = (b / period) % 1.0
-        return ((fa < 0.22) | (fb < 0.22)).astype(np.float32)
-    raise ValueError(f"unknown texture {texture!r}; choose one of {TEXTURES}")
 
 
 def paint_object(image: np.ndarray, labels: np.ndarray, obj: SceneObject, label: int) -> None:
