@@ -9,6 +9,10 @@ from eval_fixtures import (
     FakePredictor,
     FakeVideoPredictor,
     coco_category_ids,
+    rgb_from_red,
+    save_jpg,
+    save_png,
+    square,
     write_ade,
     write_clinicdb,
     write_coco,
@@ -108,17 +112,47 @@ def test_fss1000_two_shots_use_the_other_images(tmp_path):
     assert all(len(c["images"]) == 2 and c["ensemble"] == "spatial" for c in pred.calls)
 
 
-def test_fss1000_needs_a_split_file(tmp_path):
+def test_fss1000_split_file_replaces_the_default(tmp_path):
     data = write_fss(tmp_path, split=False)
-    with pytest.raises(FileNotFoundError, match="--split-file"):
-        evaluate("fss1000", FakePredictor(), data)
     split = tmp_path / "mine.txt"
     split.write_text("cat_a\n")
     r = evaluate("fss1000", FakePredictor(), data, EvalOptions(split_file=split))
-    assert r.metrics["mIoU"] == 100.0
+    assert r.metrics["mIoU"] == 100.0 and r.protocol["split_file"] == str(split)
     split.write_text("cat_a\nnot_there\n")
     with pytest.raises(FileNotFoundError, match="not_there"):
         evaluate("fss1000", FakePredictor(), data, EvalOptions(split_file=split))
+    with pytest.raises(FileNotFoundError, match="split file"):
+        evaluate("fss1000", FakePredictor(), data, EvalOptions(split_file=tmp_path / "absent.txt"))
+
+
+def test_fss1000_official_split_is_shipped():
+    names = fss_mod.official_split()
+    assert len(names) == len(set(names)) == 240
+    assert {"bus", "hotel_slipper", "abe's_flyingfish", "tower_pisa"} <= set(names)
+
+
+def test_fss1000_defaults_to_the_official_split(tmp_path):
+    """No --split-file and no list beside the data: the official 240 test classes, and nothing else."""
+    names = fss_mod.official_split()
+    data = tmp_path / "fss"
+    m = square((8, 8), 2, 6, 2, 6)
+    for name in [*names, "a_training_class"]:  # a class outside the split is never read
+        for n in (1, 2):
+            save_png(data / name / f"{n}.png", m * 255)
+            save_jpg(data / name / f"{n}.jpg", rgb_from_red(m * 255))
+    r = evaluate("fss1000", FakePredictor(), data, EvalOptions(shots=1))
+    assert sorted(r.details["class_iou"]) == sorted(names) and r.details["episodes"] == 480
+    assert r.metrics["mIoU"] == 100.0
+    assert r.protocol["split_file"].startswith("official")
+    # Classes of the split that are missing are named, with how many.
+    for n in (1, 2):
+        (data / names[0] / f"{n}.png").unlink()
+        (data / names[0] / f"{n}.jpg").unlink()
+    (data / names[0]).rmdir()
+    with pytest.raises(FileNotFoundError, match=f"1 of the 240 test classes .*{names[0]}"):
+        evaluate("fss1000", FakePredictor(), data)
+    with pytest.raises(FileNotFoundError, match="240 of the 240 test classes"):
+        evaluate("fss1000", FakePredictor(), write_fss(tmp_path / "small", split=False))
 
 
 # COCO-20i ------------------------------------------------------------------------------------------------

@@ -3,15 +3,18 @@
 Every test image is the query of one episode; its supports are drawn (seed 0) from the other 9 images of its
 class; masks are binarised at 128. The score is the few-shot mIoU over the 240 classes (and FB-IoU).
 
-The standard test split (the one HSNet and its successors use, and SegGPT reports on) is a list of 240 class
-folder names. This package does not ship that list: give it with ``--split-file`` or put it at
-``DIR/test.txt`` (or ``DIR/splits/test.txt``), one class name per line.
+The test split is a list of 240 class folder names. The package ships FSS-1000's official one
+(``seggpt/eval/data/fss1000_test_classes.txt``, the dataset repository's ``fss_test_set.txt``; the split HSNet
+and its successors use, and SegGPT reports on), so the paper's protocol needs nothing but the images. Another
+list, one class name per line, replaces it: ``--split-file``, or ``DIR/test.txt`` (or ``DIR/splits/test.txt``)
+beside the data. The report's protocol names the list used.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,19 @@ SEED = 0
 LAYOUT = """\
 DIR/                         (or DIR/fewshot_data/)
   <class>/1.jpg, 1.png, ..., 10.jpg, 10.png     one folder per class: image + binary mask (0/255)
-  test.txt  (or splits/test.txt, or --split-file)  the 240 test class names, one per line
+  test.txt  (optional; or splits/test.txt, or --split-file)  test class names, one per line
+                             (default: the official 240-class test split, shipped with the package)
 """
 PAPER = {"one-shot mIoU": 85.6, "few-shot mIoU": 89.3}
+# FSS-1000's official test split: 240 class names (package data).
+OFFICIAL_SPLIT = "fss1000_test_classes.txt"
+OFFICIAL_SPLIT_NAME = f"official ({OFFICIAL_SPLIT}, 240 classes)"
+
+
+def official_split() -> list[str]:
+    """The 240 class names of FSS-1000's official test split, in file order."""
+    text = resources.files("seggpt.eval").joinpath("data", OFFICIAL_SPLIT).read_text()
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 def _root(data: Path) -> Path:
@@ -40,19 +53,19 @@ def _root(data: Path) -> Path:
     return nested if nested.is_dir() else data
 
 
-def _split_file(data: Path, root: Path, options: EvalOptions) -> Path:
+def _split(data: Path, root: Path, options: EvalOptions) -> tuple[list[str], str]:
+    """The test class names and where they came from: --split-file, a list beside the data, or the official one."""
     if options.split_file is not None:
         if not Path(options.split_file).is_file():
             raise FileNotFoundError(f"split file {options.split_file} not found")
-        return Path(options.split_file)
-    for cand in (data / "test.txt", data / "splits" / "test.txt", root / "test.txt"):
-        if cand.is_file():
-            return cand
-    raise layout_error(
-        f"no FSS-1000 test split under {data}: pass --split-file with the 240 test class names "
-        "(the standard split used by HSNet, splits/fss/test.txt)",
-        LAYOUT,
-    )
+        path = Path(options.split_file)
+    else:
+        found = [c for c in (data / "test.txt", data / "splits" / "test.txt", root / "test.txt") if c.is_file()]
+        if not found:
+            return official_split(), OFFICIAL_SPLIT_NAME
+        path = found[0]
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return names, str(path)
 
 
 @dataclass
@@ -71,17 +84,24 @@ class FSSData:
 def build_episodes(data: Path, options: EvalOptions) -> tuple[list[Episode], list[str], FSSData]:
     """The benchmark's episodes (class ids are positions in the split file), class names and reader."""
     root = _root(data)
-    split = _split_file(data, root, options)
+    names, split = _split(data, root, options)
+    log.info("FSS-1000 test split: %s", split)
     # Sorted by name, as the standard evaluation orders the test classes (episode i is the same everywhere).
-    classes = sorted({ln.strip() for ln in split.read_text().splitlines() if ln.strip() and not ln.startswith("#")})
+    classes = sorted(set(names))
     if not classes:
         raise ValueError(f"split file {split} lists no classes")
+    missing = [name for name in classes if not (root / name).is_dir()]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise layout_error(
+            f"{len(missing)} of the {len(classes)} test classes listed in {split} have no folder under {root}: "
+            f"{', '.join(missing[:5])}{more} (another split: --split-file)",
+            LAYOUT,
+        )
     items_by_class: dict[int, list[str]] = {}
     queries: list[tuple[str, int]] = []
     for cid, name in enumerate(classes):
         folder = root / name
-        if not folder.is_dir():
-            raise layout_error(f"class folder {folder} (listed in {split}) not found", LAYOUT)
         stems = sorted((p.stem for p in folder.glob("*.jpg") if (folder / f"{p.stem}.png").is_file()), key=natural_key)
         if len(stems) < 2:
             raise layout_error(f"class folder {folder} needs at least 2 image/mask pairs (<n>.jpg + <n>.png)", LAYOUT)
@@ -99,7 +119,7 @@ def collect(predictor: Any, data: Path, options: EvalOptions, shard: Shard, prog
     meter = run_fewshot(
         predictor, episodes, reader, range(len(classes)), options.shots, options.ensemble, shard, progress
     )
-    return {"meters": {0: meter}, "names": dict(enumerate(classes))}
+    return {"meters": {0: meter}, "names": dict(enumerate(classes)), "split": _split(data, _root(data), options)[1]}
 
 
 def summarize(states: list[Any], options: EvalOptions) -> BenchmarkResult:
@@ -112,7 +132,7 @@ def summarize(states: list[Any], options: EvalOptions) -> BenchmarkResult:
         "ensemble": options.ensemble or "feature",
         "seed": SEED if options.seed is None else options.seed,
         "mask_threshold": 128,
-        "split_file": str(options.split_file) if options.split_file else "DIR/test.txt",
+        "split_file": states[0]["split"],
     }
     paper = {"mIoU": PAPER["one-shot mIoU"]} if options.shots == 1 else {"mIoU": PAPER["few-shot mIoU"]}
     return BenchmarkResult(NAME, metrics, details, protocol, paper)

@@ -47,7 +47,7 @@ class EvalOptions:
         seed: episode / example sampling seed (None: the benchmark's published seed).
         episodes: episodes per fold (None: the published number).
         folds: folds to run (None: all four), COCO-20i / PASCAL-5i.
-        split_file: a class or image list replacing the default split (FSS-1000 needs one).
+        split_file: a class or image list replacing the default split (FSS-1000: its official test split).
         seeds: ADE20K example-sampling seeds (None: 1000, 2000, 3000, 4000).
         context_frames: DAVIS: frames in the video predictor's feature ensemble (None: its default).
         batch_size: targets per forward where the protocol allows batching.
