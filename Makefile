@@ -18,20 +18,20 @@ demo: $(STAMP)
 	$(VENV)/bin/seggpt demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts projects
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts projects
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts projects
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts projects
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests benchmarks scripts
-	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
+	$(VENV)/bin/ruff format src tests benchmarks scripts projects
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts projects
 
 bench: $(STAMP)
 	$(PY) benchmarks/model_forward.py

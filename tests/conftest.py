@@ -15,7 +15,8 @@ def _seed():
 
 
 def load_script(name: str, folder: str = "benchmarks"):
-    """A script of benchmarks/ or scripts/ as a module (neither folder is a package), to test its functions."""
+    """A script of benchmarks/, scripts/ or a project's scripts/ as a module (no such folder is a package), to test
+    its functions."""
     import importlib.util
     from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""The shipped training configs load, build their data, and chain into the embedded model's recipe."""
+"""The training configs (shipped and the SynthContext project's) load, build their data, and chain into a recipe."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from seggpt.train import load_config
 from seggpt.train.trainer import build_sources
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+CONFIGS = sorted([*(ROOT / "configs").rglob("*.yaml"), *(ROOT / "projects").rglob("configs/**/*.yaml")])
 RECIPE = ["embedded", "embedded_continue", "embedded_shapes", "embedded_mix"]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
 def test_every_config_loads(path):
     cfg = load_config(path)
     assert cfg.steps > 0 and cfg.batch_size > 0
@@ -43,20 +43,18 @@ def test_the_embedded_recipe_chains_stage_to_stage():
     assert order == sorted(order)
 
 
-def test_the_two_hour_recipe_script_chains_stage_to_stage():
-    """docs/results/embedded_2h/train.sh: every override is a known key; each stage starts where the last ended."""
-    script = (ROOT / "docs/results/embedded_2h/train.sh").read_text()
-    run_root = re.search(r"^R=(\S+)$", script, re.M).group(1)
-    stages = []
-    for m in re.finditer(r"^\$S train (configs/\S+\.yaml)((?: \S+=\S+)*)((?: --\S+(?: \d+)?)*)$", script, re.M):
-        overrides = [o.replace("$R", run_root) for o in m.group(2).split()]
-        stages.append((load_config(ROOT / m.group(1), overrides), m.group(3)))
-    assert [s[0].run_dir for s in stages] == [f"{run_root}/stage{i}" for i in (1, 2, 3, 4)]
-    (s1, _), (s2, _), (s3, flags3), (s4, _) = stages
+def test_the_synthcontext_recipe_chains_stage_to_stage():
+    """projects/synthcontext: the old embedded model's four stages start where the last ended, run in order."""
+    project = ROOT / "projects/synthcontext"
+    script = (project / "scripts/train_embedded.sh").read_text()
+    names = ["embedded", "embedded_continue", "embedded_shapes", "embedded_mix"]
+    s1, s2, s3, s4 = (load_config(project / "configs/recipe" / f"{name}.yaml") for name in names)
     assert s1.model.init_from is None and s1.threads == 2
     assert s2.model.init_from == f"{s1.run_dir}/model.safetensors" and s2.steps == 2500
     assert s3.model.init_from == f"{s2.run_dir}/model.safetensors"
     assert s3.model.branch_init == "runs/branch.safetensors" and "--out runs/branch.safetensors" in script
-    stop = int(re.search(r"--stop-after (\d+)", flags3).group(1))
+    stop = int(re.search(r"embedded_shapes\.yaml --stop-after (\d+)", script).group(1))
     assert stop % s3.checkpoint_every == 0
     assert s4.model.init_from == f"{s3.run_dir}/checkpoints/step_{stop:07d}.pt"
+    order = [script.index(f"$C/{name}.yaml") for name in names]
+    assert order == sorted(order) and "C=projects/synthcontext/configs/recipe" in script

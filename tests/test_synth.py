@@ -284,7 +284,7 @@ def test_contrast_pairs_are_seeded_and_reach_the_source():
 
 
 def test_by_attribute_contrast_episodes_mark_the_lookalikes():
-    script = load_script("synth_by_attribute", folder="scripts")
+    script = load_script("synth_by_attribute", folder="projects/synthcontext/scripts")
     args = Namespace(seed=0, split="eval", size=64)
     found = 0
     for i in range(6):
