@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from seggpt.config import SegGPTConfig, evenly_spaced_outputs
+from seggpt.hub import resolve as resolve_hub_id
 from seggpt.io import atomic_write
 from seggpt.modeling import SegGPT
 from seggpt.modeling.layers import resize_rel_pos
@@ -329,8 +330,9 @@ def _safetensors_load(path: Path) -> tuple[StateDict, dict[str, str]]:
 def read_checkpoint(source: str | os.PathLike, **config_overrides) -> tuple[StateDict, SegGPTConfig]:
     """Read any supported checkpoint into (official-key state dict, config). Does not build a model.
 
+    ``source`` is a path or a Hugging Face hub id (:mod:`seggpt.hub`; a local path that exists wins).
     ``config_overrides`` replace config fields, for what a bare official checkpoint cannot tell."""
-    sd, cfg = _read(Path(source).expanduser(), config_overrides)
+    sd, cfg = _read(resolve_hub_id(source), config_overrides)
     return sd, (cfg.replace(**config_overrides) if config_overrides else cfg)
 
 
@@ -408,8 +410,9 @@ def load_model(
     """Build a SegGPT from a checkpoint and load it strictly, in eval mode.
 
     Args:
-        source: an official ``.pth``, a Hugging Face folder, a native ``.safetensors``, or None for the model
-            embedded in this package.
+        source: an official ``.pth``, a Hugging Face folder, a native ``.safetensors``, a Hugging Face hub id
+            (``BAAI/seggpt-vit-large``, ``BAAI/SegGPT``, ``OWNER/REPO/FILE``, each with an optional
+            ``@REVISION``; see :mod:`seggpt.hub`), or None for the model embedded in this package.
         device, dtype: where and in which precision the parameters live.
         image_size: run the model on images of this side (or (H, W)), a multiple of the patch size
             (:func:`set_image_size`). None: the size the checkpoint was trained at, except for the embedded model
