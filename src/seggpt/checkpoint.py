@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from seggpt.config import SegGPTConfig, evenly_spaced_outputs
+from seggpt.devices import parse_dtype, resolve_device
 from seggpt.hub import resolve as resolve_hub_id
 from seggpt.io import atomic_write
 from seggpt.modeling import SegGPT
@@ -402,8 +403,8 @@ def _skeleton(cfg: SegGPTConfig) -> SegGPT:
 
 def load_model(
     source: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = torch.float32,
     image_size: int | tuple[int, int] | None = None,
     **config_overrides,
 ) -> SegGPT:
@@ -413,7 +414,9 @@ def load_model(
         source: an official ``.pth``, a Hugging Face folder, a native ``.safetensors``, a Hugging Face hub id
             (``BAAI/seggpt-vit-large``, ``BAAI/SegGPT``, ``OWNER/REPO/FILE``, each with an optional
             ``@REVISION``; see :mod:`seggpt.hub`), or None for the model embedded in this package.
-        device, dtype: where and in which precision the parameters live.
+        device: where the parameters live: "auto" (cuda, then mps, then cpu), "cpu", "cuda:1", ...
+            (:func:`seggpt.devices.resolve_device`).
+        dtype: their precision: a torch dtype or "fp32", "bf16", "fp16" (or float32, bfloat16, float16).
         image_size: run the model on images of this side (or (H, W)), a multiple of the patch size
             (:func:`set_image_size`). None: the size the checkpoint was trained at, except for the embedded model
             (by default or by its path), which runs at :data:`EMBEDDED_IMAGE_SIZE` (trained at 64; see there).
@@ -426,6 +429,7 @@ def load_model(
                 "Pass a checkpoint (an official .pth, a Hugging Face folder or a seggpt .safetensors)."
             )
         source = EMBEDDED_WEIGHTS
+    device, dtype = resolve_device(device), parse_dtype(dtype)  # a wrong name fails before any reading
     if image_size is None and Path(source).resolve() == EMBEDDED_WEIGHTS.resolve():
         image_size = EMBEDDED_IMAGE_SIZE
     sd, cfg = read_checkpoint(source, **config_overrides)

@@ -323,11 +323,11 @@ class SegGPTPredictor:
     """Set examples once with :meth:`set_prompts`, then :meth:`predict` / :meth:`predict_batch` many targets.
 
     Args:
-        model: None (the embedded model), a :class:`SegGPT`, or a checkpoint path (any format
-            :func:`seggpt.load_model` reads).
-        device: where the model runs.
-        dtype: parameter and activation precision (float32, bfloat16, float16). None keeps a given model's
-            dtype (float32 for a loaded one). Decoding always runs in float32.
+        model: None (the embedded model), a :class:`SegGPT`, or a checkpoint path or Hugging Face hub id (any
+            source :func:`seggpt.load_model` reads).
+        device: where the model runs: "auto" (cuda, then mps, then cpu), "cpu", "cuda:1", ...
+        dtype: parameter and activation precision (a torch dtype, or "fp32", "bf16", "fp16"). None keeps a given
+            model's dtype (float32 for a loaded one). Decoding always runs in float32.
         upsample: how the painted answer is brought to the target's size, "bilinear" or "nearest" (see the module
             docstring).
         image_size: the side (or (H, W)) each image is resized to for the model, when loading one: None is the
@@ -338,12 +338,15 @@ class SegGPTPredictor:
     def __init__(
         self,
         model: SegGPT | str | os.PathLike | None = None,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = None,
         upsample: str = "bilinear",
         image_size: int | tuple[int, int] | None = None,
     ) -> None:
         from seggpt.checkpoint import load_model
+        from seggpt.devices import parse_dtype, resolve_device
+
+        device, dtype = resolve_device(device), None if dtype is None else parse_dtype(dtype)
 
         if isinstance(model, SegGPT):
             if image_size is not None:
@@ -354,7 +357,7 @@ class SegGPTPredictor:
         if upsample not in UPSAMPLING:
             raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLING}")
         self.model = model.eval()
-        self.device = torch.device(device)
+        self.device = device
         self.dtype = next(model.parameters()).dtype
         self.upsample = upsample
         self.config = model.config

@@ -135,10 +135,10 @@ class SegGPTVideoPredictor:
     """Propagate object masks through a video with SegGPT in context.
 
     Args:
-        model: None (the embedded model), a :class:`SegGPT`, or a checkpoint path. Ignored if ``predictor``
-            is given.
-        device: where the model runs ("cpu", "cuda", ...).
-        dtype: model precision (torch.float32, torch.bfloat16, torch.float16); None keeps a given model's dtype
+        model: None (the embedded model), a :class:`SegGPT`, or a checkpoint path or Hugging Face hub id (see
+            :func:`seggpt.load_model`). Ignored if ``predictor`` is given.
+        device: where the model runs: "auto" (cuda, then mps, then cpu), "cpu", "cuda:1", ...
+        dtype: model precision (a torch dtype, or "fp32", "bf16", "fp16"); None keeps a given model's dtype
             (float32 for a loaded one).
         context: K, the number of most recent predicted frames kept as examples (>= 0; default 8, the paper's
             best setting). The annotated frames come on top of these.
@@ -154,8 +154,8 @@ class SegGPTVideoPredictor:
     def __init__(
         self,
         model: SegGPT | str | os.PathLike | None = None,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = None,
         context: int = 8,
         task: str = "instance",
         annotation_mode: AnnotationMode = "merge",

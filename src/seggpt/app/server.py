@@ -244,24 +244,28 @@ class Segmenter:
     """Holds one predictor; runs one request at a time (prompts and predictions share the predictor's cache).
 
     Args:
-        model: None for the embedded model, a SegGPT, or a checkpoint path (any format ``load_model`` reads).
-        device: torch device.
-        dtype: torch dtype of the model.
+        model: None for the embedded model, a SegGPT, or a checkpoint path or Hugging Face hub id (any source
+            ``load_model`` reads).
+        device: "auto" (cuda, then mps, then cpu), "cpu", "cuda:1", ...
+        dtype: of the model: a torch dtype, or "fp32", "bf16", "fp16".
     """
 
     def __init__(
         self,
         model: Any = None,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = torch.float32,
         image_size: int | None = None,
     ):
+        from seggpt.devices import resolve_device
         from seggpt.predictor import SegGPTPredictor
 
+        device = resolve_device(device)
         if isinstance(model, (str, Path)):
             from seggpt.checkpoint import load_model
 
-            self.weights_name = Path(model).name
+            # A file's name; a hub id (no such local path) as given, BAAI/SegGPT rather than SegGPT.
+            self.weights_name = Path(model).name if Path(model).exists() else str(model)
             model = load_model(model, device=device, dtype=dtype, image_size=image_size)
         elif model is None:
             from seggpt.checkpoint import load_model
@@ -330,8 +334,8 @@ def _parse_num_labels(value: str | None) -> int | None:
 
 def create_app(
     model: Any = None,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = torch.float32,
     limits: Limits | None = None,
     segmenter: Segmenter | None = None,
     image_size: int | None = None,
@@ -339,9 +343,9 @@ def create_app(
     """Build the Flask application.
 
     Args:
-        model: None (the embedded model), a SegGPT, or a checkpoint path.
-        device: torch device for the model.
-        dtype: torch dtype for the model.
+        model: None (the embedded model), a SegGPT, or a checkpoint path or Hugging Face hub id.
+        device: for the model: "auto" (cuda, then mps, then cpu), "cpu", "cuda:1", ...
+        dtype: of the model: a torch dtype, or "fp32", "bf16", "fp16".
         limits: upload limits (defaults: :class:`Limits`).
         segmenter: an existing :class:`Segmenter` to share (then ``model``, ``device``, ``dtype`` are ignored).
 

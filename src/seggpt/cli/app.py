@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from seggpt.cli.options import add_image_size
-
-DTYPES = ("float32", "bfloat16", "float16")
+from seggpt.cli.options import add_device, add_image_size, device_and_dtype
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,12 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:
             "only unless --host says otherwise. Needs Flask: pip install 'seggpt[app]'."
         ),
     )
-    p.add_argument("--weights", default=None, help="checkpoint (native, official .pth or HF folder); default: embedded")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="checkpoint: a path (native, official .pth or HF folder) or a Hugging Face hub id (BAAI/seggpt-vit-large, "
+        "BAAI/SegGPT, OWNER/REPO/FILE, each with an optional @REVISION); default: embedded",
+    )
     add_image_size(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--dtype", default="float32", choices=DTYPES, help="model precision (default float32)")
+    add_device(p)
     p.add_argument("--max-upload-mb", type=float, default=64.0, help="size limit of one request in MiB (default 64)")
     p.add_argument("--max-megapixels", type=float, default=25.0, help="pixel limit of one image (default 25 MP)")
     p.add_argument("--max-examples", type=int, default=8, help="examples per request (default 8)")
@@ -36,8 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import importlib.util
 
-    import torch
-
+    device, dtype = device_and_dtype(args)
     if importlib.util.find_spec("flask") is None:
         raise ValueError("the web app needs Flask, which is not installed: pip install 'seggpt[app]'")
     from seggpt.app import Limits, create_app, is_loopback, serve
@@ -54,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
         max_targets=args.max_targets,
         max_frames=args.max_frames,
     )
-    app = create_app(
-        args.weights, device=args.device, dtype=getattr(torch, args.dtype), limits=limits, image_size=args.image_size
-    )
+    app = create_app(args.weights, device=device, dtype=dtype, limits=limits, image_size=args.image_size)
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}; anyone who can reach this machine can use the app")
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seggpt.cli.options import add_image_size
+from seggpt.cli.options import add_device, add_image_size, device_and_dtype
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
@@ -26,9 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "photographs) and write label maps, overlays and a summary picture.",
     )
     p.add_argument("--out", default="demo_out", help="output folder, used only by the demo (default: demo_out)")
-    p.add_argument("--weights", default=None, help="checkpoint to use instead of the embedded model")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="checkpoint to use instead of the embedded model: a path or a Hugging Face hub id (BAAI/SegGPT, ...)",
+    )
     add_image_size(p)
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.set_defaults(func=run)
 
 
@@ -61,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from seggpt.io import read_image, read_mask, save_rgb
     from seggpt.predictor import SegGPTPredictor
 
+    device, dtype = device_and_dtype(args)
     if args.weights is None and not EMBEDDED_WEIGHTS.is_file():
         print("no embedded model yet: this build ships without default weights; pass --weights CHECKPOINT.")
         return 0
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    predictor = SegGPTPredictor(args.weights, device=args.device, image_size=args.image_size)
+    predictor = SegGPTPredictor(args.weights, device=device, dtype=dtype, image_size=args.image_size)
     print(f"model: {args.weights or EMBEDDED_WEIGHTS.name} (loaded in {time.perf_counter() - t0:.1f} s)")
     rows, scores = [], []
     for task in manifest["tasks"]:

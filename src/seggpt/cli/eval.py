@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from seggpt.cli.options import add_image_size
+from seggpt.cli.options import add_device, add_image_size, device_and_dtype
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("benchmark", choices=BENCHMARKS, help="which benchmark")
     p.add_argument("--data", type=Path, default=None, help="the dataset folder, in its published layout")
     p.add_argument(
-        "--weights", default=None, help="checkpoint (official .pth, HF folder, .safetensors); default: embedded"
+        "--weights",
+        default=None,
+        help="checkpoint: a path (official .pth, HF folder, .safetensors) or a Hugging Face hub id "
+        "(BAAI/seggpt-vit-large, BAAI/SegGPT, OWNER/REPO/FILE, each with an optional @REVISION); default: embedded",
     )
     add_image_size(p)
     p.add_argument("--shots", type=int, default=1, help="examples per query (k); default 1")
@@ -55,30 +58,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--limit", type=int, default=None, help="only the first N work items (a smoke run, not the protocol)"
     )
     p.add_argument("--batch-size", type=int, default=8, help="targets per forward where the protocol allows")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    add_device(p)
     p.add_argument("--json", required=True, type=Path, dest="json_out", help="report path (markdown beside it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # pragma: no cover
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from seggpt.eval import distributed as D
     from seggpt.eval.registry import EvalOptions, get
     from seggpt.eval.report import markdown_path, write_report
 
+    device, dtype = device_and_dtype(args)
     shard = D.shard_from_env()
     if shard.is_main and not args.overwrite:
         for p in (args.json_out, markdown_path(args.json_out)):
@@ -101,15 +93,12 @@ def run(args: argparse.Namespace) -> int:
     benchmark = get(args.benchmark)
     if benchmark.check is not None:
         benchmark.check(args.data, options)  # a wrong folder fails before the model loads
-    device = args.device
-    if device == "cuda" and shard.world_size > 1:
+    if device.type == "cuda" and device.index is None and shard.world_size > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard.rank))}"  # one GPU per rank
 
     from seggpt.predictor import SegGPTPredictor
 
-    predictor = SegGPTPredictor(
-        model=args.weights, device=device, dtype=getattr(torch, args.dtype), image_size=args.image_size
-    )
+    predictor = SegGPTPredictor(model=args.weights, device=device, dtype=dtype, image_size=args.image_size)
     initialised = D.init_distributed(shard)
     try:
         start = time.perf_counter()
@@ -123,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 "image_size": list(predictor.config.image_size),
                 "data": str(args.data),
                 "device": str(device),
-                "dtype": args.dtype,
+                "dtype": str(dtype).removeprefix("torch."),
                 "world_size": shard.world_size,
                 "seconds": round(elapsed, 1),
                 "limit": args.limit,

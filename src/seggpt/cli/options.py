@@ -15,3 +15,30 @@ def add_image_size(p: argparse.ArgumentParser) -> None:
         help="side each image is resized to for the model, a multiple of its patch size "
         "(default: the size the checkpoint was trained at; the embedded model: 96)",
     )
+
+
+def add_device(p: argparse.ArgumentParser, dtype: bool = True) -> None:
+    """``--device D`` (default auto) and, with ``dtype``, ``--dtype T`` (default fp32): the same in every command.
+
+    Checked by :func:`device_and_dtype` when the command runs, so a wrong name is one line (not argparse's usage
+    text) and ``seggpt --help`` does not import torch."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="D",
+        help="where the model runs: auto (cuda, then mps, then cpu; default), cpu, cuda, cuda:1, mps",
+    )
+    if dtype:
+        p.add_argument(
+            "--dtype",
+            default="fp32",
+            metavar="T",
+            help="model precision: fp32 (default), bf16 or fp16 (also float32, bfloat16, float16)",
+        )
+
+
+def device_and_dtype(args: argparse.Namespace):
+    """(torch.device, torch.dtype) from ``--device`` / ``--dtype``; ValueError naming what is there if wrong."""
+    from seggpt.devices import parse_dtype, resolve_device
+
+    return resolve_device(args.device), parse_dtype(getattr(args, "dtype", "fp32"))

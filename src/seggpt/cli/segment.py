@@ -14,11 +14,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from seggpt.cli.options import add_image_size
+from seggpt.cli.options import add_device, add_image_size, device_and_dtype
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _GLOB_CHARS = set("*?[")
 
 
@@ -56,11 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="foreground labels (default: the largest in the masks)",
     )
-    p.add_argument("--weights", default=None, metavar="W", help="checkpoint (official .pth, HF folder, .safetensors); "
-                   "default: the embedded model")  # fmt: skip
+    p.add_argument("--weights", default=None, metavar="W", help="checkpoint: a path (official .pth, HF folder, "
+                   ".safetensors) or a Hugging Face hub id (BAAI/seggpt-vit-large, BAAI/SegGPT, OWNER/REPO/FILE, "
+                   "each with an optional @REVISION); default: the embedded model")  # fmt: skip
     add_image_size(p)
-    p.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda, cuda:1, mps ...")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision")
+    add_device(p)
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="targets per forward pass")
     p.add_argument(
         "--upsample", choices=["bilinear", "nearest"], default="bilinear", help="how answers reach the target size"
@@ -103,11 +102,10 @@ def output_paths(out: Path, target: Path) -> tuple[Path, Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from seggpt.io import read_image
     from seggpt.predictor import SegGPTPredictor
 
+    device, dtype = device_and_dtype(args)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     targets, failures = expand_targets(args.targets)
@@ -133,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         predictor = SegGPTPredictor(
             args.weights,
-            device=args.device,
-            dtype=getattr(torch, DTYPES[args.dtype]),
+            device=device,
+            dtype=dtype,
             upsample=args.upsample,
             image_size=args.image_size,
         )

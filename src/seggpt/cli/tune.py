@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from seggpt.cli.options import add_image_size
+from seggpt.cli.options import add_device, add_image_size, device_and_dtype
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,9 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts", type=int, default=1, help="examples per prompt, used as a feature ensemble")
     p.add_argument("--init", choices=["example", "noise"], default="example", help="start from real examples or noise")
     p.add_argument("--learn", choices=["both", "image", "mask"], default="both", help="which half of the prompt")
-    p.add_argument("--weights", default=None, help="model checkpoint (default: the embedded model)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="model checkpoint: a path or a Hugging Face hub id (BAAI/seggpt-vit-large, BAAI/SegGPT, "
+        "OWNER/REPO/FILE, each with an optional @REVISION); default: the embedded model",
+    )
     add_image_size(p)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    add_device(p, dtype=False)  # the model stays fp32 for the prompt's gradients; --amp runs in bf16
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (faster on GPUs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default=None, help="tuning state file (default: OUT.state.pt)")
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         tune,
     )
 
+    device, _ = device_and_dtype(args)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
@@ -126,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
     )
-    model = load_model(args.weights, device=args.device, image_size=args.image_size)
+    model = load_model(args.weights, device=device, image_size=args.image_size)
     data = open_folder(args.data, model.config.image_size)
     if args.classes:
         classes = [parse_class(c) for c in args.classes]

@@ -12,9 +12,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from seggpt.cli.options import add_image_size
-
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+from seggpt.cli.options import add_device, add_image_size, device_and_dtype
 
 
 def _annotation(text: str) -> tuple[int, str]:
@@ -68,14 +66,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="recent predicted frames kept as examples (default %(default)s)",
     )
-    p.add_argument("--weights", default=None, help="checkpoint (any format); default: the embedded model")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="checkpoint: a path (any format) or a Hugging Face hub id (BAAI/seggpt-vit-large, BAAI/SegGPT, "
+        "OWNER/REPO/FILE, each with an optional @REVISION); default: the embedded model",
+    )
     add_image_size(p)
     p.add_argument("--out", required=True, help="folder for the per-frame annotations")
     p.add_argument("--overlay-video", default=None, metavar="FILE", help="also write an overlay video (e.g. .mp4)")
     p.add_argument("--fps", type=float, default=None, help="overlay video rate (default: the source's, or 24)")
     p.add_argument("--task", choices=["instance", "semantic"], default="instance", help="task token (instance)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="model precision")
+    add_device(p)
     p.add_argument(
         "--start",
         type=int,
@@ -90,12 +92,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from seggpt.video import SegGPTVideoPredictor
     from seggpt.video_io import VideoWriter, open_frames, overlay, write_davis_png
 
+    device, dtype = device_and_dtype(args)
     if (args.first_mask is None) == (args.prompt_file is None):
         raise ValueError("give --first-mask (propagate annotated objects) or --prompt-file (a learned prompt)")
     if args.prompt_file and (args.annotation or args.start):
@@ -119,19 +121,18 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay_video and Path(args.overlay_video).exists() and not args.overwrite:
         raise FileExistsError(f"{args.overlay_video} exists; pass --overwrite to replace it")
 
-    dtype = getattr(torch, DTYPES[args.dtype])
     if args.prompt_file:
         from seggpt.predictor import SegGPTPredictor
         from seggpt.tuning import LearnedPromptVideo
 
-        model = SegGPTPredictor(args.weights, device=args.device, dtype=dtype, image_size=args.image_size)
+        model = SegGPTPredictor(args.weights, device=device, dtype=dtype, image_size=args.image_size)
         predictor = LearnedPromptVideo(model, args.prompt_file)
         frames = predictor.propagate(source)
     else:
         from seggpt.predictor import SegGPTPredictor
 
         predictor = SegGPTVideoPredictor(
-            predictor=SegGPTPredictor(args.weights, device=args.device, dtype=dtype, image_size=args.image_size),
+            predictor=SegGPTPredictor(args.weights, device=device, dtype=dtype, image_size=args.image_size),
             context=args.context,
             task=args.task,
             annotation_mode=args.annotation_mode,
