@@ -121,3 +121,15 @@ def test_the_predictor_takes_names(machine, weights):
     assert p.device == torch.device("cpu") and p.dtype is torch.bfloat16
     with pytest.raises(ValueError, match="unknown device 'cuda0'"):
         SegGPTPredictor(weights, device="cuda0")
+
+
+def test_train_refuses_a_device_in_one_line(machine, capsys, tmp_path):
+    """train takes its device from the config (auto: cuda, else cpu); a named one is checked the same way."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    for device, line in (("cuda", "device 'cuda' is not available"), ("gpu", "unknown device 'gpu'")):
+        assert main(["train", str(config), f"device={device}", f"run_dir={tmp_path / 'run'}", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"seggpt train: error: {line}") and err.endswith("this machine has cpu\n"), err
+    assert not (tmp_path / "run").exists()

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from seggpt import devices
+
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +34,7 @@ class DistInfo:
 def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     if pref == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(pref)
+    dev = devices.resolve_device(pref)  # one that this machine lacks, or misspelt: one line naming those it has
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device(f"cuda:{local_rank}")
     return dev
