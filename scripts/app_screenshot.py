@@ -1,4 +1,4 @@
-"""Take the README's screenshot of `seggpt app` (docs/app.png) in headless Chromium.
+"""Take the screenshot of `seggpt app` in docs/app.md (docs/app.png) in headless Chromium.
 
     python scripts/app_screenshot.py [docs/app.png] [--weights W]
 

@@ -1,7 +1,7 @@
 """Render the demo's bundled inputs into ``src/seggpt/assets/demo/`` (run once; the small PNGs are committed).
 
     python scripts/make_demo_assets.py [--out DIR] [--overwrite]
-    python scripts/make_demo_assets.py --sheet docs/synthcontext.png     # the README's picture of the world
+    python scripts/make_demo_assets.py --sheet docs/synthcontext.png     # docs/synthcontext.md's picture
 
 Every task is a set of example images with masks and target images with their true masks, listed in
 ``manifest.json``:

@@ -143,7 +143,7 @@ def test_fss1000_defaults_to_the_official_split(tmp_path):
     r = evaluate("fss1000", FakePredictor(), data, EvalOptions(shots=1))
     assert sorted(r.details["class_iou"]) == sorted(names) and r.details["episodes"] == 480
     assert r.metrics["mIoU"] == 100.0
-    assert r.protocol["split_file"].startswith("official")
+    assert r.protocol["split_file"] == "the official test split (fss1000_test_classes.txt)"
     # Classes of the split that are missing are named, with how many.
     for n in (1, 2):
         (data / names[0] / f"{n}.png").unlink()

@@ -496,7 +496,7 @@ class SegGPTPredictor:
         self.prompt_images = img.to(self.device, self.dtype)
         self.prompt_masks = msk.to(self.device, self.dtype)
         with torch.no_grad():
-            self._x_top = self.model.patch_embed(self.prompt_images)
+            self._x_top = self.model.embed_images(self.prompt_images)[0]
             y_top = self.model.patch_embed(self.prompt_masks)
         # The mask canvas is the prompt mask above a copy of it (as the released code builds it); the copy's
         # patches are all replaced by the mask token, so its content never matters.
@@ -539,13 +539,16 @@ class SegGPTPredictor:
         with torch.no_grad():
             if cached:
                 # T x P canvases, P fastest: the cached prompt tokens above each query's tokens.
-                x = torch.cat([self._x_top.repeat(t, 1, 1, 1), m.patch_embed(q).repeat_interleave(p, dim=0)], 1)
+                x_q, skips = m.embed_images(q)
+                x = torch.cat([self._x_top.repeat(t, 1, 1, 1), x_q.repeat_interleave(p, dim=0)], 1)
                 y = self._y.repeat(t, 1, 1, 1)
                 tokens = m.embed(x, y, m.query_mask(self.device), seg_type)
                 taps = m.forward_encoder(tokens, num_prompts=p if feature else 1)
                 if feature:  # after the ensemble the P query halves are equal: decode entry 0 of each group
                     taps = [tap[::p] for tap in taps]
-                out = m.forward_decoder(taps, query_only=True)
+                else:
+                    skips = [s.repeat_interleave(p, dim=0) for s in skips]
+                out = m.forward_decoder(taps, query_only=True, skips=skips)
             else:
                 images = stack_canvas(self.prompt_images.repeat(t, 1, 1, 1), q.repeat_interleave(p, dim=0))
                 masks = stack_canvas(self.prompt_masks, self.prompt_masks).repeat(t, 1, 1, 1)

@@ -19,7 +19,7 @@ from seggpt.cli.options import add_device, add_image_size, device_and_dtype
 log = logging.getLogger(__name__)
 
 # Kept here (not imported from seggpt.eval) so `seggpt --help` does not import the runners.
-BENCHMARKS = ["fss1000", "coco20i", "pascal5i", "ade20k", "davis2017", "clinicdb", "folder", "synthcontext"]
+BENCHMARKS = ["fss1000", "coco20i", "pascal5i", "ade20k", "davis2017", "clinicdb", "folder", "camvid", "synthcontext"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

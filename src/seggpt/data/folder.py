@@ -30,6 +30,8 @@ class FolderDataset(LabelDataset):
         task: "semantic" (values/colours are classes across the set) or "instance" (per-image object ids).
         ignore_value: one-channel mask value excluded from the loss (None: none).
         name: source name in logs.
+        split_file: the image stems to use, one a line (all without one): keeps a validation part out.
+        max_side: keep decoded items in memory, shrunk to this short side (None: read every time, as stored).
     """
 
     def __init__(
@@ -39,6 +41,8 @@ class FolderDataset(LabelDataset):
         task: str = "semantic",
         ignore_value: int | None = 255,
         name: str = "folder",
+        split_file: str | os.PathLike | None = None,
+        max_side: int | None = None,
     ) -> None:
         if task not in ("semantic", "instance"):
             raise ValueError(f"task must be 'semantic' or 'instance', got {task!r}")
@@ -63,6 +67,13 @@ class FolderDataset(LabelDataset):
             )
         if not self.items:
             raise FileNotFoundError(f"no images found in {img_dir} (suffixes {', '.join(IMAGE_SUFFIXES)})")
+        if split_file is not None:
+            from seggpt.data.readers.photos import keep_only
+
+            listed = {p: m for p, m in self.items}
+            self.items = [(p, listed[p]) for p in keep_only(list(listed), split_file, "images")]
+        self.max_side = max_side
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -71,6 +82,15 @@ class FolderDataset(LabelDataset):
         return f"{self.items[i][0]} + {self.items[i][1]}"
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.max_side is None:
+            return self._read(i)
+        if i not in self._cache:
+            from seggpt.data.readers.photos import shrink
+
+            self._cache[i] = shrink(*self._read(i), self.max_side)
+        return self._cache[i]
+
+    def _read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, mask_path = self.items[i]
         image = read_rgb(img_path)
         try:
@@ -92,6 +112,9 @@ class FolderDataset(LabelDataset):
 
 
 def folder_source(images: str, masks: str, task: str = "semantic", ignore_value: int | None = 255, **options):
-    """Source factory for configs: ``{type: folder, images: DIR, masks: DIR, task: semantic|instance}``."""
+    """Source factory for configs: ``{type: folder, images: DIR, masks: DIR, task: semantic|instance}``, optionally
+    ``split_file: F`` (stems to use) and ``max_side: 320`` (keep decoded items in memory)."""
     name = options.pop("name", "folder")
-    return pair_source(FolderDataset(images, masks, task, ignore_value, name=name), **options)
+    split_file, max_side = options.pop("split_file", None), options.pop("max_side", None)
+    dataset = FolderDataset(images, masks, task, ignore_value, name=name, split_file=split_file, max_side=max_side)
+    return pair_source(dataset, **options)

@@ -47,6 +47,9 @@ class SemanticPairs:
         augment: the view transform.
         index_cache: optional JSON file caching the class -> items index (built by reading every label map
             when the reader has no metadata; worth caching for ADE20K-sized sets).
+        p_single: probability that the pair is reduced to one class of the example (the others painted
+            background in both halves): the binary "segment this category" task of one-shot benchmarks, where a
+            scene set like CamVid would otherwise always ask for every class at once.
     """
 
     def __init__(
@@ -55,9 +58,13 @@ class SemanticPairs:
         p_same: float = 0.5,
         augment: AugmentConfig | None = None,
         index_cache: str | os.PathLike | None = None,
+        p_single: float = 0.0,
     ) -> None:
         if not 0.0 <= p_same <= 1.0:
             raise ValueError(f"p_same must be in [0, 1], got {p_same}")
+        if not 0.0 <= p_single <= 1.0:
+            raise ValueError(f"p_single must be in [0, 1], got {p_single}")
+        self.p_single = p_single
         if len(dataset) == 0:
             raise ValueError(f"dataset {dataset.name} has no items")
         self.dataset = dataset
@@ -121,6 +128,12 @@ class SemanticPairs:
         if mode == "other":
             shown = present_ids(ex_lab)
             qu_lab = np.where(np.isin(qu_lab, list(shown)) | (qu_lab == IGNORE), qu_lab, 0).astype(np.int32)
+        # Drawn only when p_single > 0, so the streams of configs without it are unchanged.
+        if self.p_single > 0 and rng.random() < self.p_single and (shown := sorted(present_ids(ex_lab))):
+            c = shown[int(rng.integers(len(shown)))]
+            ex_lab = np.where((ex_lab == c) | (ex_lab == IGNORE), ex_lab, 0).astype(np.int32)
+            qu_lab = np.where((qu_lab == c) | (qu_lab == IGNORE), qu_lab, 0).astype(np.int32)
+            mode += "_single"
         return Pair(
             ex_img,
             ex_lab,

@@ -28,6 +28,9 @@ SOURCE_TYPES: dict[str, str | Callable[..., Source]] = {
     "vessels": "seggpt.data.readers.vessels:vessels_source",
     "fss1000": "seggpt.data.readers.fss:fss1000_source",
     "folder": "seggpt.data.folder:folder_source",
+    "camvid": "seggpt.data.readers.photos:camvid_source",
+    "yolo": "seggpt.data.readers.photos:yolo_source",
+    "davis_frames": "seggpt.data.readers.photos:davis_frames_source",
     "toy": "seggpt.data.toy:toy_source",
     # Owned by the SynthContext work (seggpt.data.synth / real_pairs).
     "synth": "seggpt.data.synth:build_source",

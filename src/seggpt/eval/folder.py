@@ -81,11 +81,24 @@ def clinicdb_pairs(data: Path) -> list[Pair]:
     raise layout_error(f"no Original/ and Ground Truth/ folders under {data}", CLINICDB_LAYOUT)
 
 
-def folder_pairs(data: Path) -> list[Pair]:
+def folder_pairs(data: Path, split_file: Path | None = None) -> list[Pair]:
+    """The folder's (image, mask) pairs; with ``split_file`` (one stem a line) only those, e.g. a validation part."""
     require_dir(data, FOLDER_LAYOUT, "dataset")
     require_dir(data / "images", FOLDER_LAYOUT, "images")
     require_dir(data / "masks", FOLDER_LAYOUT, "masks")
-    return _pairs(data / "images", data / "masks", FOLDER_LAYOUT)
+    pairs = _pairs(data / "images", data / "masks", FOLDER_LAYOUT)
+    if split_file is None:
+        return pairs
+    if not Path(split_file).is_file():
+        raise FileNotFoundError(f"--split-file {split_file} not found")
+    wanted = [ln.split()[0] for ln in Path(split_file).read_text().splitlines() if ln.strip()]
+    by_stem = {p.stem: p for p in pairs}
+    unknown = [s for s in wanted if s not in by_stem]
+    if unknown:
+        raise ValueError(f"{split_file} names {len(unknown)} stem(s) not in {data / 'images'}: {unknown[:3]}")
+    if len(wanted) < 2:
+        raise ValueError(f"{split_file} lists {len(wanted)} image(s); need at least 2 (examples + targets)")
+    return [by_stem[s] for s in sorted(set(wanted), key=natural_key)]
 
 
 def read_label_mask(path: Path) -> np.ndarray:
@@ -202,7 +215,7 @@ def summarize_clinicdb(states: list[Any], options: EvalOptions) -> BenchmarkResu
 
 
 def collect_folder(predictor: Any, data: Path, options: EvalOptions, shard: Shard, progress: bool) -> dict:
-    pairs = folder_pairs(data)
+    pairs = folder_pairs(data, options.split_file)
     # The label set is the whole folder's, so every rank paints the examples with the same palette.
     num_labels = 0
     for p in pairs:
@@ -251,6 +264,7 @@ def summarize_folder(states: list[Any], options: EvalOptions) -> BenchmarkResult
         "ensemble": options.ensemble or "feature",
         "seed": SEED if options.seed is None else options.seed,
         "mIoU": "mean over foreground labels of the IoU summed over all targets",
+        "split_file": str(options.split_file) if options.split_file else None,
     }
     return BenchmarkResult("folder", metrics, details, protocol, {})
 
@@ -272,6 +286,6 @@ FOLDER = register(
         FOLDER_LAYOUT,
         collect_folder,
         summarize_folder,
-        check=lambda data, options: folder_pairs(data) and None,
+        check=lambda data, options: folder_pairs(data, options.split_file) and None,
     )
 )

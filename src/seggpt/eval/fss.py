@@ -38,7 +38,7 @@ DIR/                         (or DIR/fewshot_data/)
 PAPER = {"one-shot mIoU": 85.6, "few-shot mIoU": 89.3}
 # FSS-1000's official test split: 240 class names (package data).
 OFFICIAL_SPLIT = "fss1000_test_classes.txt"
-OFFICIAL_SPLIT_NAME = f"official ({OFFICIAL_SPLIT}, 240 classes)"
+OFFICIAL_SPLIT_NAME = f"the official test split ({OFFICIAL_SPLIT})"
 
 
 def official_split() -> list[str]:

@@ -29,6 +29,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "davis2017": "seggpt.eval.davis",
     "clinicdb": "seggpt.eval.folder",
     "folder": "seggpt.eval.folder",
+    "camvid": "seggpt.eval.camvid",
     # Issue 5: the procedural in-context benchmark registers itself from this module when it exists.
     "synthcontext": "seggpt.eval.synthcontext",
 }

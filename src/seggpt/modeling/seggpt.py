@@ -14,9 +14,15 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from seggpt.config import SegGPTConfig
-from seggpt.modeling.layers import Block, LayerNorm2d, PatchEmbed
+from seggpt.modeling.efficientnet import EfficientNetLite0
+from seggpt.modeling.layers import Block, FPNDecoder, LayerNorm2d, PatchEmbed
 
 SEMANTIC, INSTANCE = 0, 1  # values of seg_type
+# Channels of the FPN decoder at strides 16 and 8 (its stride-4 width is config.decoder_embed_dim).
+FPN_DIMS = (128, 64)
+# EfficientNet-Lite was trained on pixels scaled to [-1, 1] ((x - 0.5) / 0.5 of [0, 1]); the canvases are in
+# ImageNet mean/std space. x_lite = x * (2 std) + (2 mean - 1) converts one into the other.
+_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def resize_abs_pos(pos_embed: Tensor, cls_slot: bool, grid: tuple[int, int]) -> Tensor:
@@ -29,6 +35,12 @@ def resize_abs_pos(pos_embed: Tensor, cls_slot: bool, grid: tuple[int, int]) -> 
         return table
     resized = F.interpolate(table.permute(0, 3, 1, 2).float(), size=grid, mode="bicubic", align_corners=False)
     return resized.permute(0, 2, 3, 1).to(pos_embed.dtype)
+
+
+def _halves(canvas: Tensor) -> Tensor:
+    """(B, 3, H, W) canvases -> (2B, 3, H/2, W) images, each sample's example (upper half) before its query."""
+    b, c, h, w = canvas.shape
+    return canvas.reshape(b, c, 2, h // 2, w).transpose(1, 2).reshape(2 * b, c, h // 2, w)
 
 
 class SegGPT(nn.Module):
@@ -52,6 +64,15 @@ class SegGPT(nn.Module):
             branch_channels=cfg.branch_channels,
             branch_depth=cfg.branch_depth,
         )
+        # A pretrained CNN for the image stream (models of this project; the release has none).
+        self.image_encoder = self.image_proj = None
+        if cfg.image_encoder:
+            self.image_encoder = EfficientNetLite0()
+            self.image_proj = nn.Conv2d(self.image_encoder.channels[-1], c, kernel_size=1)
+            scale = torch.tensor([2 * s for s in _STD]).view(1, 3, 1, 1)
+            shift = torch.tensor([2 * m - 1 for m in _MEAN]).view(1, 3, 1, 1)
+            self.register_buffer("_lite_scale", scale, persistent=False)
+            self.register_buffer("_lite_shift", shift, persistent=False)
         # (1, 1, 1, C) tokens, broadcast over (B, Hp, Wp).
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, c))
         self.segment_token_x = nn.Parameter(torch.zeros(1, 1, 1, c))  # image stream
@@ -80,13 +101,18 @@ class SegGPT(nn.Module):
         self.norm = nn.LayerNorm(c, eps=cfg.layer_norm_eps)
 
         d = cfg.decoder_embed_dim
-        self.decoder_embed = nn.Linear(c * len(cfg.out_indices), cfg.patch_size**2 * d)
-        self.decoder_pred = nn.Sequential(
-            nn.Conv2d(d, d, kernel_size=3, padding=1),
-            LayerNorm2d(d, eps=cfg.layer_norm_eps),
-            nn.GELU(),
-            nn.Conv2d(d, 3, kernel_size=1),
-        )
+        if cfg.decoder == "fpn":
+            self.decoder_embed = nn.Linear(c * len(cfg.out_indices), FPN_DIMS[0])
+            chans = self.image_encoder.channels
+            self.decoder_pred = FPNDecoder(FPN_DIMS[0], (chans[0], chans[1]), (*FPN_DIMS, d), cfg.layer_norm_eps)
+        else:
+            self.decoder_embed = nn.Linear(c * len(cfg.out_indices), cfg.patch_size**2 * d)
+            self.decoder_pred = nn.Sequential(
+                nn.Conv2d(d, d, kernel_size=3, padding=1),
+                LayerNorm2d(d, eps=cfg.layer_norm_eps),
+                nn.GELU(),
+                nn.Conv2d(d, 3, kernel_size=1),
+            )
         self.grad_checkpointing = False
         self.init_weights()
 
@@ -104,6 +130,14 @@ class SegGPT(nn.Module):
                 nn.init.zeros_(m.bias)
         if self.patch_embed.branch is not None:
             self.patch_embed.branch.reset_parameters()
+        if self.config.decoder == "fpn":  # He init for the GELU convs of the FPN decoder
+            for m in self.decoder_pred.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+        if self.image_proj is not None:  # the encoder itself is loaded from ImageNet weights (train.imagenet)
+            nn.init.xavier_uniform_(self.image_proj.weight.flatten(1))
+            nn.init.zeros_(self.image_proj.bias)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -167,17 +201,38 @@ class SegGPT(nn.Module):
         y = y + pos + type_emb
         return torch.cat([x, y], dim=0)
 
+    def embed_images(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Single images (N, 3, h, w), normalised -> image tokens (N, h/p, w/p, C) and the decoder's skips.
+
+        With an ``image_encoder`` the tokens are its stride-16 features projected to the width, and the skips are
+        its stride-4 and stride-8 features for the FPN decoder; otherwise the tokens are the patch embedding (the
+        mask stream's embedding, shared as in the release) and there are no skips.
+        """
+        if self.image_encoder is None:
+            return self.patch_embed(images), []
+        x = images * self._lite_scale.to(images.dtype) + self._lite_shift.to(images.dtype)
+        s4, s8, s16 = self.image_encoder(x)
+        tokens = self.image_proj(s16).permute(0, 2, 3, 1)  # N C h/16 w/16 -> N h/16 w/16 C
+        return tokens, ([s4, s8] if self.config.decoder == "fpn" else [])
+
     def embed_canvas(self, canvas: Tensor) -> Tensor:
         """Patch-embed a canvas (B, 3, H, W) of two stacked images -> (B, Hp, Wp, C), one image at a time.
 
         The images are embedded as separate samples, so a convolutional stem never mixes the example's pixels
         into the query's tokens: embedding each image alone (as the predictor does to cache the example) gives
-        the same tokens. Without a stem this equals embedding the whole canvas.
+        the same tokens. Without a stem this equals embedding the whole canvas. This is the mask stream's
+        embedding (and the image stream's in models without an ``image_encoder``).
         """
         b, c, h, w = canvas.shape
-        halves = canvas.reshape(b, c, 2, h // 2, w).transpose(1, 2).reshape(2 * b, c, h // 2, w)
-        tokens = self.patch_embed(halves)  # 2B Hp/2 Wp C
+        tokens = self.patch_embed(_halves(canvas))  # 2B Hp/2 Wp C
         return tokens.reshape(b, 2, *tokens.shape[1:]).flatten(1, 2)
+
+    def embed_image_canvas(self, canvas: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The image canvas (B, 3, H, W) -> tokens (B, Hp, Wp, C) and the decoder's skips, one image at a time
+        (:meth:`embed_images`). The skips are (2B, ...), each sample's example before its query."""
+        b = canvas.shape[0]
+        tokens, skips = self.embed_images(_halves(canvas))
+        return tokens.reshape(b, 2, *tokens.shape[1:]).flatten(1, 2), skips
 
     # Encoder ------------------------------------------------------------------------------------------
     def forward_encoder(self, h: Tensor, num_prompts: int = 1) -> list[Tensor]:
@@ -204,21 +259,34 @@ class SegGPT(nn.Module):
     def encode(
         self, images: Tensor, masks: Tensor, bool_masked_pos: Tensor, seg_type: Tensor, num_prompts: int = 1
     ) -> list[Tensor]:
-        """Canvases to the decoder taps: patch embedding, :meth:`embed`, :meth:`forward_encoder`.
+        """Canvases to the decoder taps: the embeddings, :meth:`embed`, :meth:`forward_encoder`.
 
         ``bool_masked_pos``: (B or 1, Hp * Wp) bool (or anything of that size).
         """
+        return self.encode_with_skips(images, masks, bool_masked_pos, seg_type, num_prompts)[0]
+
+    def encode_with_skips(
+        self, images: Tensor, masks: Tensor, bool_masked_pos: Tensor, seg_type: Tensor, num_prompts: int = 1
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """:meth:`encode`, and the image encoder's fine features of every image of the canvas (the skips of
+        :meth:`forward_decoder`; [] without an FPN decoder)."""
         bmp = bool_masked_pos.reshape(bool_masked_pos.shape[0], -1).bool()
-        tokens = self.embed(self.embed_canvas(images), self.embed_canvas(masks), bmp, seg_type)
-        return self.forward_encoder(tokens, num_prompts)
+        x, skips = self.embed_image_canvas(images)
+        tokens = self.embed(x, self.embed_canvas(masks), bmp, seg_type)
+        return self.forward_encoder(tokens, num_prompts), skips
 
     # Decoder ------------------------------------------------------------------------------------------
-    def forward_decoder(self, taps: list[Tensor], query_only: bool = False) -> Tensor:
+    def forward_decoder(self, taps: list[Tensor], query_only: bool = False, skips: list[Tensor] = ()) -> Tensor:
         """Taps (B, Hp, Wp, C) each -> canvas (B, 3, H, W) in normalised space.
 
         With ``query_only`` only the lower half (B, 3, H/2, W) is decoded. It is exact: the 3x3 conv needs one
         pixel row above the boundary, so one token row of the prompt half is decoded and its pixels dropped.
+        The FPN decoder decodes each image on its own; it needs the ``skips`` of the images it decodes: of all
+        2B images of the canvases ((2B, ...), example before query, as :meth:`encode` returns them), or of the B
+        queries with ``query_only``.
         """
+        if self.config.decoder == "fpn":
+            return self._decode_fpn(torch.cat(taps, dim=-1), query_only, list(skips))
         p, d = self.config.patch_size, self.config.decoder_embed_dim
         h = torch.cat(taps, dim=-1)
         if query_only:
@@ -231,6 +299,20 @@ class SegGPT(nn.Module):
         out = self.decoder_pred(h.permute(0, 3, 1, 2))
         out = out[:, :, p:] if query_only else out
         return out.contiguous()
+
+    def _decode_fpn(self, h: Tensor, query_only: bool, skips: list[Tensor]) -> Tensor:
+        b, hp, wp, _ = h.shape
+        if query_only:
+            h = h[:, hp // 2 :]
+        else:  # B Hp Wp C -> 2B Hp/2 Wp C: every image of the canvas decoded on its own
+            h = h.reshape(b * 2, hp // 2, wp, -1)
+        if len(skips) != 2 or skips[0].shape[0] != h.shape[0]:
+            got = [tuple(t.shape) for t in skips]
+            raise ValueError(f"the FPN decoder needs the skips of the {h.shape[0]} images it decodes, got {got}")
+        out = self.decoder_pred(self.decoder_embed(h).permute(0, 3, 1, 2), skips)  # N 3 h w
+        if query_only:
+            return out
+        return out.reshape(b, 2, *out.shape[1:]).transpose(1, 2).flatten(2, 3)  # B 3 (2 h) w
 
     # Loss ---------------------------------------------------------------------------------------------
     def loss(self, pred: Tensor, target: Tensor, bool_masked_pos: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -287,7 +369,10 @@ class SegGPT(nn.Module):
             if p < 1 or b % p:
                 raise ValueError(f"batch of {b} is not a whole number of groups of {p} prompts")
         bool_masked_pos = bool_masked_pos.reshape(bool_masked_pos.shape[0], -1).bool()
-        pred = self.forward_decoder(self.encode(images, masks, bool_masked_pos, seg_type, p), query_only=query_only)
+        taps, skips = self.encode_with_skips(images, masks, bool_masked_pos, seg_type, p)
+        if query_only and skips:
+            skips = [t.reshape(b, 2, *t.shape[1:])[:, 1] for t in skips]
+        pred = self.forward_decoder(taps, query_only=query_only, skips=skips)
         if return_loss:
             if query_only:
                 raise ValueError("return_loss needs the whole canvas; do not combine it with query_only")

