@@ -9,6 +9,7 @@ exactly what loading the same files by path gives, and the weights the test save
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -263,3 +264,136 @@ def test_train_init_from_an_id(saved, cache):
     put(cache, "someone/tiny-seggpt", _hf_files(saved["a"]["hf"]), COMMIT_A)
     cfg = load_config(None, ["model.preset=None", "model.init_from=someone/tiny-seggpt"])
     _same(build_model(cfg), saved["a"]["sd"])
+
+
+# Online: a stand-in for the hub on a local port, answering as huggingface.co does (HEAD/GET resolve/REV/FILE with
+# X-Repo-Commit, ETag or X-Linked-Etag; errors as X-Error-Code), so the real huggingface_hub downloads from it.
+class FakeHub:
+    def __init__(self):
+        self.repos: dict[str, dict] = {}  # repo -> {"refs": {name: commit}, "files": {commit: {path: bytes}}}
+        self.gated: set[str] = set()
+
+    def add(self, repo: str, files: dict[str, Path], commit: str, refs: tuple[str, ...] = ("main",)) -> None:
+        r = self.repos.setdefault(repo, {"refs": {}, "files": {}})
+        r["files"].setdefault(commit, {}).update({name: src.read_bytes() for name, src in files.items()})
+        r["refs"].update(dict.fromkeys(refs, commit))
+
+    def answer(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        from urllib.parse import unquote
+
+        path = unquote(path.split("?")[0])
+        api = path.startswith("/api/models/")
+        owner, name, kind, rest = path.removeprefix("/api/models/").lstrip("/").split("/", 3)
+        repo, (rev, _, file) = f"{owner}/{name}", rest.partition("/")
+        if repo in self.gated:
+            return 401, {"X-Error-Code": "GatedRepo"}, b""
+        if repo not in self.repos:
+            return 401, {"X-Error-Code": "RepoNotFound"}, b""
+        r = self.repos[repo]
+        commit = r["refs"].get(rev, rev if rev in r["files"] else None)
+        if commit is None:
+            return 404, {"X-Error-Code": "RevisionNotFound"}, b""
+        files = r["files"][commit]
+        if api and kind == "tree":
+            listing = [{"type": "file", "path": p, "size": len(d), "oid": etag(p, d)} for p, d in files.items()]
+            return 200, {"Content-Type": "application/json"}, json.dumps(listing).encode()
+        if file not in files:
+            return 404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}, b""
+        data, lfs = files[file], file.endswith(LFS_SUFFIXES)
+        tag = (
+            {"X-Linked-Etag": f'"{etag(file, data)}"', "ETag": '"lfs-pointer"'}
+            if lfs
+            else {"ETag": f'"{etag(file, data)}"'}
+        )
+        return 200, {"X-Repo-Commit": commit, "Content-Length": str(len(data)), **tag}, data
+
+
+@pytest.fixture
+def hub(cache, monkeypatch):
+    """A FakeHub served on 127.0.0.1, with huggingface_hub pointed at it and online (HF_HUB_OFFLINE unset)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from huggingface_hub import constants, file_download
+
+    fake = FakeHub()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, body: bool) -> None:
+            status, headers, data = fake.answer(self.path)
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            if "Content-Length" not in headers:
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def do_HEAD(self):  # noqa: N802 (http.server's names)
+            self._reply(False)
+
+        def do_GET(self):  # noqa: N802
+            self._reply(True)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template, raising=False)  # < 1.0 copies it
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+def test_online_downloads_into_the_cache_as_laid_out_here(saved, cache, hub, tmp_path, monkeypatch):
+    hub.add("someone/online-tiny", _hf_files(saved["a"]["hf"]), COMMIT_A)
+    _same(ck.load_model("someone/online-tiny"), saved["a"]["sd"])
+    # huggingface_hub wrote exactly the layout put() writes for the tests above: refs, snapshots, relative links
+    # into blobs named by the ETag the hub sends (the hub's rule, sha256 or git sha1, is etag()'s own).
+    expected = tmp_path / "expected"
+    put(expected, "someone/online-tiny", _hf_files(saved["a"]["hf"]), COMMIT_A)
+
+    def layout(root: Path) -> dict[str, str]:
+        folder = root / "models--someone--online-tiny"
+        return {
+            p.relative_to(folder).as_posix(): os.readlink(p) if p.is_symlink() else p.read_bytes().hex()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")
+        }
+
+    assert layout(cache) == layout(expected)
+    # The same id later, offline: from what was downloaded.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _same(ck.load_model("someone/online-tiny"), saved["a"]["sd"])
+
+
+def test_online_errors_and_fallbacks(saved, cache, hub, tmp_path):
+    from safetensors.torch import load_file
+
+    bin_only = tmp_path / "bin_only"
+    bin_only.mkdir()
+    torch.save(load_file(saved["b"]["hf"] / "model.safetensors"), bin_only / "pytorch_model.bin")
+    hub.add("someone/bin-tiny", {"config.json": saved["b"]["hf"] / "config.json", "pytorch_model.bin": bin_only /
+            "pytorch_model.bin"}, COMMIT_B)  # fmt: skip
+    _same(ck.load_model("someone/bin-tiny"), saved["b"]["sd"])  # no model.safetensors: pytorch_model.bin
+
+    hub.add("someone/weights", {"w1.pth": saved["a"]["pth"]}, COMMIT_A)
+    hub.gated.add("someone/gated")
+    cases = {
+        "someone/absent": "someone/absent is no local path, and someone/absent is no model repository",
+        "someone/gated": "someone/gated is gated: accept its terms",
+        "someone/weights@v9": "someone/weights has no revision 'v9'",
+        "someone/weights/w2.pth": r"has no file w2\.pth; it holds w1\.pth",
+        "someone/weights": r"no config\.json.*someone/weights/FILE; it holds w1\.pth",
+    }
+    for source, message in cases.items():
+        with pytest.raises(HubError, match=message):
+            ck.load_model(source)
