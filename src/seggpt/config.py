@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-
 # Pretrained CNNs for the image stream ("" = none: the released linear patch embedding).
 IMAGE_ENCODERS = ("", "efficientnet_lite0")
 

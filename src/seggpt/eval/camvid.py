@@ -88,14 +88,20 @@ def collect(predictor: Any, data: Path, options: EvalOptions, shard: Shard, prog
         if options.shots > 1 and options.ensemble:
             kwargs["ensemble"] = options.ensemble
         predictor.set_prompts(
-            [read_rgb(img) for img, _ in examples[c]], [(_labels(a) == c).astype(np.uint8) for _, a in examples[c]], **kwargs
+            [read_rgb(img) for img, _ in examples[c]],
+            [(_labels(a) == c).astype(np.uint8) for _, a in examples[c]],
+            **kwargs,
         )
         preds = predictor.predict_batch([images[img] for img, _ in targets], batch_size=options.batch_size)
         for (img, _), pred in zip(targets, preds, strict=True):
             gt = truth[img]
             binary = np.where(gt == VOID, -1, (gt == c).astype(np.int64))
             meter.update(c, np.asarray(pred.labels) != 0, binary, ignore_index=-1)
-    return {"meter": meter, "examples": {CLASSES[c]: [p.stem for p, _ in v] for c, v in examples.items()}, "targets": len(targets)}
+    return {
+        "meter": meter,
+        "examples": {CLASSES[c]: [p.stem for p, _ in v] for c, v in examples.items()},
+        "targets": len(targets),
+    }
 
 
 def summarize(states: list[Any], options: EvalOptions) -> BenchmarkResult:

@@ -302,10 +302,8 @@ class SegGPT(nn.Module):
 
     def _decode_fpn(self, h: Tensor, query_only: bool, skips: list[Tensor]) -> Tensor:
         b, hp, wp, _ = h.shape
-        if query_only:
-            h = h[:, hp // 2 :]
-        else:  # B Hp Wp C -> 2B Hp/2 Wp C: every image of the canvas decoded on its own
-            h = h.reshape(b * 2, hp // 2, wp, -1)
+        # B Hp Wp C -> the query halves, or 2B Hp/2 Wp C: every image of the canvas decoded on its own.
+        h = h[:, hp // 2 :] if query_only else h.reshape(b * 2, hp // 2, wp, -1)
         if len(skips) != 2 or skips[0].shape[0] != h.shape[0]:
             got = [tuple(t.shape) for t in skips]
             raise ValueError(f"the FPN decoder needs the skips of the {h.shape[0]} images it decodes, got {got}")

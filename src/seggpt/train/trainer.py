@@ -95,14 +95,38 @@ def _with_branch_init(model: SegGPT, path: str | None) -> SegGPT:
     return model
 
 
+def _freeze(model: SegGPT, prefixes: list[str]) -> SegGPT:
+    for prefix in prefixes:
+        params = [p for n, p in model.named_parameters() if n.startswith(prefix)]
+        if not params:
+            raise ValueError(f"model.freeze: {prefix!r} is the start of no parameter name of this model")
+        for p in params:
+            p.requires_grad_(False)
+    return model
+
+
+def _with_image_encoder_init(model: SegGPT, weights: str | None) -> SegGPT:
+    if model.image_encoder is not None and weights is not None:
+        from seggpt.modeling.efficientnet import imagenet_state_dict
+
+        state = imagenet_state_dict(None if weights == "imagenet" else weights)
+        model.image_encoder.load_state_dict(state, strict=True)
+    return model
+
+
 def build_model(cfg: TrainConfig) -> SegGPT:
     """The model to train: a preset (random init), or ``init_from`` a checkpoint, with overrides."""
+    return _freeze(_build_model(cfg), cfg.model.freeze)
+
+
+def _build_model(cfg: TrainConfig) -> SegGPT:
     spec = cfg.model
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.overrides.items()}
     if spec.init_from is None:
         if spec.preset is None:
             raise ValueError("set model.preset (e.g. vit_tiny) or model.init_from (a checkpoint)")
-        return _with_branch_init(SegGPT(preset(spec.preset, **overrides)), spec.branch_init)
+        model = _with_image_encoder_init(SegGPT(preset(spec.preset, **overrides)), spec.image_encoder_weights)
+        return _with_branch_init(model, spec.branch_init)
     # Every checkpoint as stored: the embedded model at 64x64 images, not at the size it runs at. Set
     # model.overrides.img_size to train at another size.
     state, config = read_checkpoint(EMBEDDED_WEIGHTS if spec.init_from == "embedded" else spec.init_from)

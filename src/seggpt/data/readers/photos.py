@@ -279,7 +279,9 @@ class DavisFramePairs:
         ex_img, ex_lab = random_view(*self._load(s, e), size, rng, self.augment)
         qu_img, qu_lab = random_view(*self._load(s, q), size, rng, self.augment)
         files = [str(self.frames[s][e][0]), str(self.frames[s][q][0])]
-        return Pair(ex_img, ex_lab, qu_img, qu_lab, INSTANCE, False, {"source": self.name, "mode": "frames", "files": files})
+        return Pair(
+            ex_img, ex_lab, qu_img, qu_lab, INSTANCE, False, {"source": self.name, "mode": "frames", "files": files}
+        )
 
 
 def _augment(options: dict) -> AugmentConfig | None:
