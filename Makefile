@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# With ../shared/data beside the checkout (as in CI), the demo also segments real photographs from the validation
+# parts of DAVIS-2016, Kvasir-SEG and CamVid, read where they are.
+DEMO_DATA := $(wildcard ../shared/data)
 demo: $(STAMP)
-	$(VENV)/bin/seggpt demo
+	$(VENV)/bin/seggpt demo $(if $(DEMO_DATA),--data $(DEMO_DATA),)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts projects

@@ -34,3 +34,38 @@ def test_demo_writes_every_target_and_can_run_again(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "mean mIoU over" in printed and str(out) in printed
     assert main(["demo", "--out", str(out)]) == 0  # its own outputs are replaced, not an error
+
+
+def test_demo_with_real_data_segments_the_validation_photographs(tmp_path, capsys):
+    """--data adds the real-photo tasks, read in place from a folder in ../shared/data's layout (written here)."""
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for t in range(45):
+        f = data / "davis2016" / "JPEGImages" / "480p" / "blackswan" / f"{t:05d}.jpg"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(f)
+        ann = np.zeros((48, 64), np.uint8)
+        ann[10:30, 5 + t // 3 : 25 + t // 3] = 1
+        a = data / "davis2016" / "Annotations" / "480p" / "blackswan" / f"{t:05d}.png"
+        a.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(ann).save(a)
+    for split in ("train", "val"):
+        for k in range(2):
+            (data / "camvid" / split).mkdir(parents=True, exist_ok=True)
+            (data / "camvid" / f"{split}annot").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)).save(
+                data / "camvid" / split / f"{k}.png"
+            )
+            Image.fromarray(rng.integers(0, 12, (36, 48), dtype=np.uint8)).save(
+                data / "camvid" / f"{split}annot" / f"{k}.png"
+            )
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--data", str(data)]) == 0
+    assert sorted(p.name for p in (out / "davis_blackswan").glob("*_overlay.jpg")) == [
+        "00020_overlay.jpg",
+        "00044_overlay.jpg",
+    ]
+    assert read_mask(out / "davis_blackswan" / "00020.png").shape == (48, 64)
+    assert len(list((out / "camvid_street").glob("*_overlay.jpg"))) == 2
+    assert "davis_blackswan" in capsys.readouterr().out
+    assert main(["demo", "--out", str(out), "--data", str(tmp_path / "nowhere")]) != 0

@@ -31,6 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="checkpoint to use instead of the embedded model: a path or a Hugging Face hub id (BAAI/SegGPT, ...)",
     )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="also segment real photographs from the validation parts of the data sets in this folder (the layout "
+        "of ../shared/data: davis2016/, kvasir-seg/, camvid/), read where they are; `make demo` passes it when the "
+        "folder exists",
+    )
     add_image_size(p)
     add_device(p)
     p.set_defaults(func=run)
@@ -59,6 +66,68 @@ def _tile(images: list[np.ndarray], height: int = 160) -> np.ndarray:
     return np.concatenate(row, axis=1)
 
 
+def real_tasks(data: Path) -> list[dict]:
+    """Tasks on photographs the embedded model never trained on (``configs/splits/*_val.txt``, CamVid val), read in
+    place: a DAVIS video (frame 0 and its mask -> later frames), a polyp (Kvasir-SEG), a street scene (CamVid: every
+    class from one training image). Sets that are missing are left out."""
+    from seggpt.data.readers.base import read_index_png
+
+    tasks = []
+    davis = data / "davis2016"
+    if (davis / "JPEGImages" / "480p" / "blackswan").is_dir():
+        frames = sorted((davis / "JPEGImages" / "480p" / "blackswan").glob("*.jpg"))
+        ann = lambda f: read_index_png(davis / "Annotations" / "480p" / "blackswan" / f"{f.stem}.png")  # noqa: E731
+        tasks.append(
+            {
+                "name": "davis_blackswan",
+                "task": "instance",
+                "examples": [(frames[0], ann(frames[0]))],
+                "targets": [(f, ann(f)) for f in frames[20:45:24]],
+            }
+        )
+    kvasir = data / "kvasir-seg"
+    val = Path(__file__).resolve().parents[3] / "configs" / "splits" / "kvasir_val.txt"
+    if (kvasir / "images").is_dir() and val.is_file():
+        stems = val.read_text().split()[:3]
+        pair = lambda s: (kvasir / "images" / f"{s}.jpg", read_index_png(kvasir / "masks" / f"{s}.png"))  # noqa: E731
+        tasks.append(
+            {
+                "name": "kvasir_polyp",
+                "task": "semantic",
+                "examples": [pair(stems[0])],
+                "targets": [pair(s) for s in stems[1:]],
+            }
+        )
+    camvid = data / "camvid"
+    if (camvid / "val").is_dir():
+        lab = lambda p: np.where(read_index_png(p) == 11, 0, read_index_png(p) + 1)  # noqa: E731 -- void -> 0
+        ex = sorted((camvid / "train").glob("*"))[0]
+        targets = sorted((camvid / "val").glob("*"))[:2]
+        tasks.append(
+            {
+                "name": "camvid_street",
+                "task": "semantic",
+                "examples": [(ex, lab(camvid / "trainannot" / f"{ex.stem}.png"))],
+                "targets": [(t, lab(camvid / "valannot" / f"{t.stem}.png")) for t in targets],
+            }
+        )
+    return tasks
+
+
+def bundled_tasks() -> list[dict]:
+    """The tasks of the bundled assets (manifest.json), as (image, mask) paths."""
+    manifest = json.loads((ASSETS / "manifest.json").read_text())
+    return [
+        {
+            "name": t["name"],
+            "task": t["task"],
+            "examples": [(ASSETS / e["image"], ASSETS / e["mask"]) for e in t["examples"]],
+            "targets": [(ASSETS / g["image"], ASSETS / g["mask"] if g.get("mask") else None) for g in t["targets"]],
+        }
+        for t in manifest["tasks"]
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     from seggpt.checkpoint import EMBEDDED_WEIGHTS
     from seggpt.coloring import build_palette, paint
@@ -69,30 +138,32 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is None and not EMBEDDED_WEIGHTS.is_file():
         print("no embedded model yet: this build ships without default weights; pass --weights CHECKPOINT.")
         return 0
-    manifest = json.loads((ASSETS / "manifest.json").read_text())
+    tasks = bundled_tasks()
+    if args.data is not None:
+        if not Path(args.data).is_dir():
+            raise FileNotFoundError(f"--data {args.data}: no such folder")
+        tasks += real_tasks(Path(args.data))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     predictor = SegGPTPredictor(args.weights, device=device, dtype=dtype, image_size=args.image_size)
     print(f"model: {args.weights or EMBEDDED_WEIGHTS.name} (loaded in {time.perf_counter() - t0:.1f} s)")
     rows, scores = [], []
-    for task in manifest["tasks"]:
+    as_labels = lambda m: m if isinstance(m, np.ndarray) else read_mask(m)  # noqa: E731
+    for task in tasks:
         examples = task["examples"]
-        predictor.set_prompts(
-            [ASSETS / e["image"] for e in examples], [ASSETS / e["mask"] for e in examples], task=task["task"]
-        )
+        predictor.set_prompts([e for e, _ in examples], [m for _, m in examples], task=task["task"])
         folder = out / task["name"]
         # The summary shows the first example beside every target: read it once per task.
-        ex_img = read_image(ASSETS / examples[0]["image"])
-        ex_labels = read_mask(ASSETS / examples[0]["mask"])
-        for i, target in enumerate(task["targets"], start=1):
-            image_path = ASSETS / target["image"]
+        ex_img = read_image(examples[0][0])
+        ex_labels = as_labels(examples[0][1])
+        for i, (image_path, truth_src) in enumerate(task["targets"], start=1):
             pred = predictor.predict(image_path)
-            stem = folder / Path(target["image"]).stem
+            stem = folder / Path(image_path).stem
             pred.save_labels(stem.with_suffix(".png"), overwrite=True)
             pred.save_color(stem.parent / f"{stem.name}_color.png", overwrite=True)
             pred.save_overlay(stem.parent / f"{stem.name}_overlay.jpg", image_path, overwrite=True)
-            truth = read_mask(ASSETS / target["mask"]) if target.get("mask") else None
+            truth = as_labels(truth_src) if truth_src is not None else None
             iou = mean_iou(pred.labels, truth) if truth is not None else float("nan")
             scores.append(iou)
             print(f"  {task['name']:<18} target {i}: mIoU {100 * iou:5.1f}  -> {stem}_overlay.jpg")
