@@ -192,3 +192,15 @@ def test_config_checks_the_encoder_and_decoder():
         lite_small(image_encoder="resnet")
     with pytest.raises(ValueError, match="patch_size 16"):
         lite_small(patch_size=8, img_size=(64, 32))
+
+
+def test_load_model_from_a_training_checkpoint_runs(tmp_path):
+    """load_model builds on the meta device and adopts the file's tensors: nothing may be left on meta."""
+    m = _model()
+    path = save_native(m, tmp_path / "lite.safetensors")
+    back = load_model(path)
+    images, masks = _canvases(m.config, 1)
+    with torch.no_grad():
+        want = m(images, masks, m.query_mask(), torch.zeros(1, dtype=torch.long))
+        got = back(images, masks, back.query_mask(), torch.zeros(1, dtype=torch.long))
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -69,10 +69,6 @@ class SegGPT(nn.Module):
         if cfg.image_encoder:
             self.image_encoder = EfficientNetLite0()
             self.image_proj = nn.Conv2d(self.image_encoder.channels[-1], c, kernel_size=1)
-            scale = torch.tensor([2 * s for s in _STD]).view(1, 3, 1, 1)
-            shift = torch.tensor([2 * m - 1 for m in _MEAN]).view(1, 3, 1, 1)
-            self.register_buffer("_lite_scale", scale, persistent=False)
-            self.register_buffer("_lite_shift", shift, persistent=False)
         # (1, 1, 1, C) tokens, broadcast over (B, Hp, Wp).
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, c))
         self.segment_token_x = nn.Parameter(torch.zeros(1, 1, 1, c))  # image stream
@@ -210,7 +206,10 @@ class SegGPT(nn.Module):
         """
         if self.image_encoder is None:
             return self.patch_embed(images), []
-        x = images * self._lite_scale.to(images.dtype) + self._lite_shift.to(images.dtype)
+        # Constants, not buffers: a model built on the meta device and loaded with assign=True has no other state.
+        scale = torch.tensor([2 * s for s in _STD], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        shift = torch.tensor([2 * m - 1 for m in _MEAN], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        x = images * scale + shift
         s4, s8, s16 = self.image_encoder(x)
         tokens = self.image_proj(s16).permute(0, 2, 3, 1)  # N C h/16 w/16 -> N h/16 w/16 C
         return tokens, ([s4, s8] if self.config.decoder == "fpn" else [])
