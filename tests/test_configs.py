@@ -12,7 +12,6 @@ from seggpt.train.trainer import build_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([*(ROOT / "configs").rglob("*.yaml"), *(ROOT / "projects").rglob("configs/**/*.yaml")])
-RECIPE = ["embedded", "embedded_continue", "embedded_shapes", "embedded_mix"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT)) for p in CONFIGS])
@@ -24,23 +23,39 @@ def test_every_config_loads(path):
         assert len(sources) == len(weights) == len(cfg.data.sources)
 
 
-def test_the_embedded_recipe_chains_stage_to_stage():
-    """Each stage starts from the file the previous stage writes, and `make train-default` ships the last one."""
-    cfgs = [load_config(ROOT / "configs" / f"{name}.yaml") for name in RECIPE]
-    assert cfgs[0].model.init_from is None
-    assert cfgs[1].model.init_from == f"{cfgs[0].run_dir}/model.safetensors"
-    assert cfgs[2].model.init_from == f"{cfgs[1].run_dir}/model.safetensors"
-    assert cfgs[2].model.branch_init == "runs/branch.safetensors"
+def test_the_embedded_recipe_trains_on_training_parts_only_and_ships_its_run():
+    """configs/embedded.yaml starts from ImageNet features, reads no validation part, and `make train-default`
+    ships the model of that run."""
+    cfg = load_config(ROOT / "configs" / "embedded.yaml")
+    assert cfg.model.preset == "lite_small" and cfg.model.init_from is None
+    assert cfg.model.image_encoder_weights == "imagenet" and cfg.model.freeze == ["image_encoder."]
+    for source in cfg.data.sources:
+        assert "val" not in str(source.get("split_file", "")), source
+        assert source.get("split", "train") in ("train", "train2017"), source
+        if source["type"] in ("folder", "yolo", "davis_frames"):  # sets without an official split: a train list
+            assert source["split_file"].startswith("configs/splits/") and source["split_file"].endswith("_train.txt")
     make = (ROOT / "Makefile").read_text()
     recipe = make[make.index("\ntrain-default:") : make.index("\n\n", make.index("\ntrain-default:"))]
-    stop = re.search(r"configs/embedded_shapes\.yaml --stop-after (\d+)", recipe)
-    assert stop, "the shape stage runs with --stop-after"
-    assert cfgs[3].model.init_from == f"{cfgs[2].run_dir}/checkpoints/step_{int(stop.group(1)):07d}.pt"
-    assert int(stop.group(1)) % cfgs[2].checkpoint_every == 0, "the stop step must have a checkpoint"
-    assert "--out runs/branch.safetensors" in recipe
-    assert f"ship_embedded.py {cfgs[3].run_dir}/model.safetensors" in recipe
-    order = [recipe.index(f"configs/{name}.yaml") for name in RECIPE]
-    assert order == sorted(order)
+    assert "seggpt train configs/embedded.yaml" in recipe
+    assert f"ship_embedded.py {cfg.run_dir}/model.safetensors" in recipe
+
+
+@pytest.mark.parametrize("name", ["kvasir", "coco128", "davis2016"])
+def test_split_files_are_disjoint_and_cover_the_set(name):
+    train = (ROOT / "configs/splits" / f"{name}_train.txt").read_text().split()
+    val = (ROOT / "configs/splits" / f"{name}_val.txt").read_text().split()
+    assert train and val and not set(train) & set(val)
+    assert len(set(train)) == len(train) and len(set(val)) == len(val)
+    data = ROOT.parent / "shared" / "data"
+    folders = {
+        "kvasir": "kvasir-seg/images",
+        "coco128": "coco128-seg/images/train2017",
+        "davis2016": "davis2016/JPEGImages/480p",
+    }
+    folder = data / folders[name]
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not here")
+    assert {p.stem if p.is_file() else p.name for p in folder.iterdir()} == set(train) | set(val)
 
 
 def test_the_synthcontext_recipe_chains_stage_to_stage():
