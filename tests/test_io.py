@@ -271,3 +271,100 @@ def test_the_umask_is_read_without_being_changed(monkeypatch):
             assert calls == []  # read from the kernel, never set
     finally:
         os.umask(umask)
+
+
+# Large images: one reading path, reduced decoding, streamed PNGs (issue #27) -----------------------------
+def test_png_writer_bands_read_back_exactly(tmp_path):
+    from seggpt.io import PngWriter, atomic_file
+
+    rng = np.random.default_rng(0)
+    pal = rng.integers(0, 256, (7, 3), dtype=np.uint8)
+    cases = {
+        "P": rng.integers(0, 7, (37, 29)),
+        "L": rng.integers(0, 256, (37, 29)),
+        "I;16": rng.integers(0, 65536, (37, 29)),
+        "RGB": rng.integers(0, 256, (37, 29, 3)),
+    }
+    for mode, a in cases.items():
+        path = tmp_path / f"{mode.replace(';', '')}.png"
+        with atomic_file(path) as tmp, open(tmp, "wb") as f, PngWriter(f, 29, 37, mode, pal) as png:
+            for y in (0, 5, 6, 20):  # uneven bands, one of a single row
+                png.write(a[y : {0: 5, 5: 6, 6: 20, 20: 37}[y]])
+        img = Image.open(path)
+        np.testing.assert_array_equal(np.asarray(img).astype(np.int64), a)
+        if mode == "P":
+            np.testing.assert_array_equal(np.asarray(img.convert("RGB")), pal[a])
+    with (
+        pytest.raises(ValueError, match="closed after 3 of its 4 rows"),
+        open(tmp_path / "x.png", "wb") as f,
+        PngWriter(f, 2, 4, "L") as png,
+    ):
+        png.write(np.zeros((3, 2)))
+        png.close()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_open_image_refuses_before_decoding_and_names_the_file(tmp_path):
+    from seggpt.io import open_image
+
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    assert open_image(tmp_path / "a.png").size == (40, 30)
+    with pytest.raises(ValueError, match=r"a.png is 40x30 = 0.0012 MP, over the limit of 0.001 MP"):
+        open_image(tmp_path / "a.png", max_pixels=1000)
+    (tmp_path / "t.png").write_text("text, not an image")
+    with pytest.raises(ValueError, match="cannot read image .*t.png"):
+        open_image(tmp_path / "t.png")
+    with pytest.raises(FileNotFoundError, match="no.png"):
+        open_image(tmp_path / "no.png")
+    with pytest.raises(ValueError, match="is a folder"):
+        open_image(tmp_path)
+    # Pillow's own guard (an error at twice its limit, a warning above it) gives way to ours, and stays in place.
+    limit = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ValueError, match="over the limit"):
+        open_image(tmp_path / "a.png", max_pixels=10)
+    assert limit == Image.MAX_IMAGE_PIXELS
+
+
+def test_read_image_reduced_is_exact_for_small_images_and_keeps_the_full_size(tmp_path):
+    from seggpt.io import read_image_reduced
+
+    a = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    Image.fromarray(a).save(tmp_path / "a.jpg")
+    for src in (tmp_path / "a.png", tmp_path / "a.jpg", a):
+        img, size = read_image_reduced(src, 96)  # 200 < 4 x 96: read whole, as read_image reads it
+        np.testing.assert_array_equal(img, read_image(src))
+        assert size == (300, 200)
+    big = np.kron(a, np.ones((8, 8, 1), np.uint8))  # 2400 x 1600, each pixel an 8 x 8 block
+    Image.fromarray(big).save(tmp_path / "big.png")
+    img, size = read_image_reduced(tmp_path / "big.png", 96)
+    assert size == (2400, 1600) and img.shape == (600, 400, 3)  # box-reduced by 4: the blocks' values
+    np.testing.assert_array_equal(img, np.kron(a, np.ones((2, 2, 1), np.uint8)))
+
+
+def test_read_image_reduced_turns_by_exif(tmp_path):
+    from seggpt.io import open_image_resized, read_image_reduced
+
+    a = np.zeros((1000, 2000, 3), np.uint8)
+    a[:, :1000] = 255  # left half white
+    img = Image.fromarray(a)
+    exif = img.getexif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 1000 wide, 2000 high, white on top
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    small, size = read_image_reduced(tmp_path / "rot.jpg", 64)
+    assert size == (2000, 1000) and small.shape[0] == 2 * small.shape[1] < 2000
+    assert small[: small.shape[0] // 2 - 8].mean() > 240 and small[small.shape[0] // 2 + 8 :].mean() < 15
+    preview = np.asarray(open_image_resized(tmp_path / "rot.jpg", (500, 250)))
+    assert preview.shape == (500, 250, 3) and preview[:240].mean() > 240 and preview[260:].mean() < 15
+
+
+def test_list_images_recursive(tmp_path):
+    for name in ("b.jpg", "s/a.png", "s/t/c.png", ".h/x.png", "s/.y.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path, recursive=True)] == [
+        "b.jpg",
+        "s/a.png",
+        "s/t/c.png",
+    ]
+    assert [p.name for p in list_images(tmp_path)] == ["b.jpg"]

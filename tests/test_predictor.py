@@ -433,3 +433,60 @@ def test_image_size_when_loading(tmp_path):
     assert p.predict(np.zeros((25, 17, 3), np.uint8)).labels.shape == (25, 17)  # answers at the target's size
     with pytest.raises(ValueError, match="image_size applies when the predictor loads"):
         SegGPTPredictor(model, image_size=48)
+
+
+# Any target size, in bands (issue #27) ---------------------------------------------------------------------
+def _smooth_answer(palette: np.ndarray, h: int, w: int, seed: int) -> torch.Tensor:
+    """A painted answer like the model's: regions of palette colours, blurred at their edges, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    regions = torch.randint(0, len(palette), (1, 1, 6, 6), generator=g).float()
+    regions = torch.nn.functional.interpolate(regions, size=(h, w), mode="nearest")[0, 0].long()
+    raw = torch.as_tensor(palette, dtype=torch.float32)[regions].permute(2, 0, 1)
+    raw = torch.nn.functional.avg_pool2d(raw[None], 5, 1, 2, count_include_pad=False)[0]
+    return (raw + 12 * torch.randn(raw.shape, generator=g)).clamp(0, 255)
+
+
+@pytest.mark.parametrize("num_labels", [1, 3, 40])
+@pytest.mark.parametrize("upsample", ["bilinear", "nearest"])
+def test_label_decoder_bands_equal_decode_answer(num_labels, upsample):
+    from seggpt.predictor import LabelDecoder, decode_rows, resize_rows, row_bands
+
+    palette = checked_palette(num_labels)
+    for seed, (answer, size) in enumerate([((32, 32), (300, 200)), ((32, 16), (45, 170)), ((24, 24), (24, 24))]):
+        raw = _smooth_answer(palette, *answer, seed)
+        labels, _, scores = decode_answer(raw, palette, size, upsample)
+        assert labels.shape == size
+        # Any band alone equals that band of the whole; the cheap label decoder equals the full decoding.
+        bands = row_bands(*size, pixels=3000)
+        assert len(bands) > 1 or size == (24, 24)
+        decoder = LabelDecoder(raw, palette, size, upsample)
+        assert torch.equal(torch.cat([decoder(b) for b in bands]), labels)
+        assert torch.equal(torch.cat([decode_rows(raw, palette, size, b, upsample)[2] for b in bands]), scores)
+        whole = resize_rows(raw, size, (0, size[0]), upsample)
+        assert torch.equal(torch.cat([resize_rows(raw, size, b, upsample) for b in bands], 1), whole)
+        if upsample == "nearest":  # as transformers' post-processing resizes
+            ref = torch.nn.functional.interpolate(raw[None], size=size, mode="nearest")[0]
+            assert torch.equal(whole, ref)
+        else:  # torch's bilinear, up to float rounding
+            ref = torch.nn.functional.interpolate(raw[None], size=size, mode="bilinear", align_corners=False)[0]
+            assert (whole - ref).abs().max() < 1e-2
+
+
+def test_save_answer_writes_what_predict_gives(tmp_path, predictor, data):
+    images, masks, targets = data
+    predictor.set_prompts(images[:2], masks[:2])
+    path = tmp_path / "t.png"
+    Image.fromarray(targets[3]).save(path)
+    expected = predictor.predict(path)
+    q, size = predictor.prepare_target(path)
+    raw = predictor.paint(q[None])[0]
+    predictor.save_answer(raw, size, tmp_path / "l.png", tmp_path / "c.png", tmp_path / "o.png", image=path)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "l.png")), expected.labels)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "c.png")), expected.color)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o.png")), expected.overlay(path))
+    # A target above the overlay's pixel budget gets a preview reduced by a whole factor; labels keep the size.
+    predictor.save_answer(raw, size, tmp_path / "l2.png", None, tmp_path / "o2.png", image=path, overlay_max_pixels=300)
+    h, w = size
+    assert Image.open(tmp_path / "o2.png").size == (-(-w // 3), -(-h // 3))  # 3 x 3 blocks: <= 300 pixels
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "l2.png")), expected.labels)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -85,9 +85,10 @@ def test_bad_targets_are_reported_and_the_rest_done(files, weights, capsys):
         ["segment", *prompt_args(root, 1), "--weights", str(weights), "--out", str(out), "--no-progress",
          str(root / "targets"), str(root / "nothere.jpg")]
     )  # fmt: skip
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
     assert code == 1
-    assert "truncated.png" in err and "nothere.jpg" in err and "2 target(s) could not be read" in err
+    assert "truncated.png" in captured.err and "nothere.jpg" in captured.err and "2 could not be read" in captured.out
+    assert len(captured.err.strip().splitlines()) == 2  # one line for each, saying why
     assert sorted(p.name for p in out.glob("*_color.png")) == ["a_color.png", "b_color.png", "c_color.png"]
 
 

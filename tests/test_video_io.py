@@ -102,10 +102,12 @@ def test_video_errors(tmp_path):
         open_frames(empty)
 
 
-def test_overlay_tints_objects_only():
-    image = np.full((2, 3, 3), 100, np.uint8)
-    labels = np.array([[0, 1, 0], [2, 0, 0]])
+def test_overlay_fills_and_outlines_objects_only():
+    image = np.full((12, 12, 3), 100, np.uint8)
+    labels = np.zeros((12, 12), np.int64)
+    labels[2:9, 2:9] = 1
     out = overlay(image, labels, alpha=0.5)
-    np.testing.assert_array_equal(out[0, 0], [100, 100, 100])
-    np.testing.assert_array_equal(out[0, 1], [114, 50, 50])  # halfway to (128, 0, 0)
-    np.testing.assert_array_equal(out[1, 0], [50, 114, 50])
+    np.testing.assert_array_equal(out[0, 0], [100, 100, 100])  # background untouched
+    np.testing.assert_array_equal(out[5, 5], [178, 50, 178])  # inside: halfway to magenta (255, 0, 255)
+    np.testing.assert_array_equal(out[2, 5], [255, 0, 255])  # the object's edge: a contour in its full colour
+    np.testing.assert_array_equal(out[9, 5], [100, 100, 100])  # just outside: untouched

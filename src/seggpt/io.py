@@ -4,6 +4,11 @@ Images come as paths, PIL images or numpy arrays: grey, RGB, RGBA, palette and 1
 (H, W, 3) uint8. Masks come as binary images, 2-D label maps, palette PNGs or RGB colour masks and all become a
 2-D integer label map (0 = background). Every failure names the file and says what to do.
 
+Image files are opened through one path (:func:`open_image`): the pixel count in the header is checked against
+:data:`MAX_PIXELS` before any pixel is decoded (a clear ``ValueError``, where Pillow's own guard raised its
+``DecompressionBombError``), and :func:`read_image_reduced` decodes large files at reduced scale (JPEG draft mode,
+``Image.reduce``) when the model needs only a few hundred pixels of them.
+
 Rules for masks (:func:`read_mask`), in order:
     - a palette ("P" mode) PNG: the palette indices are the labels; index 255 (the VOC "void" border) becomes 0;
     - a grey or bool mask whose values are only {0, 1}, {0, 255} or {0, 65535} (16-bit) is binary: foreground = 1;
@@ -21,8 +26,11 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +45,17 @@ ImageSource = str | os.PathLike | Image.Image | np.ndarray
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
 
+# The most pixels (width x height) an image file may have to be read; larger files are refused before decoding,
+# with a message naming the file and the limit. Set it for the process (the CLI's --max-megapixels does) or pass
+# ``max_pixels`` to a reader. 200 MP is a 14000 x 14000 image; :func:`read_image` holds about 7 bytes per pixel
+# of it at once, :func:`read_image_reduced` (what the model reads) far less for a JPEG.
+DEFAULT_MAX_PIXELS = 200_000_000
+MAX_PIXELS = DEFAULT_MAX_PIXELS
+# Reduced decoding keeps at least this many times the model's side, so the final (bicubic) resize still has
+# pixels to average; images smaller than that are decoded whole, exactly as before.
+REDUCE_MARGIN = 4
+_PIL_GUARD = threading.Lock()  # Pillow's limit is process-wide: swap it for ours one open at a time
+
 
 def describe(src: ImageSource) -> str:
     """A short name for an input, for error messages: the path, or the kind and shape of an in-memory image."""
@@ -49,25 +68,96 @@ def describe(src: ImageSource) -> str:
     return type(src).__name__
 
 
-def _open(src: str | os.PathLike, what: str) -> Image.Image:
-    path = Path(src).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise ValueError(f"{what} {path} is a folder; pass an image file")
-    try:
-        img = Image.open(path)
-        img.load()  # decode now: a truncated file fails here, with its name, not later in a resize
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"cannot read {what} {path}: {e}. Is it a complete image file (PNG, JPEG, ...)?") from None
+def megapixels(n: int) -> str:
+    """A pixel count for messages: "400 MP", "0.04 MP"."""
+    return f"{n / 1e6:.3g} MP"
+
+
+def check_pixels(width: int, height: int, name: str, max_pixels: int | None = None) -> None:
+    """Refuse an image of ``width`` x ``height`` above the pixel limit (``max_pixels``, else :data:`MAX_PIXELS`).
+
+    Raises:
+        ValueError: naming the image, its size, the limit and what to do.
+    """
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if width * height > limit:
+        raise ValueError(
+            f"{name} is {width}x{height} = {megapixels(width * height)}, over the limit of {megapixels(limit)} per "
+            f"image; shrink it, or raise the limit (--max-megapixels {-(-width * height // 1_000_000)})"
+        )
+
+
+def open_image(src: str | os.PathLike | bytes, what: str = "image", max_pixels: int | None = None) -> Image.Image:
+    """Open an image file (or its bytes) and check its size, decoding no pixel yet.
+
+    Every reader of image files in the package comes through here, so a missing file, a folder, a file that is
+    not an image (a text file named .png) and an image over the pixel limit each give one clear error.
+
+    Args:
+        src: a path, or the file's bytes (an upload).
+        what: what the file is, for messages ("image", "mask", "example 2").
+        max_pixels: the limit (width x height); None: :data:`MAX_PIXELS`.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: a folder, a file Pillow cannot identify, or an image over the limit.
+    """
+    import io
+
+    if isinstance(src, (bytes, bytearray)):
+        name, fp = what, io.BytesIO(src)
+        if not src:
+            raise ValueError(f"{what} is empty (0 bytes)")
+    else:
+        path = Path(src).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"{what} not found: {path}")
+        if path.is_dir():
+            raise ValueError(f"{what} {path} is a folder; pass an image file")
+        name, fp = f"{what} {path}", path
+    with _PIL_GUARD:
+        # Pillow's own guard raises DecompressionBombError at twice its limit, and only warns below; ours replaces
+        # it with one limit and one message.
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            img = Image.open(fp)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise ValueError(f"cannot read {name}: {e}. Is it a complete image file (PNG, JPEG, ...)?") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    check_pixels(*img.size, name, max_pixels)
     return img
 
 
+def _decode(img: Image.Image, name: str) -> Image.Image:
+    """Decode the pixels now: a truncated file fails here, with its name, not later in a resize."""
+    try:
+        img.load()
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ValueError(f"cannot read {name}: {e}. Is it a complete image file (PNG, JPEG, ...)?") from None
+    return img
+
+
+def _open(src: str | os.PathLike, what: str) -> Image.Image:
+    return _decode(open_image(src, what), f"{what} {Path(src).expanduser()}")
+
+
 def _pil_to_array(img: Image.Image) -> np.ndarray:
-    """Any PIL mode -> numpy, keeping 16-bit and float values (``convert`` would clip them to 8 bits)."""
+    """Any PIL mode -> numpy, keeping 16-bit and float values (``convert`` would clip them to 8 bits).
+
+    8-bit images are copied a band of rows at a time into one writable array: ``np.asarray`` of a whole image
+    goes through a bytes copy, then a read-only array that must be copied again, three times the pixels at once.
+    """
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(img).astype(np.int32)
-    return np.asarray(img)
+    if img.mode not in ("RGB", "RGBA", "L", "LA") or img.width * img.height < 1 << 20:
+        return np.array(img)
+    bands = len(img.getbands())
+    out = np.empty((img.height, img.width, bands) if bands > 1 else (img.height, img.width), np.uint8)
+    step = max(1, (1 << 22) // img.width)
+    for y in range(0, img.height, step):
+        out[y : y + step] = np.asarray(img.crop((0, y, img.width, min(img.height, y + step))))
+    return out
 
 
 def _scale_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
@@ -94,28 +184,29 @@ def _scale_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"{name} has dtype {a.dtype}; pass uint8, uint16 or float pixels")
 
 
-def read_image(src: ImageSource) -> np.ndarray:
+def read_image(src: ImageSource, max_pixels: int | None = None) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB.
 
     Args:
         src: a path, a PIL image or a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); uint8, 16-bit
             integers (65535 = white), bool, or floats in [0, 1] (or [0, 255] if any value exceeds 1).
+        max_pixels: the pixel limit for files (None: :data:`MAX_PIXELS`).
 
     Grey images are repeated over three channels, alpha is dropped, palette images are expanded, and files are
     turned upright by their EXIF orientation (what viewers show, and what masks are drawn on).
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        ValueError: an unreadable, truncated or oddly shaped image; the message names it.
+        ValueError: an unreadable, truncated, oddly shaped or too large image; the message names it.
     """
     name = describe(src)
     if isinstance(src, (str, os.PathLike)):
-        src = ImageOps.exif_transpose(_open(src, "image"))
+        src = _upright(_decode(open_image(src, "image", max_pixels), f"image {Path(src).expanduser()}"))
     if isinstance(src, Image.Image):
         if src.mode in ("RGB", "L", "I;16", "I;16B", "I;16L", "I", "F", "RGBA", "LA"):
             a = _pil_to_array(src)
         else:  # P, 1, CMYK, YCbCr, ...: PIL knows how to make them RGB
-            a = np.asarray(src.convert("RGBA" if "transparency" in src.info else "RGB"))
+            a = _pil_to_array(src.convert("RGBA" if "transparency" in src.info else "RGB"))
     elif isinstance(src, np.ndarray):
         a = src
     else:
@@ -132,6 +223,76 @@ def read_image(src: ImageSource) -> np.ndarray:
         raise ValueError(f"{name} is empty (shape {a.shape})")
     out = np.ascontiguousarray(_scale_to_uint8(a, name))
     return out if out.flags.writeable else out.copy()  # PIL arrays are read-only; torch warns on those
+
+
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_JPEG = ("JPEG", "MPO")  # MPO: the multi-picture JPEG many phones and cameras write
+
+
+def read_image_reduced(
+    src: ImageSource, min_side: int, max_pixels: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read an image for a model that needs only ``min_side`` pixels a side: decoded at reduced scale when large.
+
+    A JPEG file is decoded by its DCT at 1/2, 1/4 or 1/8 scale (Pillow's draft mode, little memory and time), and
+    any file is then box-reduced by a whole factor (``Image.reduce``), both only as far as every side stays at least
+    ``REDUCE_MARGIN * min_side``; smaller images, PIL images and arrays are read whole, as :func:`read_image` does.
+    A 12000 x 12000 JPEG read for the 96-pixel embedded model costs a 500 x 500 array.
+
+    Args:
+        src: a path, a PIL image or an array (see :func:`read_image`).
+        min_side: the largest side the model resizes the image to.
+        max_pixels: the pixel limit for files (None: :data:`MAX_PIXELS`).
+
+    Returns:
+        (image (h, w, 3) uint8, at most the full size; the full size (H, W) as shown upright, which is where
+        answers belong).
+    """
+    if not isinstance(src, (str, os.PathLike)):
+        a = read_image(src)
+        return a, (a.shape[0], a.shape[1])
+    img = open_image(src, "image", max_pixels)
+    keep = max(1, REDUCE_MARGIN * int(min_side))
+    width, height = img.size
+    if img.format in _JPEG and min(width, height) >= 2 * keep:
+        img.draft(img.mode, (keep, keep))  # the largest DCT scale keeping both sides >= keep
+    img = _decode(img, f"image {Path(src).expanduser()}")
+    turned = img.getexif().get(0x0112, 1) in _TURNED
+    factor = min(img.size) // keep
+    if factor >= 2 and img.mode in ("L", "RGB", "RGBA", "LA"):  # box averages of these are colours; of P, not
+        img = img.reduce(factor)
+    a = read_image(_upright(img))
+    return a, ((width, height) if turned else (height, width))
+
+
+def open_image_resized(src: ImageSource, size: tuple[int, int], max_pixels: int | None = None) -> Image.Image:
+    """An image as a PIL RGB image of exactly ``size`` = (h, w) (shown upright): a JPEG file larger than that is
+    decoded at the largest DCT scale that still covers it, then any image is resized (bilinear, antialiased).
+
+    For previews of large images (an overlay at half size) without decoding them whole.
+    """
+    h, w = int(size[0]), int(size[1])
+    if isinstance(src, (str, os.PathLike)):
+        img = open_image(src, "image", max_pixels)
+        if img.format in _JPEG:  # the draft scale asks for the stored orientation
+            turned = img.getexif().get(0x0112, 1) in _TURNED
+            img.draft(img.mode, (h, w) if turned else (w, h))
+        img = _upright(_decode(img, f"image {Path(src).expanduser()}"))
+    else:
+        img = Image.fromarray(read_image(src))
+    if img.mode != "RGB":
+        img = Image.fromarray(read_image(img))  # 16-bit, palette, alpha: as read_image reads them
+    return img if img.size == (w, h) else img.resize((w, h), Image.Resampling.BILINEAR)
+
+
+def read_image_resized(src: ImageSource, size: tuple[int, int], max_pixels: int | None = None) -> np.ndarray:
+    """:func:`open_image_resized` as an (h, w, 3) uint8 array."""
+    return read_image(open_image_resized(src, size, max_pixels))
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image as viewers show it (EXIF orientation applied); itself, not a copy, when it needs no turn."""
+    return ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img
 
 
 # Masks ----------------------------------------------------------------------------------------------------
@@ -310,11 +471,10 @@ def publish(tmp: str | os.PathLike, dst: str | os.PathLike) -> None:
     os.replace(tmp, dst)
 
 
-def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], object], overwrite: bool = False) -> Path:
-    """Write a file atomically: ``write_fn(tmp)`` writes a temporary file beside ``path``, then it is moved in.
-
-    The temporary name keeps the suffix, so writers that pick the format from it (PIL) still work. A reader
-    never sees a half-written file, and an interrupted write leaves the old file (if any) intact.
+@contextmanager
+def atomic_file(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+    """``with atomic_file(path) as tmp:`` write ``tmp`` (beside ``path``, same suffix); it becomes ``path`` when the
+    block ends without an error, and is removed otherwise. For writers that stream a file in pieces.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
@@ -326,12 +486,95 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], object], ove
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=f".tmp{dst.suffix}", dir=dst.parent)
     os.close(fd)
     try:
-        write_fn(tmp)
+        yield tmp
         publish(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return dst
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], object], overwrite: bool = False) -> Path:
+    """Write a file atomically: ``write_fn(tmp)`` writes a temporary file beside ``path``, then it is moved in.
+
+    The temporary name keeps the suffix, so writers that pick the format from it (PIL) still work. A reader
+    never sees a half-written file, and an interrupted write leaves the old file (if any) intact.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    with atomic_file(path, overwrite) as tmp:
+        write_fn(tmp)
+    return Path(path)
+
+
+class PngWriter:
+    """A PNG written a band of rows at a time, so that an image never has to be in memory whole.
+
+    ``mode`` is "P" (8-bit palette indices, with ``palette``), "L" (8-bit grey), "I;16" (16-bit grey) or "RGB".
+    Rows go through the PNG filter "none" and zlib at Pillow's default level, so files read back exactly as
+    the arrays written::
+
+        with PngWriter(f, width, height, "P", palette) as png:
+            for rows in bands:  # (r, W) uint8
+                png.write(rows)
+    """
+
+    _COLOUR_TYPE = {"P": (8, 3), "L": (8, 0), "I;16": (16, 0), "RGB": (8, 2)}
+
+    def __init__(self, f, width: int, height: int, mode: str, palette: np.ndarray | None = None, level: int = 6):
+        if mode not in self._COLOUR_TYPE:
+            raise ValueError(f"PngWriter mode must be one of {sorted(self._COLOUR_TYPE)}, got {mode!r}")
+        if mode == "P" and palette is None:
+            raise ValueError("a palette PNG needs its palette")
+        self.f, self.width, self.height, self.mode = f, int(width), int(height), mode
+        self.rows = 0
+        self._zip = zlib.compressobj(level)
+        depth, colour = self._COLOUR_TYPE[mode]
+        f.write(b"\x89PNG\r\n\x1a\n")
+        self._chunk(b"IHDR", np.array([self.width, self.height], ">u4").tobytes() + bytes([depth, colour, 0, 0, 0]))
+        if mode == "P":
+            pal = np.zeros((256, 3), np.uint8)
+            pal[: min(len(palette), 256)] = np.asarray(palette, np.uint8)[:256]
+            self._chunk(b"PLTE", pal.tobytes())
+
+    def _chunk(self, kind: bytes, data: bytes) -> None:
+        self.f.write(len(data).to_bytes(4, "big") + kind + data)
+        self.f.write((zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF).to_bytes(4, "big"))
+
+    def write(self, rows: np.ndarray) -> None:
+        """The next rows: (r, W) for P, L and I;16, (r, W, 3) for RGB."""
+        rows = np.asarray(rows)
+        dtype = ">u2" if self.mode == "I;16" else np.uint8
+        shape = (self.width, 3) if self.mode == "RGB" else (self.width,)
+        if rows.shape[1:] != shape or self.rows + len(rows) > self.height:
+            raise ValueError(f"rows of shape {rows.shape} do not continue a {self.width}x{self.height} PNG")
+        data = np.ascontiguousarray(rows, dtype=dtype).reshape(len(rows), -1).view(np.uint8)
+        raw = np.zeros((len(rows), 1 + data.shape[1]), np.uint8)  # column 0: the row's filter, "none"
+        raw[:, 1:] = data
+        data = self._zip.compress(raw.tobytes())
+        if data:
+            self._chunk(b"IDAT", data)
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        if self.rows != self.height:
+            raise ValueError(f"PNG closed after {self.rows} of its {self.height} rows")
+        self._chunk(b"IDAT", self._zip.flush())
+        self._chunk(b"IEND", b"")
+
+    def __enter__(self) -> PngWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def label_png_mode(top: int) -> str:
+    """The PNG a label map whose largest label is ``top`` is saved as: "P" (palette) up to 255, else "I;16"."""
+    if top > 65535:
+        raise ValueError(f"labels up to {top} do not fit a PNG (at most 65535)")
+    return "P" if top <= 255 else "I;16"
 
 
 def save_label_png(labels: np.ndarray, path: str | os.PathLike, palette: np.ndarray, overwrite: bool = False) -> Path:
@@ -343,22 +586,24 @@ def save_label_png(labels: np.ndarray, path: str | os.PathLike, palette: np.ndar
         palette: (K, 3) uint8 colours of labels 0..K-1.
     """
     labels = np.asarray(labels)
-    top = int(labels.max()) if labels.size else 0
-    if top <= 255:
-        img = Image.fromarray(labels.astype(np.uint8), mode="P")
-        pal = np.zeros((256, 3), np.uint8)
-        pal[: min(len(palette), 256)] = palette[:256]
-        img.putpalette(pal.reshape(-1).tolist())
-    elif top <= 65535:
-        img = Image.fromarray(labels.astype(np.uint16))
-    else:
-        raise ValueError(f"labels up to {top} do not fit a PNG (at most 65535)")
-    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"), overwrite)
+    mode = label_png_mode(int(labels.max()) if labels.size else 0)
+    height, width = labels.shape
+    step = max(1, (1 << 22) // max(width, 1))
+    with atomic_file(path, overwrite) as tmp, open(tmp, "wb") as f, PngWriter(f, width, height, mode, palette) as png:
+        for y in range(0, height, step):
+            png.write(labels[y : y + step])
+    return Path(path)
 
 
 def save_rgb(array: np.ndarray, path: str | os.PathLike, overwrite: bool = False, quality: int = 90) -> Path:
     """Save an (H, W, 3) uint8 image; the format follows the suffix (PNG, JPEG, ...)."""
-    img = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="RGB")
+    return save_image(
+        Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="RGB"), path, overwrite, quality
+    )
+
+
+def save_image(img: Image.Image, path: str | os.PathLike, overwrite: bool = False, quality: int = 90) -> Path:
+    """Save a PIL image atomically; the format follows the suffix (PNG, JPEG, ...)."""
     fmt = Image.registered_extensions().get(Path(path).suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unknown image suffix; use .png or .jpg")
@@ -366,9 +611,19 @@ def save_rgb(array: np.ndarray, path: str | os.PathLike, overwrite: bool = False
     return atomic_write(path, lambda tmp: img.save(tmp, format=fmt, **kwargs), overwrite)
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside a folder (by suffix), sorted by name; hidden files are skipped."""
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files inside a folder (by suffix), sorted by path; hidden files and folders are skipped.
+
+    Args:
+        recursive: also every sub-folder's images, at any depth (symbolic links to folders are not followed).
+    """
     d = Path(folder)
-    return sorted(
-        p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    if not recursive:
+        return sorted(
+            p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+    found = []
+    for root, dirs, files in os.walk(d):
+        dirs[:] = [x for x in dirs if not x.startswith(".")]
+        found += [Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found, key=lambda p: p.relative_to(d).parts)

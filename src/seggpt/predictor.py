@@ -19,7 +19,10 @@ Design choices (each is a documented parameter or constant):
 - Size. The painted answer (model resolution) is resized *as colours* to the target's size, bilinearly by
   default, then decoded: edges follow the colour gradient instead of the model's pixel grid. ``upsample="nearest"``
   reproduces ``transformers``' ``post_process_semantic_segmentation`` exactly. (With three or more labels a
-  bilinear transition between two colours can pass near a third; nearest never invents such pixels.)
+  bilinear transition between two colours can pass near a third; nearest never invents such pixels.) Large
+  targets cost what the model reads, not their size: files are decoded at reduced scale for the model
+  (:func:`seggpt.io.read_image_reduced`), and :meth:`SegGPTPredictor.save_answer` decodes and writes the answer a
+  band of rows at a time (:class:`LabelDecoder`); the label map always has the target's size.
 - Scores. ``(d2 - d1) / (d2 + d1)`` with d1, d2 the distances to the nearest and second-nearest palette colour:
   1 when the pixel is exactly a palette colour, 0 halfway between two. Unlike ``1 - d1 / max``, it does not depend
   on how dense the palette is, and a grey pixel in a binary task (equally far from black and white) scores 0.
@@ -33,6 +36,7 @@ Design choices (each is a documented parameter or constant):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -44,20 +48,28 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from seggpt.coloring import build_palette, paint
 from seggpt.io import (
     ImageSource,
+    PngWriter,
+    atomic_file,
     atomic_write,
     colours_to_labels,
     describe,
+    label_png_mode,
     load_mask_array,
+    open_image_resized,
     read_image,
+    read_image_reduced,
+    save_image,
     save_label_png,
     save_rgb,
 )
 from seggpt.modeling import INSTANCE, SEMANTIC, SegGPT
+from seggpt.overlay import OVERLAY_ALPHA, contour_width, draw_overlay, overlay_colours
 from seggpt.transforms import denormalize, normalize, query_half, resize_image, resize_mask, stack_canvas, to_chw
 
 log = logging.getLogger(__name__)
@@ -68,6 +80,10 @@ UPSAMPLING = ("bilinear", "nearest")
 # Palette colours closer than this (L2 in [0, 255] RGB) are not reliably told apart in the model's painting;
 # the transformers palette keeps them >= 20 apart up to 1728 labels.
 MIN_COLOUR_DISTANCE = 20.0
+# Overlays written by SegGPTPredictor.save_answer are previews: up to this many pixels they have the target's size,
+# beyond it they are reduced by a whole factor (a 12000 x 12000 target: 6000 x 6000), so that the target need not
+# be decoded whole. The label map always has the target's size.
+OVERLAY_MAX_PIXELS = 40_000_000
 
 
 # Results ---------------------------------------------------------------------------------------------------
@@ -98,20 +114,19 @@ class Prediction:
         """RGB image of the decoded colours."""
         return save_rgb(self.color, path, overwrite=overwrite)
 
-    def overlay(self, image: ImageSource, alpha: float = 0.5) -> np.ndarray:
-        """The target with the colours blended over its foreground: (H, W, 3) uint8."""
+    def overlay(self, image: ImageSource, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+        """The target with each region filled at ``alpha`` and outlined in a saturated overlay colour
+        (:func:`seggpt.overlay.draw_overlay`; not the model's palette, whose label 1 is white): (H, W, 3) uint8."""
         img = read_image(image)
         if img.shape[:2] != self.labels.shape:
             raise ValueError(
                 f"overlay: the image is {img.shape[1]}x{img.shape[0]} but the prediction is "
                 f"{self.labels.shape[1]}x{self.labels.shape[0]}; pass the target this prediction belongs to"
             )
-        fg = (self.labels > 0)[..., None]
-        blend = img.astype(np.float32) * (1 - alpha) + self.color.astype(np.float32) * alpha
-        return np.where(fg, np.rint(blend), img).astype(np.uint8)
+        return draw_overlay(img, self.labels, alpha, overlay_colours(len(self.palette) - 1))
 
     def save_overlay(
-        self, path: str | os.PathLike, image: ImageSource, alpha: float = 0.5, overwrite: bool = False
+        self, path: str | os.PathLike, image: ImageSource, alpha: float = OVERLAY_ALPHA, overwrite: bool = False
     ) -> os.PathLike:
         """Save :meth:`overlay` (JPEG or PNG by suffix)."""
         return save_rgb(self.overlay(image, alpha), path, overwrite=overwrite)
@@ -183,20 +198,55 @@ def decode_answer(
     Returns:
         labels (H, W) long, nearest-colour distance d1 (H, W) in [0, 441.7], scores (H, W) in [0, 1].
     """
+    size = tuple(raw.shape[-2:]) if size is None else tuple(size)
+    parts = [decode_rows(raw, palette, size, rows, upsample) for rows in row_bands(*size)]
+    return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+def row_bands(height: int, width: int, pixels: int = 1 << 21) -> list[tuple[int, int]]:
+    """Row ranges [y0, y1) of about ``pixels`` pixels each that cover an image of ``height`` x ``width``."""
+    step = max(1, pixels // max(width, 1))
+    return [(y, min(height, y + step)) for y in range(0, height, step)]
+
+
+def resize_rows(c: Tensor, size: tuple[int, int], rows: tuple[int, int], upsample: str = "bilinear") -> Tensor:
+    """Rows ``rows`` = [y0, y1) of the (3, h, w) colours resized to ``size`` = (H, W): (3, y1 - y0, W).
+
+    Widths are resized by ``F.interpolate``, heights by indexing (nearest, as torch picks rows) or by blending the
+    two source rows with torch's ``align_corners=False`` weights (bilinear), so any band of rows is computed
+    alone, and bands computed one by one give the same values as one call for the whole image.
+    """
+    h = c.shape[-2]
+    height, width = size
+    y = torch.arange(rows[0], rows[1], dtype=torch.float32, device=c.device)
+    scale = torch.tensor(h / height, dtype=torch.float32)
+    if upsample == "nearest":
+        wide = F.interpolate(c[None], size=(h, width), mode="nearest")[0]
+        return wide[:, (y * scale).floor().long().clamp(max=h - 1)]
+    wide = F.interpolate(c[None], size=(h, width), mode="bilinear", align_corners=False)[0]
+    real = ((y + 0.5) * scale - 0.5).clamp(min=0)
+    i0 = real.long().clamp(max=h - 1)
+    i1 = (i0 + 1).clamp(max=h - 1)
+    l1 = (real - i0).clamp(0, 1)[None, :, None]
+    return wide[:, i0] * (1 - l1) + wide[:, i1] * l1
+
+
+def decode_rows(
+    raw: Tensor, palette: np.ndarray | Tensor, size: tuple[int, int], rows: tuple[int, int], upsample: str = "bilinear"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`decode_answer` for the rows [y0, y1) of the output only: labels, d1, scores (y1 - y0, W).
+
+    What lets a very large target be decoded and written a band at a time, in memory that does not grow with it.
+    """
     if upsample not in UPSAMPLING:
         raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLING}")
     c = raw.float()
-    if size is not None and tuple(size) != tuple(c.shape[-2:]):
-        kw = {"align_corners": False} if upsample == "bilinear" else {}
-        c = F.interpolate(c[None], size=tuple(size), mode=upsample, **kw)[0]
+    c = c if tuple(size) == tuple(c.shape[-2:]) and rows == (0, size[0]) else resize_rows(c, size, rows, upsample)
     h, w = c.shape[-2:]
     pal = torch.as_tensor(np.asarray(palette), dtype=torch.float32, device=c.device)
     if len(pal) < 2:
         raise ValueError("decoding needs a palette of at least two colours (background and one label)")
-    if len(pal) <= _RUNNING_MIN_COLOURS:
-        labels, d1, d2 = _two_nearest_running(c.reshape(3, -1), pal)
-    else:
-        labels, d1, d2 = _two_nearest_chunked(c.reshape(3, -1), pal)
+    labels, d1, d2 = _two_nearest(c.reshape(3, -1), pal)
     d1, d2 = d1.sqrt(), d2.sqrt()
     scores = torch.where(d1 + d2 > 0, (d2 - d1) / (d2 + d1).clamp_min(1e-12), torch.ones_like(d1))
     return labels.reshape(h, w), d1.reshape(h, w), scores.reshape(h, w)
@@ -236,6 +286,80 @@ def _two_nearest_chunked(pix: Tensor, pal: Tensor) -> tuple[Tensor, Tensor, Tens
         two = dist.topk(2, dim=-1, largest=False).values
         d1[s : s + step], d2[s : s + step] = two[:, 0], two[:, 1]
     return labels, d1, d2
+
+
+def _two_nearest(pix: Tensor, pal: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """pix (3, N) -> label, d1^2, d2^2 (N,), by the path suited to the palette's size."""
+    return (_two_nearest_running if len(pal) <= _RUNNING_MIN_COLOURS else _two_nearest_chunked)(pix, pal)
+
+
+class LabelDecoder:
+    """The labels :func:`decode_answer` gives, for any band of rows of any output size, at a fraction of its cost.
+
+    The answer is painted at model resolution (h, w) and resized to the target's (H, W), so each output pixel
+    is a blend (a convex combination) of neighbouring model pixels. Nearest-colour cells are convex, and each
+    margin ``|x - p_j|^2 - |x - p_k|^2`` is affine in the colour x: where a model pixel and its eight neighbours
+    all decode to one label with a margin to the second-nearest colour above :data:`_MARGIN` (float rounding is
+    far smaller), every blend of them decodes to that label too. Only the pixels near a change of label are
+    decoded one by one, with exactly :func:`resize_rows`' arithmetic; a 12000 x 12000 target costs seconds.
+    (With ``upsample="nearest"`` every output pixel is a model pixel, and all are looked up.)
+
+    Args:
+        raw: (3, h, w) painted answer in [0, 255].
+        palette: (K, 3) colours.
+        size: the output (H, W).
+        upsample: "bilinear" or "nearest", as :func:`decode_answer`.
+    """
+
+    # Squared RGB distance margin (colours in [0, 255]): blends lose at most a few units of it to rounding.
+    _MARGIN = 16.0
+
+    def __init__(self, raw: Tensor, palette: np.ndarray | Tensor, size: tuple[int, int], upsample: str = "bilinear"):
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLING}")
+        self.c = raw.float()
+        self.size = (int(size[0]), int(size[1]))
+        self.upsample = upsample
+        self.pal = torch.as_tensor(np.asarray(palette), dtype=torch.float32, device=self.c.device)
+        if len(self.pal) < 2:
+            raise ValueError("decoding needs a palette of at least two colours (background and one label)")
+        h, w = self.c.shape[-2:]
+        labels, d1, d2 = _two_nearest(self.c.reshape(3, -1), self.pal)
+        self.source = labels.reshape(h, w)
+        x = torch.arange(self.size[1], dtype=torch.float32, device=self.c.device)
+        scale = torch.tensor(w / self.size[1], dtype=torch.float32)
+        if upsample == "nearest":
+            self.cols = (x * scale).floor().long().clamp(max=w - 1)
+            return
+        self.cols = ((x + 0.5) * scale - 0.5).clamp(min=0).long().clamp(max=w - 1)
+        sure = (d2 - d1 > self._MARGIN).reshape(1, 1, h, w).float()
+        lab = self.source.reshape(1, 1, h, w).float()
+        pad = (1, 1, 1, 1)
+        hi = F.max_pool2d(F.pad(lab, pad, mode="replicate"), 3, stride=1)
+        lo = -F.max_pool2d(F.pad(-lab, pad, mode="replicate"), 3, stride=1)
+        sure = -F.max_pool2d(F.pad(-sure, pad, mode="replicate"), 3, stride=1)
+        self.uniform = ((hi == lo) & (sure > 0))[0, 0]  # (h, w): every blend around this pixel has its label
+        self.wide = F.interpolate(self.c[None], size=(h, self.size[1]), mode="bilinear", align_corners=False)[0]
+
+    def __call__(self, rows: tuple[int, int]) -> Tensor:
+        """Labels (y1 - y0, W) long of the output rows [y0, y1)."""
+        h = self.c.shape[-2]
+        y = torch.arange(rows[0], rows[1], dtype=torch.float32, device=self.c.device)
+        scale = torch.tensor(h / self.size[0], dtype=torch.float32)
+        if self.upsample == "nearest":
+            return self.source[(y * scale).floor().long().clamp(max=h - 1)][:, self.cols]
+        real = ((y + 0.5) * scale - 0.5).clamp(min=0)
+        i0 = real.long().clamp(max=h - 1)
+        # Output rows with the same source row share their looked-up labels: gather each source row once.
+        rows_used, which = torch.unique_consecutive(i0, return_inverse=True)
+        labels = self.source[rows_used][:, self.cols][which]
+        ys, xs = torch.nonzero(~self.uniform[rows_used][:, self.cols][which], as_tuple=True)
+        if len(ys):  # near a change of label: blend the colours as resize_rows does, and decode them
+            i1 = (i0 + 1).clamp(max=h - 1)
+            l1 = (real - i0).clamp(0, 1)
+            a, b, t = self.wide[:, i0[ys], xs], self.wide[:, i1[ys], xs], l1[ys][None]
+            labels[ys, xs] = _two_nearest(a * (1 - t) + b * t, self.pal)[0]
+        return labels
 
 
 def checked_palette(num_labels: int) -> np.ndarray:
@@ -405,7 +529,8 @@ class SegGPTPredictor:
             )
         if not images:
             raise ValueError("no prompts: give at least one example image and its mask")
-        arrays = [read_image(im) for im in images]
+        read = [read_image_reduced(im, max(self.config.image_size)) for im in images]
+        arrays, sizes = [a for a, _ in read], [hw for _, hw in read]
         loaded = [load_mask_array(m) for m in masks]
         labels = [a for a, _ in loaded]
         colour_at = [i for i, (_, kind) in enumerate(loaded) if kind == "colours"]
@@ -413,11 +538,11 @@ class SegGPTPredictor:
             maps, _ = colours_to_labels([loaded[i][0] for i in colour_at])
             for i, m in zip(colour_at, maps, strict=True):
                 labels[i] = m
-        for i, (img, lab) in enumerate(zip(arrays, labels, strict=True)):
-            if img.shape[:2] != lab.shape:
+        for i, (hw, lab) in enumerate(zip(sizes, labels, strict=True)):
+            if tuple(hw) != lab.shape:
                 raise ValueError(
                     f"prompt {i}: the mask {describe(masks[i])} is {lab.shape[1]}x{lab.shape[0]} (WxH) but its "
-                    f"image {describe(images[i])} is {img.shape[1]}x{img.shape[0]}; a mask must have its image's size"
+                    f"image {describe(images[i])} is {hw[1]}x{hw[0]}; a mask must have its image's size"
                 )
             if not lab.any():
                 warnings.warn(
@@ -508,15 +633,27 @@ class SegGPTPredictor:
         log.info("prompts set: %d example(s), task %s, ensemble %s, %d label(s)", k, task, ensemble, len(palette) - 1)
 
     # Targets -----------------------------------------------------------------------------------------------
-    def prepare_targets(self, targets: Sequence[ImageSource]) -> tuple[Tensor, list[tuple[int, int]]]:
-        """Read targets and make them query halves: ((T, 3, h, w) normalised, model dtype; original sizes)."""
-        arrays = [read_image(t) for t in targets]
-        size = self.config.image_size
+    def prepare_target(self, target: ImageSource) -> tuple[Tensor, tuple[int, int]]:
+        """Read one target as the model sees it: ((3, h, w) normalised, model dtype; its full size (H, W)).
+
+        Files are decoded only as finely as the model needs (:func:`seggpt.io.read_image_reduced`): a
+        12000 x 12000 JPEG costs a few MB here. The full size is where :meth:`decode` puts the answer.
+
+        Raises:
+            FileNotFoundError / ValueError: a target that cannot be read, or over the pixel limit (named).
+        """
+        a, size = read_image_reduced(target, max(self.config.image_size))
+        image_size = self.config.image_size
         if self._grid is not None:
-            q = torch.stack([tile([to_chw(a)], size, self._grid, self.config.patch_size, "image") for a in arrays])
+            q = tile([to_chw(a)], image_size, self._grid, self.config.patch_size, "image")
         else:
-            q = torch.stack([resize_image(to_chw(a), size) for a in arrays])
-        return normalize(q).to(self.device, self.dtype), [a.shape[:2] for a in arrays]
+            q = resize_image(to_chw(a), image_size)
+        return normalize(q).to(self.device, self.dtype), size
+
+    def prepare_targets(self, targets: Sequence[ImageSource]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Read targets and make them query halves: ((T, 3, h, w) normalised, model dtype; full sizes (H, W))."""
+        prepared = [self.prepare_target(t) for t in targets]
+        return torch.stack([q for q, _ in prepared]), [hw for _, hw in prepared]
 
     def paint(self, queries: Tensor, cached: bool = True) -> Tensor:
         """The model's painted answers for prepared queries.
@@ -609,6 +746,73 @@ class SegGPTPredictor:
             raw=raw.permute(1, 2, 0).cpu().numpy().astype(np.float32),
             palette=self.palette,
         )
+
+    def save_answer(
+        self,
+        raw: Tensor,
+        size: tuple[int, int],
+        labels_path: str | os.PathLike,
+        color_path: str | os.PathLike | None = None,
+        overlay_path: str | os.PathLike | None = None,
+        image: ImageSource | None = None,
+        overwrite: bool = False,
+        overlay_max_pixels: int | None = None,
+    ) -> None:
+        """Decode a painted answer straight into files, a band of rows at a time, in memory that does not grow
+        with the target: what :meth:`decode` then the ``Prediction.save_*`` methods write, for targets of any size.
+
+        Args:
+            raw: (3, h, w) painted answer in [0, 255] (one entry of :meth:`paint`).
+            size: the target's full (H, W): the label map's size.
+            labels_path: the label map (indexed PNG with the model's palette; 16-bit grey above 255 labels).
+            color_path: optional RGB PNG of the palette colours.
+            overlay_path: optional overlay (JPEG or PNG by suffix) of ``image``. It has the target's size up to
+                ``overlay_max_pixels`` (default :data:`OVERLAY_MAX_PIXELS`); a larger target's overlay is reduced
+                by the smallest whole factor that fits (a preview; the label map keeps the full size).
+            image: the target, needed for the overlay.
+        """
+        self._require_prompts()
+        height, width = size
+        if overlay_path is not None and image is None:
+            raise ValueError("save_answer: an overlay needs the target image")
+        mode = label_png_mode(len(self.palette) - 1)
+        limit = OVERLAY_MAX_PIXELS if overlay_max_pixels is None else overlay_max_pixels
+        f = 1
+        while -(-height // f) * -(-width // f) > limit:
+            f += 1
+        # The overlay's pixel (i, j) shows the label at the centre of its f x f block of the target.
+        oy = np.minimum(np.arange(-(-height // f)) * f + f // 2, height - 1)
+        ox = np.minimum(np.arange(-(-width // f)) * f + f // 2, width - 1)
+        small = np.zeros((len(oy), len(ox)), np.uint8 if mode == "P" else np.int32) if overlay_path else None
+        decoder = LabelDecoder(raw, self.palette, size, self.upsample)
+        with contextlib.ExitStack() as stack:
+            f_lab = stack.enter_context(open(stack.enter_context(atomic_file(labels_path, overwrite)), "wb"))
+            lab_png = PngWriter(f_lab, width, height, mode, self.palette)
+            col_png = None
+            if color_path is not None:
+                f_col = stack.enter_context(open(stack.enter_context(atomic_file(color_path, overwrite)), "wb"))
+                col_png = PngWriter(f_col, width, height, "RGB")
+            for y0, y1 in row_bands(height, width, 1 << 20):
+                labels = decoder((y0, y1)).cpu().numpy()
+                lab_png.write(labels)
+                if col_png is not None:
+                    col_png.write(self.palette[labels])
+                if small is not None:
+                    pick = (oy >= y0) & (oy < y1)
+                    small[pick] = labels[oy[pick] - y0][:, ox]
+            lab_png.close()
+            if col_png is not None:
+                col_png.close()
+            if small is not None:  # before the label files are published: all of a target's files, or none
+                # Drawn a band at a time into the decoded image itself: no second full-size copy.
+                img = open_image_resized(image, small.shape)
+                colours, line = overlay_colours(len(self.palette) - 1), contour_width(*small.shape)
+                for y0, y1 in row_bands(*small.shape, 1 << 20):
+                    band = np.array(img.crop((0, y0, img.width, y1)))
+                    a = max(0, y0 - line)
+                    draw_overlay(band, small[a : y1 + line], OVERLAY_ALPHA, colours, line, out=band, above=y0 - a)
+                    img.paste(Image.fromarray(band), (0, y0))
+                save_image(img, overlay_path, overwrite=overwrite)
 
     def _require_prompts(self) -> None:
         if self.prompt_images is None:

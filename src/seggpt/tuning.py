@@ -87,6 +87,11 @@ def model_fingerprint(model: SegGPT) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def _without_size(config: dict) -> dict:
+    """A model config as JSON would give it back (lists, not tuples), without the canvas size."""
+    return {k: v for k, v in json.loads(json.dumps(config)).items() if k != "img_size"}
+
+
 def _describe(config: dict) -> str:
     return (
         f"depth {config.get('depth')}, width {config.get('embed_dim')}, canvas "
@@ -148,6 +153,16 @@ class LearnedPrompt:
         """Raise :class:`PromptMismatchError` unless ``model`` has the weights the prompt was tuned for."""
         actual = model_fingerprint(model)
         if actual != self.fingerprint:
+            tuned_at, runs_at = tuple(self.images.shape[-2:]), tuple(model.config.image_size)
+            same_model = _without_size(self.model_config) == _without_size(model.config.to_dict())
+            if tuned_at != runs_at and same_model:
+                # Another --image-size resizes the position tables, so the fingerprint differs; the fix is the size.
+                raise PromptMismatchError(
+                    f"{where} was tuned at image size {tuned_at[0]}x{tuned_at[1]} but the model runs at "
+                    f"{runs_at[0]}x{runs_at[1]}: run at the size it was tuned at (--image-size {tuned_at[0]}"
+                    + ("" if tuned_at[0] == tuned_at[1] else f", or load_model(image_size={tuned_at})")
+                    + "), or tune a prompt at this size"
+                )
             raise PromptMismatchError(
                 f"{where} was tuned for model {self.fingerprint[7:19]} ({_describe(self.model_config)}) but the "
                 f"loaded model is {actual[7:19]} ({_describe(model.config.to_dict())}). A learned prompt only "
@@ -347,14 +362,15 @@ def read_label_map(path: str | os.PathLike) -> np.ndarray:
     colour mask gives ``r * 65536 + g * 256 + b`` per pixel (black is 0), so a class is named by its colour
     (``--classes '#ff0000'``) and is the same label in every file, whatever other colours a file holds.
     """
-    from PIL import Image
-
-    from seggpt.io import load_mask_array
+    from seggpt.io import load_mask_array, open_image
 
     path = Path(path)
-    with Image.open(path) as im:
+    with open_image(path, "mask") as im:  # the reading path of every command: one clear error for a bad file
         if im.mode == "P":
-            return np.asarray(im).astype(np.int64)
+            try:
+                return np.asarray(im).astype(np.int64)
+            except (OSError, ValueError, SyntaxError) as e:
+                raise ValueError(f"cannot read mask {path}: {e}. Is it a complete image file?") from None
     a, kind = load_mask_array(path)
     if kind == "colours":
         c = a.astype(np.int64)

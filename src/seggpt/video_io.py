@@ -47,18 +47,17 @@ def davis_palette() -> np.ndarray:
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, palette: np.ndarray | None = None) -> np.ndarray:
-    """Blend object colours over a frame: (H, W, 3) uint8 and (H, W) ids -> (H, W, 3) uint8.
+    """Draw objects over a frame: (H, W, 3) uint8 and (H, W) ids -> (H, W, 3) uint8.
 
-    Background pixels are left as they are; objects are tinted with their DAVIS palette colour.
+    Background pixels are left as they are; each object is filled at ``alpha`` and outlined in its overlay colour
+    (:func:`seggpt.overlay.draw_overlay`: saturated colours, readable on any footage; the DAVIS palette, dark red
+    first, is what the annotation PNGs carry), or in ``palette`` when given.
     """
-    palette = davis_palette() if palette is None else palette
+    from seggpt.overlay import draw_overlay
+
     if image.shape[:2] != labels.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
-    colours = palette[np.clip(labels, 0, len(palette) - 1)].astype(np.float32)
-    out = image.astype(np.float32)
-    fg = labels > 0
-    out[fg] = (1 - alpha) * out[fg] + alpha * colours[fg]
-    return out.round().clip(0, 255).astype(np.uint8)
+    return draw_overlay(image, labels, alpha, palette)
 
 
 # DAVIS annotations -----------------------------------------------------------------------------------------

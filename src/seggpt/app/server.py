@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +72,24 @@ class UserError(ValueError):
 
 
 def _open_checked(data: bytes, what: str, limits: Limits) -> Image.Image:
-    """Open an upload with Pillow, refusing non-images and oversized images before decoding any pixels."""
+    """Open an upload, refusing non-images and oversized images before decoding any pixels, through the reading
+    path of every command (:func:`seggpt.io.open_image`) with the app's limit and the app's words."""
+    from seggpt.io import check_pixels, open_image
+
     if not data:
         raise UserError(f"{what} is empty (0 bytes): choose the file again")
     try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
+        img = open_image(data, what, max_pixels=2**62)  # the size is checked below, in the app's words
+    except ValueError:
         raise UserError(f"{what} is not an image Pillow can read (use PNG, JPEG, BMP, TIFF, WebP or GIF)") from None
-    except Image.DecompressionBombError as e:  # Pillow's own guard, raised for absurd headers
-        raise UserError(f"{what} is too large: {e}") from None
     w, h = img.size
-    if w * h > limits.max_pixels:
+    try:
+        check_pixels(w, h, what, limits.max_pixels)
+    except ValueError:
         raise UserError(
             f"{what} is {w}x{h} = {w * h / 1e6:.1f} MP; the limit is {limits.max_pixels / 1e6:.1f} MP per image "
             "(resize it, or start the app with a larger --max-megapixels)"
-        )
+        ) from None
     if w == 0 or h == 0:
         raise UserError(f"{what} has no pixels ({w}x{h})")
     return img
@@ -202,12 +205,12 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def overlay(image: np.ndarray, color: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Blend the label colours over the image where a label is set: (H, W, 3) uint8."""
-    out = image.astype(np.float32)
-    fg = labels > 0
-    out[fg] = (1 - alpha) * out[fg] + alpha * color[fg].astype(np.float32)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """The regions filled at ``alpha`` and outlined in the overlay colours every command uses
+    (:func:`seggpt.overlay.draw_overlay`): (H, W, 3) uint8."""
+    from seggpt.overlay import draw_overlay
+
+    return draw_overlay(np.asarray(image, np.uint8), np.asarray(labels), alpha)
 
 
 def _safe_stem(name: str, index: int) -> str:
@@ -532,7 +535,7 @@ def _store_result(
 ) -> dict[str, Any]:
     labels = np.asarray(labels)
     names = {"overlay": f"{stem}_overlay.png", "color": f"{stem}_color.png", "labels": f"{stem}_labels.png"}
-    out_files[names["overlay"]] = png_bytes(overlay(image, color, labels))
+    out_files[names["overlay"]] = png_bytes(overlay(image, labels))
     out_files[names["color"]] = png_bytes(np.asarray(color, dtype=np.uint8))
     out_files[names["labels"]] = png_bytes(labels)
     present = [int(v) for v in np.unique(labels)]
@@ -582,7 +585,7 @@ def _segment_video(video, examples, masks, task: str, limits: Limits, seg: Segme
     stem = Path(video.filename).stem or "video"
     for i, (frame, lm) in enumerate(zip(frames, label_maps, strict=True)):
         color = paint(lm, palette)
-        ov = overlay(frame, color, lm)
+        ov = overlay(frame, lm)
         overlays.append(Image.fromarray(ov))
         results.append(_store_result(out_files, _safe_stem(f"{stem}_frame{i:04d}", i), f"frame {i}", frame, lm, color))
     buf = io.BytesIO()

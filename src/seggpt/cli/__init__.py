@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import seggpt.io
+
+    limit = seggpt.io.MAX_PIXELS
     try:
+        _apply_pixel_limit(args)
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         # User errors: one clear line, no traceback (use -vv for one).
@@ -55,6 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        seggpt.io.MAX_PIXELS = limit  # the command's --max-megapixels ends with it
+
+
+def _apply_pixel_limit(args: argparse.Namespace) -> None:
+    """``--max-megapixels`` (any command that has it) becomes the limit on image files while the command runs."""
+    import seggpt.io
+
+    mp = getattr(args, "max_megapixels", None)
+    if mp is not None and not mp > 0:
+        raise ValueError(f"--max-megapixels must be positive, got {mp}")
+    if mp is not None:
+        seggpt.io.MAX_PIXELS = int(mp * 1e6)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """``seggpt eval BENCHMARK --data DIR [--weights W] [--shots K] [--ensemble E] --json OUT``.
 
 Runs one of the paper's benchmarks with its published protocol and writes OUT (JSON) and OUT.md (a markdown
-table with the paper's numbers beside). Under ``torchrun --nproc_per_node N seggpt eval ...`` the work is
+table with the paper's numbers beside). The work done is kept in OUT.state while it runs (written atomically
+every few seconds, on Ctrl-C and when a file cannot be read); ``--resume`` continues from it and reports what
+an uninterrupted run would. Under ``torchrun --nproc_per_node N seggpt eval ...`` the work is
 sharded across the N processes and gathered on rank 0, which writes the report; the numbers equal a
 single-process run. (``torchrun`` takes ``-m seggpt.cli`` or the path of the ``seggpt`` script.)
 """
@@ -14,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from seggpt.cli.options import add_device, add_image_size, device_and_dtype
+from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, device_and_dtype
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="targets per forward where the protocol allows")
     add_device(p)
     p.add_argument("--json", required=True, type=Path, dest="json_out", help="report path (markdown beside it)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report (and start afresh)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its state file (OUT.state), doing only the work not done yet",
+    )
+    add_max_megapixels(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from seggpt.eval import distributed as D
     from seggpt.eval.registry import EvalOptions, get
     from seggpt.eval.report import markdown_path, write_report
+    from seggpt.eval.resume import EvalStopped, Journal
 
     device, dtype = device_and_dtype(args)
     shard = D.shard_from_env()
@@ -90,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
         prompt_file=args.prompt_file,
         extra={"prompts": args.prompts} if args.prompts else {},
     )
+    state_path = state_file(args.json_out, shard.rank)
+    if state_path.exists() and not args.resume and not args.overwrite:
+        raise FileExistsError(
+            f"an evaluation state {state_path} exists from an interrupted run: pass --resume to continue it, or "
+            "--overwrite to start afresh"
+        )
     benchmark = get(args.benchmark)
     if benchmark.check is not None:
         benchmark.check(args.data, options)  # a wrong folder fails before the model loads
@@ -99,12 +114,19 @@ def run(args: argparse.Namespace) -> int:
     from seggpt.predictor import SegGPTPredictor
 
     predictor = SegGPTPredictor(model=args.weights, device=device, dtype=dtype, image_size=args.image_size)
+    journal = Journal(state_path, _fingerprint(args, options, predictor, shard), resume=args.resume)
+    if journal.resumed:
+        print(f"resuming from {state_path}: {journal.resumed} work unit(s) done")
     initialised = D.init_distributed(shard)
     try:
         start = time.perf_counter()
-        state = benchmark.collect(predictor, args.data, options, shard, shard.is_main and not args.no_progress)
+        try:
+            state = _collect(benchmark, predictor, args, options, shard, journal, start)
+        except EvalStopped as e:
+            print(f"stopped after {e.done} work unit(s) with the state in {e.path}; run the same command with --resume")
+            return 130
         states = D.gather_to_main(state, shard)
-        elapsed = time.perf_counter() - start
+        elapsed = journal.elapsed + time.perf_counter() - start
         if shard.is_main:
             result = benchmark.summarize(states, options)
             run_info = {
@@ -122,6 +144,59 @@ def run(args: argparse.Namespace) -> int:
             print(f"{args.benchmark}: {summary}")
             print(f"wrote {jp} and {mp}")
         D.barrier(shard)
+        state_path.unlink(missing_ok=True)  # the report is written: it is the result
     finally:
         D.shutdown(initialised)
     return 0
+
+
+def state_file(report: Path, rank: int = 0) -> Path:
+    """Where an evaluation keeps its work done: beside the report (one file per rank when sharded)."""
+    return report.with_name(report.name + (".state" if rank == 0 else f".rank{rank}.state"))
+
+
+def _fingerprint(args: argparse.Namespace, options, predictor, shard) -> dict:
+    """What must be equal for a state file to be resumed: the benchmark as run, the model and the shard."""
+    from seggpt.tuning import model_fingerprint
+
+    return {
+        "benchmark": args.benchmark,
+        "options": options.to_dict(),
+        "data": str(Path(args.data).resolve()) if args.data else None,
+        "model": model_fingerprint(predictor.model),
+        "image_size": list(predictor.config.image_size),
+        "dtype": str(predictor.dtype),
+        "device": predictor.device.type,
+        "shard": [shard.rank, shard.world_size],
+    }
+
+
+def _collect(benchmark, predictor, args, options, shard, journal, start: float):
+    """``benchmark.collect`` recording into ``journal``: Ctrl-C stops after the current unit with the journal
+    written (EvalStopped); any other failure writes it too, and names it in the error."""
+    from seggpt.eval.resume import EvalStopped, activate
+    from seggpt.stopping import StopRequest
+
+    previous = activate(journal)
+    try:
+        with StopRequest() as stop:
+            journal.stop = stop
+            return benchmark.collect(predictor, args.data, options, shard, shard.is_main and not args.no_progress)
+    except EvalStopped:
+        raise
+    except (ValueError, FileNotFoundError) as e:
+        if not journal.done:
+            raise
+        journal.save(time.perf_counter() - start)
+        kind = FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError
+        raise kind(
+            f"{e} ({journal.done} work unit(s) done are kept in {journal.path}: fix this and run the same command "
+            "with --resume)"
+        ) from None
+    except BaseException:  # a second Ctrl-C, a crash: keep the work done
+        if journal.done:
+            journal.save(time.perf_counter() - start)
+        raise
+    finally:
+        journal.stop = None
+        activate(previous)

@@ -42,3 +42,17 @@ def device_and_dtype(args: argparse.Namespace):
     from seggpt.devices import parse_dtype, resolve_device
 
     return resolve_device(args.device), parse_dtype(getattr(args, "dtype", "fp32"))
+
+
+def add_max_megapixels(p: argparse.ArgumentParser, default: float | None = None) -> None:
+    """``--max-megapixels MP``: the pixel limit of one image file (``seggpt.io.MAX_PIXELS``), applied by
+    :func:`seggpt.cli.main` before the command runs."""
+    from_io = "200, a 14000x14000 image" if default is None else f"{default:g}"
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=default,
+        metavar="MP",
+        help=f"largest image (width x height, in millions of pixels) read; larger files are refused with a clear "
+        f"message, before decoding (default {from_io})",
+    )

@@ -1,8 +1,10 @@
 """``seggpt segment --prompt IMAGE MASK [...] --out DIR TARGET...``: segment images shown by example.
 
 For each target ``DIR/<stem>.png`` (label map, indexed PNG, the target's size), ``DIR/<stem>_color.png`` and
-``DIR/<stem>_overlay.jpg`` are written atomically. Targets that cannot be read are named, skipped, and reported
-at the end with exit status 1.
+``DIR/<stem>_overlay.jpg`` are written atomically. Targets that cannot be read (missing, not an image, truncated,
+over ``--max-megapixels``) are named, skipped, and reported at the end with exit status 1; the others are written.
+A folder target's sub-folders are segmented with ``--recursive`` (outputs mirror them), and named as skipped
+without it. Large targets are decoded only as finely as the model needs and written a band of rows at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from seggpt.cli.options import add_device, add_image_size, device_and_dtype
+from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, device_and_dtype
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--upsample", choices=["bilinear", "nearest"], default="bilinear", help="how answers reach the target size"
     )
+    add_max_megapixels(p)
+    p.add_argument(
+        "--recursive",
+        action="store_true",
+        help="also segment the images in sub-folders of folder targets (outputs mirror the sub-folders)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -71,56 +79,91 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def expand_targets(specs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (their images, sorted) and globs -> (image paths, [(spec, problem)] for missing ones)."""
+def expand_targets(
+    specs: list[str], recursive: bool = False
+) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]], list[str]]:
+    """Files, folders (their images, sorted) and globs -> ([(image, output name)], [(spec, problem)] for missing
+    ones, [notes on sub-folders skipped]).
+
+    The output name is the file's stem, or for a folder's images their path inside the folder without the suffix
+    (``sub/x`` with ``recursive``), so outputs mirror the folder.
+    """
     from seggpt.io import IMAGE_SUFFIXES, list_images
 
-    files: list[Path] = []
+    files: list[tuple[Path, Path]] = []
     missing: list[tuple[str, str]] = []
+    notes: list[str] = []
     for spec in specs:
         path = Path(spec).expanduser()
         if path.is_dir():
-            found = list_images(path)
+            found = list_images(path, recursive=recursive)
+            if not recursive:
+                notes += _skipped_subfolders(path)
             if not found:
                 log.warning("%s holds no images (%s)", path, " ".join(IMAGE_SUFFIXES))
-            files.extend(found)
+            files.extend((f, f.relative_to(path).with_suffix("")) for f in found)
         elif path.exists():
-            files.append(path)
+            files.append((path, Path(path.stem)))
         elif _GLOB_CHARS & set(spec):
             found = sorted(Path(f) for f in glob.glob(str(path), recursive=True) if Path(f).is_file())
             if not found:
                 missing.append((spec, "the pattern matches no files"))
-            files.extend(found)
+            files.extend((f, Path(f.stem)) for f in found)
         else:
             missing.append((spec, "no such file or folder"))
-    unique = list(dict.fromkeys(files))  # the same file given twice is segmented once
-    return unique, missing
+    unique = list(dict((f, name) for f, name in files).items())  # the same file given twice is segmented once
+    return unique, missing, notes
 
 
-def output_paths(out: Path, target: Path) -> tuple[Path, Path, Path]:
-    return out / f"{target.stem}.png", out / f"{target.stem}_color.png", out / f"{target.stem}_overlay.jpg"
+def _skipped_subfolders(folder: Path) -> list[str]:
+    """A note naming the sub-folders of ``folder`` that hold images, which only --recursive segments."""
+    from seggpt.io import list_images
+
+    subs = []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        n = len(list_images(d, recursive=True))
+        if n:
+            subs.append(f"{d.name}/ ({n} image{'s' if n > 1 else ''})")
+    if not subs:
+        return []
+    return [f"skipped sub-folder(s) of {folder}: {', '.join(subs)}; pass --recursive to segment them too"]
+
+
+def output_paths(out: Path, name: Path) -> tuple[Path, Path, Path]:
+    """Label map, colour map and overlay of the target whose output name is ``name`` (``x`` or ``sub/x``)."""
+    base = out / name
+    return (
+        base.with_name(f"{base.name}.png"),
+        base.with_name(f"{base.name}_color.png"),
+        base.with_name(f"{base.name}_overlay.jpg"),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from seggpt.io import read_image
+    import torch
+
     from seggpt.predictor import SegGPTPredictor
 
     device, dtype = device_and_dtype(args)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    targets, failures = expand_targets(args.targets)
+    targets, failures, notes = expand_targets(args.targets, recursive=args.recursive)
+    for note in notes:
+        print(note, file=sys.stderr)
+    for spec, problem in failures:
+        print(f"skipped {spec}: {problem}", file=sys.stderr)
     if not targets and not failures:
         raise ValueError("no target images found in " + " ".join(args.targets))
-    stems: dict[str, Path] = {}
-    for t in targets:
-        if t.stem in stems:
+    names: dict[Path, Path] = {}
+    for t, name in targets:
+        if name in names:
             raise ValueError(
-                f"{stems[t.stem]} and {t} would both write {t.stem}.png; segment them in separate runs (--out)"
+                f"{names[name]} and {t} would both write {name}.png; segment them in separate runs (--out)"
             )
-        stems[t.stem] = t
+        names[name] = t
     out = Path(args.out).expanduser()
     if not args.overwrite:
-        existing = [p for t in targets for p in output_paths(out, t) if p.exists()]
+        existing = [p for _, name in targets for p in output_paths(out, name) if p.exists()]
         if existing:
             more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
             raise FileExistsError(
@@ -159,30 +202,39 @@ def run(args: argparse.Namespace) -> int:
 
     done = 0
     with tqdm(total=len(targets), unit="image", disable=args.no_progress, file=sys.stderr) as bar:
+
+        def skip(t: Path, e: Exception) -> None:
+            failures.append((str(t), str(e)))
+            bar.write(f"skipped {t}: {e}", file=sys.stderr)
+            bar.update(1)
+
         for s in range(0, len(targets), args.batch_size):
-            chunk, arrays = [], []
-            for t in targets[s : s + args.batch_size]:
+            chunk, queries, sizes = [], [], []
+            for t, name in targets[s : s + args.batch_size]:
                 try:
-                    arrays.append(read_image(t))
-                    chunk.append(t)
+                    q, size = predictor.prepare_target(t)
                 except (ValueError, FileNotFoundError) as e:
-                    failures.append((str(t), str(e)))
-                    bar.write(f"skipped {t}: {e}", file=sys.stderr)
-                    bar.update(1)
+                    skip(t, e)
+                    continue
+                chunk.append((t, name))
+                queries.append(q)
+                sizes.append(size)
             if not chunk:
                 continue
-            for t, a, pred in zip(chunk, arrays, predictor.predict_batch(arrays, batch_size=len(arrays)), strict=True):
-                labels_path, color_path, overlay_path = output_paths(out, t)
-                pred.save_labels(labels_path, overwrite=args.overwrite)
-                pred.save_color(color_path, overwrite=args.overwrite)
-                pred.save_overlay(overlay_path, a, overwrite=args.overwrite)
+            answers = predictor.paint(torch.stack(queries))
+            for (t, name), raw, size in zip(chunk, answers, sizes, strict=True):
+                labels_path, color_path, overlay_path = output_paths(out, name)
+                try:
+                    predictor.save_answer(
+                        raw, size, labels_path, color_path, overlay_path, image=t, overwrite=args.overwrite
+                    )
+                except (ValueError, FileNotFoundError) as e:  # e.g. the file changed since it was read
+                    skip(t, e)
+                    continue
                 done += 1
                 bar.update(1)
 
-    print(f"segmented {done} of {done + len(failures)} target(s) into {out}")
-    if failures:
-        print(f"{len(failures)} target(s) could not be read:", file=sys.stderr)
-        for name, problem in failures:
-            print(f"  {name}: {problem}", file=sys.stderr)
-        return 1
-    return 0
+    # Each target that could not be read has had its line on stderr, saying why; the count goes with the summary.
+    bad = f"; {len(failures)} could not be read (named above)" if failures else ""
+    print(f"segmented {done} of {done + len(failures)} target(s) into {out}{bad}")
+    return 1 if failures else 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from seggpt.cli.options import add_max_megapixels
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -33,13 +35,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "that continues from checkpoints/step_STEP.pt)",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_max_megapixels(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import yaml
+
     from seggpt.train import load_config, train
 
-    cfg = load_config(args.config, args.overrides)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except yaml.YAMLError as e:  # the parser's message spans lines and points at a column: one line here
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(
+            f"config file {args.config} is not valid YAML{where}: {getattr(e, 'problem', None) or e}; "
+            "fix it (configs/tiny.yaml is a small example)"
+        ) from None
     if args.stop_after is not None and not 1 <= args.stop_after <= cfg.steps:
         raise ValueError(f"--stop-after must be a step in [1, {cfg.steps}] (the config's steps), got {args.stop_after}")
     if args.print_config:

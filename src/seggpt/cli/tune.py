@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from seggpt.cli.options import add_device, add_image_size, device_and_dtype
+from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, device_and_dtype
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OWNER/REPO/FILE, each with an optional @REVISION); default: the embedded model",
     )
     add_image_size(p)
+    add_max_megapixels(p)
     add_device(p, dtype=False)  # the model stays fp32 for the prompt's gradients; --amp runs in bf16
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (faster on GPUs)")
     p.add_argument("--seed", type=int, default=0)

@@ -12,7 +12,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from seggpt.cli.options import add_device, add_image_size, device_and_dtype
+from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, device_and_dtype
 
 
 def _annotation(text: str) -> tuple[int, str]:
@@ -73,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OWNER/REPO/FILE, each with an optional @REVISION); default: the embedded model",
     )
     add_image_size(p)
+    add_max_megapixels(p)
     p.add_argument("--out", required=True, help="folder for the per-frame annotations")
     p.add_argument("--overlay-video", default=None, metavar="FILE", help="also write an overlay video (e.g. .mp4)")
     p.add_argument("--fps", type=float, default=None, help="overlay video rate (default: the source's, or 24)")

@@ -32,9 +32,22 @@ def require_file(path: Path, layout: str, what: str) -> Path:
     return path
 
 
+def _opened(path: Path, what: str) -> Image.Image:
+    """A benchmark file opened and decoded through :func:`seggpt.io.open_image` (the package's one reading path):
+    a missing, corrupt, non-image or too large file is one ``ValueError`` / ``FileNotFoundError`` naming it."""
+    from seggpt.io import open_image
+
+    im = open_image(path, what)
+    try:
+        im.load()
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ValueError(f"cannot read {what} {path}: {e}; replace or remove the file") from None
+    return im
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB (grey, palette, RGBA and 16-bit files converted)."""
-    with Image.open(path) as im:
+    with _opened(path, "image") as im:
         if im.mode in ("I;16", "I;16B", "I"):
             a = np.asarray(im, np.float64)
             a = (a * (255.0 / max(float(a.max()), 1.0))).astype(np.uint8)
@@ -44,7 +57,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def read_raw_mask(path: Path) -> np.ndarray:
     """The stored values of a mask file: palette indices for 'P' PNGs, grey levels, or (H, W, 3) colours."""
-    with Image.open(path) as im:
+    with _opened(path, "mask") as im:
         a = np.asarray(im)
     if a.ndim == 3 and a.shape[2] == 4:
         a = a[..., :3]

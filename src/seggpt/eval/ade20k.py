@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from seggpt.eval import resume
 from seggpt.eval._files import layout_error, read_raw_mask, read_rgb, require_dir
 from seggpt.eval.distributed import Shard
 from seggpt.eval.episodes import predict_binary
@@ -128,7 +129,7 @@ def check(data: Path | None, options: EvalOptions) -> None:
     ADEData(_root(data)).stems("validation")
 
 
-def _bar(items: list, progress: bool, desc: str) -> Any:
+def _bar(items: Any, progress: bool, desc: str) -> Any:
     if not progress:
         return items
     from tqdm.auto import tqdm
@@ -148,7 +149,7 @@ def collect_tuned(predictor: Any, reader: ADEData, val: list[str], options: Eval
     bs = options.batch_size
     chunks = [val[i : i + bs] for i in range(0, len(val), bs)]
     meter = SemanticMeter(NUM_CLASSES)
-    for chunk in _bar(shard.take(chunks), progress, "tuned prompt"):
+    for chunk in _bar(resume.units(shard.take(chunks), meter), progress, "tuned prompt"):
         preds = predictor.predict_batch([reader.image("validation", s) for s in chunk], batch_size=bs)
         for s, p in zip(chunk, preds, strict=True):
             gt = reader.labels("validation", s).astype(np.int64) - 1  # 'other' (0) -> -1: ignored
@@ -179,7 +180,7 @@ def collect(predictor: Any, data: Path, options: EvalOptions, shard: Shard, prog
         examples = sample_examples(index, options.shots, seed)
         meter = SemanticMeter(NUM_CLASSES)
         current = None
-        for c, j in _bar(mine, progress, f"seed {seed}"):
+        for c, j in _bar(resume.units(mine, meter), progress, f"seed {seed}"):
             if c != current:
                 sup = examples[c]
                 sup_images = [reader.image("training", s) for s in sup]

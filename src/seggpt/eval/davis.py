@@ -18,6 +18,7 @@ from seggpt.eval._files import layout_error, read_raw_mask, require_dir, require
 from seggpt.eval.distributed import Shard
 from seggpt.eval.metrics import IGNORE, ObjectScores, davis_f, davis_j, davis_summary
 from seggpt.eval.registry import Benchmark, BenchmarkResult, EvalOptions, register
+from seggpt.eval.resume import units
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,13 @@ def score_sequence(data: Path, seq: str, vp: Any) -> list[ObjectScores]:
 def collect(predictor: Any, data: Path, options: EvalOptions, shard: Shard, progress: bool) -> dict:
     seqs = sequences(data, options)
     vp = video_predictor(predictor, options.context_frames)
-    mine = shard.take(seqs)
+    objects: list = []
+    mine = units(shard.take(seqs), objects)  # resumable: see seggpt.eval.resume
     it: Any = mine
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(mine, desc="sequences", unit="seq", disable=None)
-    objects = []
     for seq in it:
         objects += score_sequence(data, seq, vp)
     return {"objects": objects, "sequences": seqs}

@@ -17,6 +17,7 @@ import numpy as np
 
 from seggpt.eval.distributed import Shard
 from seggpt.eval.metrics import IGNORE, FewShotMeter
+from seggpt.eval.resume import units
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def run_fewshot(
         a :class:`FewShotMeter`; merge the ranks' meters, then read ``miou()`` / ``fb_iou()``.
     """
     meter = FewShotMeter(tuple(class_ids))
-    mine = (shard or Shard()).take(episodes)
+    mine = units((shard or Shard()).take(episodes), meter)  # resumable: see seggpt.eval.resume
     it: Any = mine
     if progress:
         from tqdm.auto import tqdm

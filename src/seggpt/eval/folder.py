@@ -36,6 +36,7 @@ from seggpt.eval._files import (
 from seggpt.eval.distributed import Shard
 from seggpt.eval.metrics import IGNORE, FewShotMeter, SemanticMeter, binary_intersection_union
 from seggpt.eval.registry import Benchmark, BenchmarkResult, EvalOptions, register
+from seggpt.eval.resume import units
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,8 @@ def _batches(targets: list[Pair], batch_size: int) -> list[list[Pair]]:
     return [targets[i : i + batch_size] for i in range(0, len(targets), batch_size)]
 
 
-def _iterate(batches: list, shard: Shard, progress: bool, desc: str) -> Any:
-    mine = shard.take(batches)
+def _iterate(batches: list, shard: Shard, progress: bool, desc: str, *state: Any) -> Any:
+    mine = units(shard.take(batches), *state)  # resumable: ``state`` is what the loop adds to (seggpt.eval.resume)
     if progress:
         from tqdm.auto import tqdm
 
@@ -171,7 +172,7 @@ def collect_clinicdb(predictor: Any, data: Path, options: EvalOptions, shard: Sh
     predictor.set_prompts([read_rgb(p.image) for p in examples], [read_binary_mask(p.mask) for p in examples], **kwargs)
     meter = FewShotMeter((1,))
     per_image: dict[str, tuple[int, int, int]] = {}  # stem -> (intersection, union, |pred| + |gt|)
-    for batch in _iterate(_batches(targets, options.batch_size), shard, progress, "clinicdb"):
+    for batch in _iterate(_batches(targets, options.batch_size), shard, progress, "clinicdb", meter, per_image):
         preds = predictor.predict_batch([read_rgb(p.image) for p in batch], batch_size=options.batch_size)
         for p, pred in zip(batch, preds, strict=True):
             gt = read_binary_mask(p.mask)
@@ -235,7 +236,7 @@ def collect_folder(predictor: Any, data: Path, options: EvalOptions, shard: Shar
         prompts = [np.where(m == IGNORE, 0, m) for m in (read_label_mask(p.mask) for p in examples)]
         predictor.set_prompts([read_rgb(p.image) for p in examples], prompts, **kwargs)
     meter = SemanticMeter(num_labels + 1)
-    for batch in _iterate(_batches(targets, options.batch_size), shard, progress, "folder"):
+    for batch in _iterate(_batches(targets, options.batch_size), shard, progress, "folder", meter):
         preds = predictor.predict_batch([read_rgb(p.image) for p in batch], batch_size=options.batch_size)
         for p, pred in zip(batch, preds, strict=True):
             gt = read_label_mask(p.mask)

@@ -56,14 +56,19 @@ def require_dir(path: Path, what: str) -> Path:
 
 
 def _open(path: Path) -> Image.Image:
-    """PIL image from a file, decompressing ``.gz`` (STARE ships ``.ppm.gz``)."""
-    if path.suffix == ".gz":
-        import gzip
-        import io
+    """PIL image from a file, decompressing ``.gz`` (STARE ships ``.ppm.gz``), through the package's one reading
+    path (:func:`seggpt.io.open_image`: the pixel limit, one clear error for what is not an image)."""
+    from seggpt.io import open_image
 
-        with gzip.open(path, "rb") as f:
-            return Image.open(io.BytesIO(f.read()))
-    return Image.open(path)
+    try:
+        if path.suffix == ".gz":
+            import gzip
+
+            with gzip.open(path, "rb") as f:
+                return open_image(f.read(), str(path))
+        return open_image(path)
+    except ValueError as e:
+        raise DataError(str(e)) from None
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -78,6 +83,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
                 a = (255 * a / max(a.max(), 1)).astype(np.uint8)
                 return np.repeat(a[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
+    except DataError:
+        raise
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
 
@@ -88,7 +95,7 @@ def read_index_png(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist")
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             if im.mode in ("RGB", "RGBA"):
                 raise DataError(f"{what} {path} is an RGB image; expected one channel of class ids (grey/palette)")
             # Palette ("P") images: np.asarray gives the indices, which are the class ids (VOC, LIP).
@@ -111,6 +118,8 @@ def read_any_mask(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
         with _open(path) as im:
             # Palette and bilevel files (DRIVE .gif, some .tif) become 0..255 grey first.
             a = np.asarray(im.convert("L") if im.mode in ("P", "1") else im)
+    except DataError:
+        raise
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read {what} {path}: {e}") from e
     if a.ndim == 3:
