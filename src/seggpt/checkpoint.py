@@ -41,11 +41,9 @@ FORMATS = ("native", "hf", "official")
 NATIVE_FORMAT_TAG = "seggpt-native-v1"
 OFFICIAL_CONFIG_KEY = "seggpt_config"
 EMBEDDED_WEIGHTS = Path(__file__).parent / "weights" / "seggpt_small.safetensors"
-# The embedded model was trained on 64x64 images (8x8 tokens each) but runs on 96x96 (12x12 tokens, the same
-# 8-pixel patches), where its small objects cover more tokens: held-out one-shot mIoU 39.5 instead of 36.8, at 1.9
-# times the cost per canvas; 96 is the best of 64-128 (benchmarks/image_size.py; README).
-# `load_model(image_size=64)` runs it as trained.
-EMBEDDED_IMAGE_SIZE = 96
+# The size the embedded model runs at when none is asked for: the size it was trained at (lite_small: 192 px per
+# image, 12x12 tokens of 16 pixels). `load_model(image_size=...)` runs it at another size.
+EMBEDDED_IMAGE_SIZE = 192
 
 
 class CheckpointError(ValueError):
@@ -419,7 +417,7 @@ def load_model(
         dtype: their precision: a torch dtype or "fp32", "bf16", "fp16" (or float32, bfloat16, float16).
         image_size: run the model on images of this side (or (H, W)), a multiple of the patch size
             (:func:`set_image_size`). None: the size the checkpoint was trained at, except for the embedded model
-            (by default or by its path), which runs at :data:`EMBEDDED_IMAGE_SIZE` (trained at 64; see there).
+            (by default or by its path), which runs at :data:`EMBEDDED_IMAGE_SIZE`.
         config_overrides: fields the checkpoint cannot tell (for example ``merge_index``).
     """
     if source is None:
