@@ -51,7 +51,7 @@ train-default: $(STAMP)
 # (configs/splits/*_val.txt, CamVid val, SynthContext's held-out categories). About 25 minutes on two idle cores.
 # A candidate without touching the shipped reports: make embedded-results WEIGHTS=runs/x/model.safetensors RESULTS=runs/x/results
 WEIGHTS ?=
-RESULTS ?= docs/results
+RESULTS ?= docs/results/embedded
 DATA ?= ../shared/data
 W := $(if $(WEIGHTS),--weights $(WEIGHTS),)
 EVAL := $(VENV)/bin/seggpt eval --overwrite --no-progress $(W)
