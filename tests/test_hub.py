@@ -179,7 +179,10 @@ def test_a_missing_id_offline_is_one_line_saying_what_to_run(cache):
 
 
 def test_the_cli_reports_a_missing_id_in_one_line(cache, tmp_path, capsys):
-    code = main(["segment", "--weights", "BAAI/SegGPT", "--prompt", "a.jpg", "a.png", "--out", str(tmp_path), "t.jpg"])
+    target = tmp_path / "t.jpg"  # a real target, so the missing weights are the only thing to report
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(target)
+    argv = ["segment", "--weights", "BAAI/SegGPT", "--prompt", "a.jpg", "a.png", "--out", str(tmp_path / "o")]
+    code = main([*argv, str(target)])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("seggpt segment: error: BAAI/SegGPT is no local path"), err
