@@ -150,8 +150,6 @@ def run(args: argparse.Namespace) -> int:
     targets, failures, notes = expand_targets(args.targets, recursive=args.recursive)
     for note in notes:
         print(note, file=sys.stderr)
-    for spec, problem in failures:
-        print(f"skipped {spec}: {problem}", file=sys.stderr)
     if not targets and not failures:
         raise ValueError("no target images found in " + " ".join(args.targets))
     names: dict[Path, Path] = {}
@@ -200,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    # Named once the run is sure to go on (a bad model or prompt ends it first, with its own one line).
+    for spec, problem in failures:
+        print(f"skipped {spec}: {problem}", file=sys.stderr)
     done = 0
     with tqdm(total=len(targets), unit="image", disable=args.no_progress, file=sys.stderr) as bar:
 
