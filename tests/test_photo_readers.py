@@ -7,32 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from seggpt.data.base import IGNORE, INSTANCE, SEMANTIC, DataError
 from seggpt.data.folder import FolderDataset
 from seggpt.data.readers.photos import CamVid, DavisFramePairs, YoloSegmentation
 from seggpt.data.registry import build_source
+from test_data_readers import write_grey, write_image, write_palette_png
 
-RNG = np.random.default_rng(0)
-
-
-def write_rgb(path: Path, h: int, w: int, fmt: str | None = None) -> np.ndarray:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    a = RNG.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    Image.fromarray(a).save(path, format=fmt)
-    return a
+write_rgb = write_image
 
 
 def write_ids(path: Path, a: np.ndarray, palette: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(a.astype(np.uint8))
-    if palette:
-        im = im.convert("P")
-        im.putpalette(RNG.integers(0, 256, size=768).astype(np.uint8).tolist())
-        im = Image.frombytes("P", im.size, a.astype(np.uint8).tobytes())
-        im.putpalette(RNG.integers(0, 256, size=768).astype(np.uint8).tolist())
-    im.save(path)
+    """Class ids as a grey PNG, or as the indices of a palette PNG (as DAVIS ships its annotations)."""
+    (write_palette_png if palette else write_grey)(path, a)
 
 
 def test_camvid_ids_shift_and_void(tmp_path):
