@@ -69,3 +69,13 @@ def test_demo_with_real_data_segments_the_validation_photographs(tmp_path, capsy
     assert len(list((out / "camvid_street").glob("*_overlay.jpg"))) == 2
     assert "davis_blackswan" in capsys.readouterr().out
     assert main(["demo", "--out", str(out), "--data", str(tmp_path / "nowhere")]) != 0
+
+
+def test_the_demo_photographs_come_from_the_validation_parts():
+    from pathlib import Path
+
+    from seggpt.cli.demo import KVASIR_DEMO
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "splits"
+    assert set(KVASIR_DEMO) <= set((root / "kvasir_val.txt").read_text().split())
+    assert "blackswan" in (root / "davis2016_val.txt").read_text().split()
