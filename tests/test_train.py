@@ -413,3 +413,29 @@ def test_branch_pretraining_and_branch_init(tmp_path):
     )
     with pytest.raises(ValueError, match="no conv branch"):
         train(no_branch)
+
+
+def test_init_from_another_architecture_names_the_tensors_and_init_partial_loads_what_fits(tmp_path, capsys):
+    from seggpt.cli import main
+
+    start = SegGPT(vit_tiny())
+    save_native(start, tmp_path / "start.safetensors")
+    wider = ["model.preset=vit_tiny", "model.overrides={embed_dim: 48, num_heads: 2}"]
+    argv = ["train", str(ROOT / "configs" / "tiny.yaml"), *tiny_overrides(tmp_path / "w", steps=1), *wider]
+    argv += [f"model.init_from={tmp_path / 'start.safetensors'}", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "tensor(s) of another shape" in err and "blocks.0.attn.qkv.weight (96, 32) vs (144, 48)" in err
+    assert "model.init_partial=true" in err
+    # With init_partial the tensors that fit are the checkpoint's, the others start from scratch.
+    deeper = ["model.preset=vit_tiny", "model.overrides={depth: 5, out_indices: [1, 2, 4]}"]
+    cfg = load_config(
+        None,
+        tiny_overrides(tmp_path / "d", steps=1, **{"optim.lr": 0.0})
+        + deeper
+        + [f"model.init_from={tmp_path / 'start.safetensors'}", "model.init_partial=true"],
+    )
+    model = train(cfg).model
+    assert torch.equal(model.state_dict()["blocks.3.mlp.fc1.weight"], start.state_dict()["blocks.3.mlp.fc1.weight"])
+    assert "blocks.4.mlp.fc1.weight" not in start.state_dict()

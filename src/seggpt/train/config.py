@@ -30,6 +30,9 @@ class ModelSpec:
     # Any checkpoint seggpt.load_model reads (official .pth, Hugging Face folder, native .safetensors), or
     # "embedded" for the packaged model. Fine-tuning the official weights is the common case.
     init_from: str | None = None
+    # Load only the tensors of `init_from` whose names and shapes fit the configured model (the rest start from
+    # scratch, with a warning saying how many loaded). False: any mismatch is an error naming the tensors.
+    init_partial: bool = False
     # Start from `init_from` at this many times its input resolution, on the same token grid (patches that
     # many times wider; see seggpt.checkpoint.scale_resolution). 1 = as the checkpoint is.
     scale_resolution: int = 1

@@ -136,15 +136,29 @@ def _build_model(cfg: TrainConfig) -> SegGPT:
         # Another token grid: the relative position tables are resized (the position embedding is at run time).
         state, _ = set_image_size(state, config, arch.image_size)
     model = SegGPT(arch)
+    own = model.state_dict()
+    misshapen = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if misshapen and not spec.init_partial:
+        shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in misshapen[:4])
+        raise ValueError(
+            f"init_from {spec.init_from} does not fit the configured model: {len(misshapen)} tensor(s) of another "
+            f"shape ({shapes}{', ...' if len(misshapen) > 4 else ''}; checkpoint vs model). Drop model.preset and "
+            "model.overrides to take the checkpoint's architecture, or set model.init_partial=true to load only "
+            "the tensors that fit (the rest start from scratch)"
+        )
+    if spec.init_partial:
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        log.warning("init_from %s: loaded %d of the model's %d tensors", spec.init_from, len(state), len(own))
     missing, unexpected = model.load_state_dict(state, strict=False)
     # A conv branch the checkpoint has not got starts at zero, or from pretrained weights.
     new_branch = [k for k in missing if k.startswith("patch_embed.branch.")]
     missing = [k for k in missing if k not in new_branch]
     _with_branch_init(model, spec.branch_init)
-    if missing or unexpected:
+    if (missing or unexpected) and not spec.init_partial:
         raise ValueError(
             f"init_from {spec.init_from} does not fit the configured model: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]} (drop model.preset to take the checkpoint's architecture)"
+            f"unexpected {unexpected[:5]} (drop model.preset to take the checkpoint's architecture, or set "
+            "model.init_partial=true to load only what fits)"
         )
     return model
 
