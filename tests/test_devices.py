@@ -65,7 +65,8 @@ def test_dtype_spellings():
             assert parse_dtype(name) is dtype
         assert parse_dtype(dtype) is dtype
     assert parse_dtype(torch.float64) is torch.float64  # the Python API takes any floating torch dtype
-    with pytest.raises(ValueError, match=r"^unknown dtype 'fp64'; use fp32, bf16 or fp16"):
+    assert parse_dtype("int8") is parse_dtype(torch.int8) is torch.int8  # int8 linear layers (test_fast_inference)
+    with pytest.raises(ValueError, match=r"^unknown dtype 'fp64'; use fp32, bf16, fp16 or int8"):
         parse_dtype("fp64")
     with pytest.raises(ValueError, match="not floating point"):
         parse_dtype(torch.int64)

@@ -268,8 +268,9 @@ def test_bad_input_errors():
 def test_real_model_sees_annotated_plus_k_prompts(dtype):
     model = SegGPT(vit_tiny()).eval()
     batches = []
-    # Block 0 sees both streams of every canvas: 2 x (number of examples) for one query.
-    model.blocks[0].register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    # The encoder's input holds both streams of every canvas: 2 x (number of examples) for one query.
+    embed = model.embed
+    model.embed = lambda *args: batches.append(2 * args[0].shape[0]) or embed(*args)
     vp = SegGPTVideoPredictor(model=model, context=2, dtype=dtype)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (6, 40, 48, 3), dtype=np.uint8)  # not the model's size: resized both ways

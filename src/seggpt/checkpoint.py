@@ -28,11 +28,12 @@ import torch
 from torch import Tensor
 
 from seggpt.config import SegGPTConfig, evenly_spaced_outputs
-from seggpt.devices import parse_dtype, resolve_device
+from seggpt.devices import int8_compute_dtype, parse_dtype, resolve_device
 from seggpt.hub import resolve as resolve_hub_id
 from seggpt.io import atomic_write
 from seggpt.modeling import SegGPT
 from seggpt.modeling.layers import resize_rel_pos
+from seggpt.modeling.quant import is_quantized, quantize_linears_
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +415,9 @@ def load_model(
             ``@REVISION``; see :mod:`seggpt.hub`), or None for the model embedded in this package.
         device: where the parameters live: "auto" (cuda, then mps, then cpu), "cpu", "cuda:1", ...
             (:func:`seggpt.devices.resolve_device`).
-        dtype: their precision: a torch dtype or "fp32", "bf16", "fp16" (or float32, bfloat16, float16).
+        dtype: their precision: a torch dtype or "fp32", "bf16", "fp16" (or float32, bfloat16, float16), or
+            "int8" (CPU only): the linear layers dynamically quantised to int8, the rest in bf16 where the CPU has
+            bf16 kernels (:func:`to_precision`).
         image_size: run the model on images of this side (or (H, W)), a multiple of the patch size
             (:func:`set_image_size`). None: the size the checkpoint was trained at, except for the embedded model
             (by default or by its path), which runs at :data:`EMBEDDED_IMAGE_SIZE`.
@@ -427,17 +430,41 @@ def load_model(
                 "Pass a checkpoint (an official .pth, a Hugging Face folder or a seggpt .safetensors)."
             )
         source = EMBEDDED_WEIGHTS
-    device, dtype = resolve_device(device), parse_dtype(dtype)  # a wrong name fails before any reading
+    device = resolve_device(device)
+    dtype = parse_dtype(dtype, device)  # a wrong name, or int8 on a GPU, fails before any reading
     if image_size is None and Path(source).resolve() == EMBEDDED_WEIGHTS.resolve():
         image_size = EMBEDDED_IMAGE_SIZE
     sd, cfg = read_checkpoint(source, **config_overrides)
     if image_size is not None:
         sd, cfg = set_image_size(sd, cfg, image_size)
     model = _skeleton(cfg)
-    sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
+    load_dtype = torch.float32 if dtype is torch.int8 else dtype  # int8 is quantised from the float32 weights
+    sd = {k: v.to(device=device, dtype=load_dtype) for k, v in sd.items()}
     load_state_dict_strict(model, sd, where=str(source), assign=True)
     log.info("loaded %s (%.1f M parameters)", source, sum(p.numel() for p in model.parameters()) / 1e6)
+    if dtype is torch.int8:
+        to_precision(model, device, dtype)
     return model.eval()
+
+
+def to_precision(model: SegGPT, device: str | torch.device, dtype: str | torch.dtype) -> SegGPT:
+    """Move ``model`` to ``device`` in ``dtype``, in place as ``Module.to`` does; returns it.
+
+    ``int8`` (CPU only) replaces every linear layer (qkv, proj, MLP, ``decoder_embed``) by an int8 one whose
+    activations are quantised at run time (:mod:`seggpt.modeling.quant`), and puts the rest (norms, tokens,
+    convolutions, attention) in :func:`seggpt.devices.int8_compute_dtype`. It cannot be undone: load the model
+    again for another precision. A model quantised already keeps its int8 layers.
+    """
+    device = resolve_device(device)
+    dtype = parse_dtype(dtype, device)
+    if dtype is not torch.int8:
+        if is_quantized(model):
+            name = str(dtype).removeprefix("torch.")
+            raise ValueError(f"this model is quantised to int8; load it again to run it in {name}")
+        return model.to(device=device, dtype=dtype)
+    if not is_quantized(model):
+        quantize_linears_(model.to(device=device, dtype=torch.float32))
+    return model.to(device=device, dtype=int8_compute_dtype())
 
 
 def set_image_size(

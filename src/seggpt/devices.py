@@ -3,15 +3,22 @@
 ``auto`` is the first of cuda, mps and cpu that this machine has. A device it does not have, or a misspelt one, is
 a :class:`ValueError` whose one line names the devices it has (instead of torch's AssertionError from deep inside
 the first ``.to("cuda")`` on a machine without CUDA). Precisions are ``fp32``, ``bf16``, ``fp16``, with the long
-names ``float32``, ``bfloat16``, ``float16`` as aliases.
+names ``float32``, ``bfloat16``, ``float16`` as aliases, and ``int8``: the linear layers dynamically quantised to
+int8 (:mod:`seggpt.modeling.quant`), the rest in :func:`int8_compute_dtype`; CPU only.
 """
 
 from __future__ import annotations
 
 import torch
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "int8": torch.int8,  # int8 linear layers (dynamic quantisation), the rest in int8_compute_dtype()
+}
 DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+_NAMES = "fp32, bf16, fp16 or int8"
 
 
 def _mps_available() -> bool:
@@ -61,17 +68,35 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``fp32`` / ``bf16`` / ``fp16`` (or ``float32`` / ``bfloat16`` / ``float16``), or a floating torch dtype.
+def parse_dtype(dtype: str | torch.dtype, device: str | torch.device | None = None) -> torch.dtype:
+    """``fp32`` / ``bf16`` / ``fp16`` / ``int8`` (or ``float32`` / ``bfloat16`` / ``float16``), or a floating torch
+    dtype, or ``torch.int8``. ``int8`` means int8 linear layers (see the module docstring).
+
+    Args:
+        device: where the model will run; given, a precision that it cannot run is refused (int8 on a GPU).
 
     Raises:
-        ValueError: any other name, or a dtype that is not floating point.
+        ValueError: any other name, a dtype that is neither floating point nor int8, or one the device cannot run.
     """
     if isinstance(dtype, torch.dtype):
-        if dtype.is_floating_point:
-            return dtype
-        raise ValueError(f"dtype {dtype} is not floating point; use fp32, bf16 or fp16")
-    name = DTYPE_ALIASES.get(dtype, dtype)
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use fp32, bf16 or fp16 (or float32, bfloat16, float16)")
-    return DTYPES[name]
+        if not dtype.is_floating_point and dtype is not torch.int8:
+            raise ValueError(f"dtype {dtype} is not floating point; use {_NAMES}")
+    else:
+        name = DTYPE_ALIASES.get(dtype, dtype)
+        if name not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; use {_NAMES} (or float32, bfloat16, float16)")
+        dtype = DTYPES[name]
+    if dtype is torch.int8 and device is not None and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"dtype int8 (dynamic int8 quantisation) runs on the CPU only, not on {str(device)!r}; "
+            "pass device cpu, or use bf16 or fp16 there"
+        )
+    return dtype
+
+
+def int8_compute_dtype() -> torch.dtype:
+    """The precision of everything but the linear layers in an int8 model: bfloat16 where the CPU computes it
+    natively (AVX512-BF16 or AMX), else float32 (without them oneDNN emulates bf16, no faster than float32)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own (cpuinfo) checks
+    native = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return torch.bfloat16 if native else torch.float32

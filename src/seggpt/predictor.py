@@ -450,8 +450,9 @@ class SegGPTPredictor:
         model: None (the embedded model), a :class:`SegGPT`, or a checkpoint path or Hugging Face hub id (any
             source :func:`seggpt.load_model` reads).
         device: where the model runs: "auto" (cuda, then mps, then cpu), "cpu", "cuda:1", ...
-        dtype: parameter and activation precision (a torch dtype, or "fp32", "bf16", "fp16"). None keeps a given
-            model's dtype (float32 for a loaded one). Decoding always runs in float32.
+        dtype: parameter and activation precision (a torch dtype, or "fp32", "bf16", "fp16"), or "int8" (CPU
+            only; int8 linear layers, see :func:`seggpt.checkpoint.to_precision`; a given model is quantised in
+            place). None keeps a given model's dtype (float32 for a loaded one). Decoding always runs in float32.
         upsample: how the painted answer is brought to the target's size, "bilinear" or "nearest" (see the module
             docstring).
         image_size: the side (or (H, W)) each image is resized to for the model, when loading one: None is the
@@ -467,7 +468,7 @@ class SegGPTPredictor:
         upsample: str = "bilinear",
         image_size: int | tuple[int, int] | None = None,
     ) -> None:
-        from seggpt.checkpoint import load_model
+        from seggpt.checkpoint import load_model, to_precision
         from seggpt.devices import parse_dtype, resolve_device
 
         device, dtype = resolve_device(device), None if dtype is None else parse_dtype(dtype)
@@ -475,7 +476,7 @@ class SegGPTPredictor:
         if isinstance(model, SegGPT):
             if image_size is not None:
                 raise ValueError("image_size applies when the predictor loads the model; pass a path or None")
-            model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+            model = to_precision(model, device, dtype) if dtype is not None else model.to(device)
         else:
             model = load_model(model, device=device, dtype=dtype or torch.float32, image_size=image_size)
         if upsample not in UPSAMPLING:
@@ -680,10 +681,10 @@ class SegGPTPredictor:
                 x = torch.cat([self._x_top.repeat(t, 1, 1, 1), x_q.repeat_interleave(p, dim=0)], 1)
                 y = self._y.repeat(t, 1, 1, 1)
                 tokens = m.embed(x, y, m.query_mask(self.device), seg_type)
-                taps = m.forward_encoder(tokens, num_prompts=p if feature else 1)
-                if feature:  # after the ensemble the P query halves are equal: decode entry 0 of each group
-                    taps = [tap[::p] for tap in taps]
+                if feature:  # the query half once per target (equal across its P canvases); one decode each
+                    taps = m.forward_encoder_shared(tokens, p)
                 else:
+                    taps = m.forward_encoder(tokens)
                     skips = [s.repeat_interleave(p, dim=0) for s in skips]
                 out = m.forward_decoder(taps, query_only=True, skips=skips)
             else:

@@ -33,7 +33,8 @@ def add_device(p: argparse.ArgumentParser, dtype: bool = True) -> None:
             "--dtype",
             default="fp32",
             metavar="T",
-            help="model precision: fp32 (default), bf16 or fp16 (also float32, bfloat16, float16)",
+            help="model precision: fp32 (default), bf16, fp16 (also float32, bfloat16, float16), or int8 (CPU only: "
+            "int8 linear layers, the rest in bf16 where the CPU has bf16 instructions, else fp32)",
         )
 
 
@@ -41,7 +42,8 @@ def device_and_dtype(args: argparse.Namespace):
     """(torch.device, torch.dtype) from ``--device`` / ``--dtype``; ValueError naming what is there if wrong."""
     from seggpt.devices import parse_dtype, resolve_device
 
-    return resolve_device(args.device), parse_dtype(getattr(args, "dtype", "fp32"))
+    device = resolve_device(args.device)
+    return device, parse_dtype(getattr(args, "dtype", "fp32"), device)
 
 
 def add_max_megapixels(p: argparse.ArgumentParser, default: float | None = None) -> None:

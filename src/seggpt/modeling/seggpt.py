@@ -255,6 +255,41 @@ class SegGPT(nn.Module):
                 taps.append(self.norm(h))
         return taps
 
+    def forward_encoder_shared(self, h: Tensor, num_prompts: int) -> list[Tensor]:
+        """:meth:`forward_encoder` with the feature ensemble over P prompts, the query half computed once per query.
+
+        The P canvases of a query share their query half (the same query image; the mask half is all mask
+        tokens), so its tokens are equal across them at the input and, since the ensemble averages them after
+        every attention, after every block. Its norms, qkv, projection and MLP therefore run once per query
+        instead of P times; attention still runs per canvas, each query row over its own canvas's prompt keys
+        (:meth:`Block.forward_shared`). Equal, to float rounding, to ``forward_encoder(h, num_prompts)`` followed
+        by taking entry 0 of each group. Inference only.
+
+        Args:
+            h: (2 T P, Hp, Wp, C) two-stream tokens laid out as for :meth:`forward_encoder`, P fastest, whose P
+                canvases of each query have equal query halves (only entry 0's is read).
+            num_prompts: P.
+
+        Returns:
+            The normed decoder taps of entry 0 of each group, (T, Hp, Wp, C) each.
+        """
+        cfg = self.config
+        if self.training and cfg.drop_path_rate > 0:
+            raise ValueError("forward_encoder_shared is for inference: call model.eval() (drop path is per canvas)")
+        p, hh = num_prompts, h.shape[1] // 2
+        if p < 1 or h.shape[0] % (2 * p):
+            raise ValueError(f"a batch of {h.shape[0]} two-stream tokens is not 2 streams x groups of {p} prompts")
+        prompt, query = h[:, :hh], h[::p, hh:]  # 2TP Hp/2 Wp C, 2T Hp/2 Wp C
+        taps = []
+        for i, blk in enumerate(self.blocks):
+            prompt, query = blk.forward_shared(prompt, query, p)
+            if i == cfg.merge_index:
+                prompt = (prompt[: len(prompt) // 2] + prompt[len(prompt) // 2 :]) * 0.5
+                query = (query[: len(query) // 2] + query[len(query) // 2 :]) * 0.5
+            if i in cfg.out_indices:
+                taps.append(self.norm(torch.cat([prompt[::p], query], dim=1)))
+        return taps
+
     def encode(
         self, images: Tensor, masks: Tensor, bool_masked_pos: Tensor, seg_type: Tensor, num_prompts: int = 1
     ) -> list[Tensor]:

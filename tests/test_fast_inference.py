@@ -1,0 +1,272 @@
+"""CPU inference at the hardware's limit: the feature ensemble that computes the query half once per query
+(against the released rule as ``SegGPT.forward`` runs it), and int8 linear layers (against their own integer
+arithmetic done independently, and against float32)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import randomize_
+from seggpt.checkpoint import load_model, save_native, to_precision
+from seggpt.config import lite_small, vit_tiny
+from seggpt.devices import int8_compute_dtype, parse_dtype
+from seggpt.modeling import SegGPT
+from seggpt.modeling.efficientnet import FrozenBatchNorm2d
+from seggpt.modeling.quant import Int8Linear, is_quantized, quantize_linears_
+from seggpt.predictor import SegGPTPredictor
+
+
+def _tiny_lite():
+    cfg = lite_small(img_size=(128, 64), embed_dim=32, depth=2, num_heads=2, out_indices=(0, 1), merge_index=0)
+    torch.manual_seed(0)
+    m = randomize_(SegGPT(cfg.replace(pretrain_img_size=64)), std=0.1).eval()
+    with torch.no_grad():  # batch-norm statistics that are not the identity
+        for mod in m.modules():
+            if isinstance(mod, FrozenBatchNorm2d):
+                mod.running_mean.normal_(0, 0.1)
+                mod.running_var.uniform_(0.5, 2.0)
+    return m
+
+
+def _ensemble_inputs(m: SegGPT, t: int, p: int):
+    """T queries x P prompts, P fastest: each query repeated under P different examples."""
+    g = torch.Generator().manual_seed(1)
+    h, w = m.config.image_size
+    query = torch.randn(t, 3, h, w, generator=g).repeat_interleave(p, dim=0)
+    prompt, pmask = torch.randn(t * p, 3, h, w, generator=g), torch.randn(t * p, 3, h, w, generator=g)
+    return torch.cat([prompt, query], dim=2), torch.cat([pmask, pmask], dim=2)
+
+
+def _shared(m: SegGPT, images, masks, p: int, query_only: bool = True):
+    """The shared path as the predictor runs it: embed, forward_encoder_shared, decode each query once."""
+    b = images.shape[0]
+    x, skips = m.embed_image_canvas(images)
+    tokens = m.embed(x, m.embed_canvas(masks), m.query_mask().expand(b, -1), torch.zeros(b, dtype=torch.long))
+    taps = m.forward_encoder_shared(tokens, p)
+    if skips:  # (2B, ...), example before query: the FPN decoder needs entry 0's images
+        skips = [s.reshape(b, 2, *s.shape[1:])[::p] for s in skips]
+        skips = [s[:, 1] for s in skips] if query_only else [s.flatten(0, 1) for s in skips]
+    return m.forward_decoder(taps, query_only=query_only, skips=skips), taps
+
+
+# The shared feature ensemble -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, impl",
+    [
+        ({}, "sdpa"),
+        ({}, "eager"),
+        ({"merge_index": 0, "out_indices": (0, 2, 3)}, "sdpa"),
+        ({"img_size": (64, 64), "window_size": 4, "global_attn_indexes": (1,)}, "sdpa"),  # windowed: run whole
+        ({"use_rel_pos": False}, "sdpa"),
+    ],
+    ids=["tiny", "eager", "merge-0", "windowed", "no-rel-pos"],
+)
+@pytest.mark.parametrize("query_only", [True, False])
+def test_shared_ensemble_equals_the_released_rule(overrides, impl, query_only):
+    torch.manual_seed(0)
+    m = randomize_(SegGPT(vit_tiny(**overrides)), std=0.2).eval()
+    m.set_attention(impl)
+    t, p = 2, 3
+    images, masks = _ensemble_inputs(m, t, p)
+    st = torch.zeros(t * p, dtype=torch.long)
+    with torch.no_grad():
+        ref = m(images, masks, m.query_mask(), st, feature_ensemble=True, num_prompts=p, query_only=query_only)
+        x, _ = m.embed_image_canvas(images)
+        ref_taps = m.forward_encoder(m.embed(x, m.embed_canvas(masks), m.query_mask(), st), p)
+        out, taps = _shared(m, images, masks, p, query_only)
+    for a, b in zip(taps, ref_taps, strict=True):
+        torch.testing.assert_close(a, b[::p], rtol=0, atol=2e-6)
+    assert out.shape == (t, *ref.shape[1:])
+    torch.testing.assert_close(out, ref[::p], rtol=0, atol=2e-6)
+    assert ref[::p].abs().mean() > 0.05  # the answer is not trivially zero
+
+
+def test_shared_ensemble_of_the_lite_model():
+    m = _tiny_lite()
+    t, p = 2, 3
+    images, masks = _ensemble_inputs(m, t, p)
+    st = torch.zeros(t * p, dtype=torch.long)
+    with torch.no_grad():
+        ref = m(images, masks, m.query_mask(), st, feature_ensemble=True, num_prompts=p, query_only=True)
+        x, _ = m.embed_image_canvas(images)
+        tokens = m.embed(x, m.embed_canvas(masks), m.query_mask(), st)
+        ref_taps = m.forward_encoder(tokens, p)
+        alone = m.forward_encoder(tokens[::p], 1)  # each query with its first example only (both streams)
+        out, taps = _shared(m, images, masks, p)
+    torch.testing.assert_close(out, ref[::p], rtol=0, atol=1e-5)
+    half = m.config.grid_size[0] // 2
+    for a, b, one in zip(taps, ref_taps, alone, strict=True):
+        torch.testing.assert_close(a, b[::p], rtol=0, atol=2e-6)
+        assert (a[:, half:] - one[:, half:]).abs().mean() > 1e-4  # the ensemble moves them, far beyond atol
+
+
+def test_shared_ensemble_runs_the_query_half_once():
+    torch.manual_seed(0)
+    m = randomize_(SegGPT(vit_tiny()), std=0.2).eval()
+    t, p = 2, 3
+    images, masks = _ensemble_inputs(m, t, p)
+    rows = []
+    m.blocks[-1].mlp.fc1.register_forward_hook(lambda mod, args, out: rows.append(args[0][..., 0].numel()))
+    with torch.no_grad():
+        m(images, masks, m.query_mask(), torch.zeros(t * p), feature_ensemble=True, num_prompts=p)
+        plain, rows[:] = sum(rows), []
+        _shared(m, images, masks, p)
+    half = m.num_patches // 2
+    assert plain == t * p * 2 * half
+    assert sum(rows) == t * p * half + t * half  # the query half once per query: (P + 1) / 2P of the work
+
+
+def test_shared_ensemble_checks_its_batch():
+    m = SegGPT(vit_tiny()).eval()
+    hp, wp = m.config.grid_size
+    with pytest.raises(ValueError, match="not 2 streams x groups of 3 prompts"):
+        m.forward_encoder_shared(torch.zeros(8, hp, wp, m.config.embed_dim), 3)
+
+
+# int8 linear layers ----------------------------------------------------------------------------------------
+def _quantize_np(a: np.ndarray, per_row: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8, per row or per tensor, written apart from the library (round half to even, as torch)."""
+    top = np.abs(a).max(axis=1, keepdims=True) if per_row else np.abs(a).max()
+    scale = np.maximum(top, 1e-12) / 127.0
+    return np.clip(np.rint(a / scale), -127, 127), scale
+
+
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kernel", ["onednn", "int_mm"])
+def test_int8_linear_equals_its_integer_arithmetic(kernel, dtype, activation):
+    if kernel == "onednn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch has no oneDNN")
+    torch.manual_seed(0)
+    lin = nn.Linear(48, 40)
+    x = torch.randn(2, 5, 48).to(dtype)
+    q = Int8Linear.from_linear(lin, activation)
+    q.kernel = kernel
+    x0 = x.clone()
+    with torch.no_grad():
+        out = q(x)
+    assert out.dtype == dtype and out.shape == (2, 5, 40)
+    assert torch.equal(x, x0)  # the input is left as it was
+    w8, ws = _quantize_np(lin.weight.detach().double().numpy(), per_row=True)
+    # int_mm: a scale per token; onednn: a scale per sample (each of the 2 entries of the batch).
+    rows = [x.float().reshape(10, 48).double().numpy()] if kernel == "int_mm" else x.float().double().numpy()
+    x8, xs = zip(*(_quantize_np(r, per_row=kernel == "int_mm") for r in rows), strict=True)
+    deq = np.concatenate([a * b for a, b in zip(x8, xs, strict=True)])
+    want = torch.from_numpy((deq @ w8.T) * ws.T + lin.bias.detach().double().numpy())
+    want = F.gelu(want) if activation == "gelu" else want
+    tol = 1e-5 if dtype is torch.float32 else 1e-2  # bf16: the output's own rounding
+    torch.testing.assert_close(out.double().reshape(10, 40), want, rtol=tol, atol=tol)
+    with torch.no_grad():  # each sample's answer is its own, whatever else is in the batch
+        torch.testing.assert_close(q(x[1:]), out[1:], rtol=0, atol=0)
+    ref = lin(x.float()).detach()
+    ref = F.gelu(ref) if activation == "gelu" else ref
+    assert (out.float() - ref).abs().mean() < 0.01 * ref.abs().mean()  # int8 is within 1 % of float32
+
+
+def test_int8_scales_and_bias_stay_float32_and_the_model_copies():
+    m = quantize_linears_(nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Sequential(nn.Linear(8, 4))))
+    assert isinstance(m[0], Int8Linear) and isinstance(m[2][0], Int8Linear) and is_quantized(m)
+    x = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        out = m(x)  # packs the weights for oneDNN
+        torch.testing.assert_close(copy.deepcopy(m)(x), out, rtol=0, atol=0)
+        torch.testing.assert_close(pickle.loads(pickle.dumps(m))(x), out, rtol=0, atol=0)
+    m.to(torch.bfloat16)
+    for lin in (m[0], m[2][0]):
+        assert lin.weight.dtype is torch.int8
+        assert lin.weight_scale.dtype is torch.float32 and lin.bias.dtype is torch.float32
+
+
+def test_load_model_int8_is_close_to_float32(tmp_path):
+    torch.manual_seed(0)
+    fp32 = randomize_(SegGPT(vit_tiny()), std=0.1).eval()
+    save_native(fp32, tmp_path / "tiny.safetensors")
+    linears = sum(isinstance(mod, nn.Linear) for mod in fp32.modules())
+    m = load_model(tmp_path / "tiny.safetensors", device="cpu", dtype="int8")
+    assert sum(isinstance(mod, Int8Linear) for mod in m.modules()) == linears
+    assert not any(isinstance(mod, nn.Linear) for mod in m.modules())
+    compute = int8_compute_dtype()
+    assert all(p.dtype is compute for p in m.parameters())
+    images, masks = _ensemble_inputs(fp32, 2, 1)
+    with torch.no_grad():
+        ref = fp32(images, masks, fp32.query_mask(), torch.zeros(2), query_only=True)
+        out = m(images.to(compute), masks.to(compute), m.query_mask(), torch.zeros(2), query_only=True)
+    diff = (out.float() - ref).abs().mean().item()
+    assert 0 < diff < 0.05, diff  # the issue's bound, normalised space
+    with pytest.raises(ValueError, match="quantised to int8; load it again"):
+        to_precision(m, "cpu", "fp32")
+
+
+def test_lite_model_int8_is_close_to_float32_and_shares_the_ensemble():
+    fp32 = _tiny_lite()
+    images, masks = _ensemble_inputs(fp32, 2, 3)
+    st = torch.zeros(6, dtype=torch.long)
+    with torch.no_grad():
+        ref = fp32(images, masks, fp32.query_mask(), st, feature_ensemble=True, num_prompts=3, query_only=True)
+        m = to_precision(_tiny_lite(), "cpu", "int8")
+        c = int8_compute_dtype()
+        full = m(images.to(c), masks.to(c), m.query_mask(), st, feature_ensemble=True, num_prompts=3, query_only=True)
+        out, _ = _shared(m, images.to(c), masks.to(c), 3)
+    assert is_quantized(m)
+    assert (full[::3].float() - ref[::3]).abs().mean() < 0.05
+    torch.testing.assert_close(out.float(), full[::3].float(), rtol=0, atol=0.05)
+
+
+def test_int8_predictor_paints_like_float32():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [(rng.random((40, 50)) > 0.5).astype(np.uint8) for _ in range(3)]
+    targets = [rng.integers(0, 256, (30, 40, 3), dtype=np.uint8) for _ in range(2)]
+    model = randomize_(SegGPT(vit_tiny()), std=0.1).eval()
+    raws = {}
+    for dtype in ("fp32", "int8"):
+        p = SegGPTPredictor(model, dtype=dtype)  # int8 quantises the model in place, after fp32 ran
+        p.set_prompts(imgs, masks)  # three examples: the feature ensemble
+        q, _ = p.prepare_targets(targets)
+        raws[dtype] = p.paint(q)
+        if dtype == "int8":
+            assert p.dtype is int8_compute_dtype() and is_quantized(p.model)
+            torch.testing.assert_close(raws[dtype], p.paint(q, cached=False), rtol=0, atol=2.0)
+    diff = (raws["int8"] - raws["fp32"]).abs().mean().item()
+    assert 0 < diff < 2.0, diff  # of 255
+
+
+def test_int8_names_and_devices(monkeypatch, capsys, tmp_path):
+    from seggpt.cli import main
+
+    assert parse_dtype("int8") is torch.int8 and parse_dtype(torch.int8, "cpu") is torch.int8
+    with pytest.raises(ValueError, match=r"^dtype int8 \(dynamic int8 quantisation\) runs on the CPU only"):
+        parse_dtype("int8", "cuda:0")
+    # A machine with a GPU: --dtype int8 with the GPU is one line, before anything is read.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.chdir(tmp_path)
+    argv = ["segment", "--prompt", "a.jpg", "a.png", "--out", "o", "t.jpg", "--dtype", "int8"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seggpt segment: error: dtype int8 (dynamic int8 quantisation) runs on the CPU only, not on")
+    assert err.count("\n") == 1 and "pass device cpu" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_cli_runs_in_int8(tmp_path):
+    from eval_fixtures import write_fss
+    from seggpt.cli import main
+
+    torch.manual_seed(0)
+    save_native(randomize_(SegGPT(vit_tiny()), std=0.1), tmp_path / "tiny.safetensors")
+    data = write_fss(tmp_path / "fss")
+    out = tmp_path / "fss.json"
+    argv = ["eval", "fss1000", "--data", str(data), "--weights", str(tmp_path / "tiny.safetensors")]
+    assert main(argv + ["--shots", "2", "--dtype", "int8", "--device", "cpu", "--json", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert report["run"]["dtype"] == "int8" and 0.0 <= report["metrics"]["mIoU"] <= 100.0
