@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from seggpt.checkpoint import load_model, save_native
 from seggpt.config import SegGPTConfig, lite_small
 from seggpt.modeling import SegGPT
-from seggpt.modeling.efficientnet import LITE0_STAGES, EfficientNetLite0, FrozenBatchNorm2d, MBConv, imagenet_state_dict
+from seggpt.modeling.efficientnet import EfficientNetLite0, FrozenBatchNorm2d, imagenet_state_dict, lite0_blocks
 from seggpt.predictor import SegGPTPredictor
 
 
@@ -35,12 +35,7 @@ class _Classifier(torch.nn.Module):
         super().__init__()
         trunk = EfficientNetLite0()
         self._conv_stem, self._bn0 = trunk._conv_stem, trunk._bn0
-        blocks = [
-            MBConv(k, s if r == 0 else 1, e, cin if r == 0 else cout, cout)
-            for k, s, e, cin, cout, n in LITE0_STAGES
-            for r in range(n)
-        ]
-        self._blocks = torch.nn.ModuleList(blocks)
+        self._blocks = lite0_blocks(depth=16)
         self._conv_head = torch.nn.Conv2d(320, 1280, 1, bias=False)
         self._bn1 = FrozenBatchNorm2d(1280)
         self._fc = torch.nn.Linear(1280, 1000)

@@ -84,11 +84,9 @@ class FolderDataset(LabelDataset):
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if self.max_side is None:
             return self._read(i)
-        if i not in self._cache:
-            from seggpt.data.readers.photos import shrink
+        from seggpt.data.readers.photos import load_cached
 
-            self._cache[i] = shrink(*self._read(i), self.max_side)
-        return self._cache[i]
+        return load_cached(self._cache, i, self._read, self.max_side)
 
     def _read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, mask_path = self.items[i]

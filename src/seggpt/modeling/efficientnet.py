@@ -82,14 +82,10 @@ def conv_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: Tensor) -> Tensor:
     the activations (a third of the encoder's time on a CPU)."""
     scale, shift = bn.scale_shift()
     weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
+    padding = conv.padding
     if isinstance(conv, SameConv2d):
-        x = conv.pad(x)
-        return F.conv2d(x, weight, shift, conv.stride, 0, conv.dilation, conv.groups)
-    return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-def _bn(chans: int) -> FrozenBatchNorm2d:
-    return FrozenBatchNorm2d(chans)
+        x, padding = conv.pad(x), 0
+    return F.conv2d(x, weight, shift, conv.stride, padding, conv.dilation, conv.groups)
 
 
 class MBConv(nn.Module):
@@ -100,11 +96,11 @@ class MBConv(nn.Module):
         mid = in_chans * expand
         if expand != 1:
             self._expand_conv = nn.Conv2d(in_chans, mid, 1, bias=False)
-            self._bn0 = _bn(mid)
+            self._bn0 = FrozenBatchNorm2d(mid)
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
-        self._bn1 = _bn(mid)
+        self._bn1 = FrozenBatchNorm2d(mid)
         self._project_conv = nn.Conv2d(mid, out_chans, 1, bias=False)
-        self._bn2 = _bn(out_chans)
+        self._bn2 = FrozenBatchNorm2d(out_chans)
         self.expand = expand != 1
         self.skip = stride == 1 and in_chans == out_chans
 
@@ -113,6 +109,16 @@ class MBConv(nn.Module):
         h = F.relu6(conv_bn(self._depthwise_conv, self._bn1, h))
         h = conv_bn(self._project_conv, self._bn2, h)
         return x + h if self.skip else h
+
+
+def lite0_blocks(depth: int = LITE0_DEPTH) -> nn.ModuleList:
+    """The first ``depth`` blocks of EfficientNet-Lite0 (all 16 with ``depth=16``), named as the weights are."""
+    blocks = [
+        MBConv(kernel, stride if r == 0 else 1, expand, cin if r == 0 else cout, cout)
+        for kernel, stride, expand, cin, cout, repeats in LITE0_STAGES
+        for r in range(repeats)
+    ]
+    return nn.ModuleList(blocks[:depth])
 
 
 class EfficientNetLite0(nn.Module):
@@ -126,12 +132,8 @@ class EfficientNetLite0(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = _bn(32)
-        blocks = []
-        for kernel, stride, expand, cin, cout, repeats in LITE0_STAGES:
-            for r in range(repeats):
-                blocks.append(MBConv(kernel, stride if r == 0 else 1, expand, cin if r == 0 else cout, cout))
-        self._blocks = nn.ModuleList(blocks[:LITE0_DEPTH])
+        self._bn0 = FrozenBatchNorm2d(32)
+        self._blocks = lite0_blocks()
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """(B, 3, H, W) ImageNet-normalised -> [(B, 24, H/4, W/4), (B, 40, H/8, W/8), (B, 112, H/16, W/16)]."""

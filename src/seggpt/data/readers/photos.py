@@ -76,6 +76,13 @@ def shrink(image: np.ndarray, labels: np.ndarray, max_side: int | None) -> tuple
     return img, lab.astype(np.int32)
 
 
+def load_cached(cache: dict, key, read, max_side: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``read(key)`` shrunk to ``max_side`` (:func:`shrink`), decoded once and then kept in ``cache``."""
+    if key not in cache:
+        cache[key] = shrink(*read(key), max_side)
+    return cache[key]
+
+
 class CachedDataset(LabelDataset):
     """A :class:`LabelDataset` that keeps each decoded (and shrunk) item in memory after its first read."""
 
@@ -88,9 +95,7 @@ class CachedDataset(LabelDataset):
         raise NotImplementedError
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i not in self._cache:
-            self._cache[i] = shrink(*self.read(i), self.max_side)
-        return self._cache[i]
+        return load_cached(self._cache, i, self.read, self.max_side)
 
 
 class CamVid(CachedDataset):
@@ -259,14 +264,14 @@ class DavisFramePairs:
     def __len__(self) -> int:
         return sum(len(f) for f in self.frames)
 
+    def _read(self, frame: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        img_path, ann_path = self.frames[frame[0]][frame[1]]
+        image, labels = read_rgb(img_path), read_index_png(ann_path, "DAVIS annotation")
+        check_same_size(image, labels, img_path, ann_path)
+        return image, np.where(labels == 255, IGNORE, labels).astype(np.int32)
+
     def _load(self, s: int, t: int) -> tuple[np.ndarray, np.ndarray]:
-        if (s, t) not in self._cache:
-            img_path, ann_path = self.frames[s][t]
-            image, labels = read_rgb(img_path), read_index_png(ann_path, "DAVIS annotation")
-            check_same_size(image, labels, img_path, ann_path)
-            labels = np.where(labels == 255, IGNORE, labels).astype(np.int32)
-            self._cache[(s, t)] = shrink(image, labels, self.max_side)
-        return self._cache[(s, t)]
+        return load_cached(self._cache, (s, t), self._read, self.max_side)
 
     def sample_pair(self, rng: np.random.Generator, size: tuple[int, int]) -> Pair:
         lengths = np.array([len(f) for f in self.frames], np.float64)
