@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import randomize_
+from conftest import load_script, randomize_
 from seggpt.checkpoint import load_model, save_native, to_precision
 from seggpt.config import lite_small, vit_tiny
 from seggpt.devices import int8_compute_dtype, parse_dtype
@@ -270,3 +270,13 @@ def test_eval_cli_runs_in_int8(tmp_path):
     assert main(argv + ["--shots", "2", "--dtype", "int8", "--device", "cpu", "--json", str(out), "--no-progress"]) == 0
     report = json.loads(out.read_text())
     assert report["run"]["dtype"] == "int8" and 0.0 <= report["metrics"]["mIoU"] <= 100.0
+
+
+def test_ensemble_flop_bound_counts_the_shared_work():
+    """The benchmark's bound for the shared ensemble: with one prompt it is exactly a one-prompt forward's FLOPs;
+    with more, each prompt adds its own prompt half and attention but not the query half's work again, so the
+    ratio falls with P and stays above 1/P (a whole forward per target)."""
+    bench = load_script("model_forward")
+    ratios = [bench.ensemble_flop_ratio("vit_tiny", p) for p in (1, 2, 4)]
+    assert ratios[0] == pytest.approx(1.0)
+    assert 1 / 2 < ratios[1] < 1 and 1 / 4 < ratios[2] < ratios[1]
