@@ -27,6 +27,19 @@ def load_script(name: str, folder: str = "benchmarks"):
     return module
 
 
+def project_module(name: str, folder: str = "projects/synthcontext/scripts"):
+    """A module of a project's scripts/ imported by name, with that folder on sys.path as when one of its scripts
+    runs: the scripts import each other as siblings, and spawned workers import them by name."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    path = str(Path(__file__).resolve().parents[1] / folder)
+    if path not in sys.path:
+        sys.path.append(path)  # after everything else: a project module never hides an installed one
+    return importlib.import_module(name)
+
+
 def hf_config_for(cfg, **extra):
     """The transformers SegGptConfig with the same architecture as a SegGPTConfig (test-only dependency)."""
     from transformers import SegGptConfig

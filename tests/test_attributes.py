@@ -1,4 +1,6 @@
-"""The attribute loss (seggpt.train.attributes): its labels, its head, and training with it."""
+"""projects/synthcontext's training code: the attribute loss (scripts/attributes.py: its labels, its head, and
+training with it through the trainer's extra-loss hook) and the conv branch pretrained on the same labels
+(scripts/pretrain_branch.py)."""
 
 from __future__ import annotations
 
@@ -7,20 +9,21 @@ import pytest
 import torch
 from tests.test_train import tiny_overrides
 
+from conftest import project_module
 from seggpt.config import vit_tiny
 from seggpt.data import synth
 from seggpt.data.masking import MaskingConfig
 from seggpt.modeling import SegGPT
 from seggpt.train import load_config, train
-from seggpt.train.attributes import (
-    IGNORE,
-    AttributeHead,
-    WithAttributes,
-    attribute_batch,
-    attribute_loss,
-    attribute_maps,
-)
+from seggpt.train.extra_loss import WithHead
 from seggpt.train.metrics import read_metrics
+
+attributes = project_module("attributes")  # projects/synthcontext/scripts/attributes.py
+IGNORE, AttributeHead, attribute_maps = attributes.IGNORE, attributes.AttributeHead, attributes.attribute_maps
+attribute_batch, attribute_loss = attributes.attribute_batch, attributes.attribute_loss
+# The runs below name the loss in their config (extra_loss.name), as scripts/train.py lets a config do.
+attributes.register()
+ATTRIBUTES = {"extra_loss.name": "attributes", "extra_loss.weight": 0.5}
 
 
 def _object(shape: str, texture: str, colour: str, cx: float, cy: float) -> synth.SceneObject:
@@ -102,7 +105,7 @@ def test_the_head_learns_attributes_through_the_model():
     model = SegGPT(vit_tiny())
     cfg = model.config
     head = AttributeHead(cfg.embed_dim * len(cfg.out_indices), cfg.patch_size)
-    both = WithAttributes(model, head)
+    both = WithHead(model, head)
     batch = attribute_batch(1, 0, 4, cfg.image_size, cfg.patch_size, MaskingConfig(half_prob=1.0))
     opt = torch.optim.Adam(both.parameters(), lr=3e-3)
     args = (batch["images"], batch["masks"], batch["bool_masked_pos"], batch["seg_type"], 4)
@@ -117,10 +120,10 @@ def test_the_head_learns_attributes_through_the_model():
 
 
 def test_training_with_attributes_logs_it_saves_plain_seggpt_and_resumes_exactly(tmp_path):
-    over = {"steps": 4, "attributes.weight": 0.5, "attributes.batch_size": 2, "data.masking.half_prob": 0.5}
+    over = {"steps": 4, **ATTRIBUTES, "extra_loss.batch_size": 2, "data.masking.half_prob": 0.5}
     ref = train(load_config(None, tiny_overrides(tmp_path / "ref", **over)))
     rows = read_metrics(tmp_path / "ref" / "metrics.jsonl")
-    assert all(np.isfinite(r["attribute_loss"]) and r["attribute_loss"] > 0 for r in rows)
+    assert all(np.isfinite(r["attributes_loss"]) and r["attributes_loss"] > 0 for r in rows)
     from safetensors.torch import load_file
 
     saved = load_file(ref.model_path)
@@ -131,23 +134,49 @@ def test_training_with_attributes_logs_it_saves_plain_seggpt_and_resumes_exactly
     for (k, v), w in zip(ref.model.state_dict().items(), done.model.state_dict().values(), strict=True):
         assert torch.equal(v, w), k
     # The attribute loss changes training: the same run without it ends elsewhere.
-    plain = train(load_config(None, tiny_overrides(tmp_path / "plain", **{**over, "attributes.weight": 0})))
+    plain = train(load_config(None, tiny_overrides(tmp_path / "plain", **{**over, "extra_loss.name": None})))
     assert any(not torch.equal(v, w) for v, w in zip(ref.model.state_dict().values(),
                                                      plain.model.state_dict().values(), strict=True))  # fmt: skip
 
 
 def test_attribute_settings_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="attributes.weight must be >= 0"):
-        load_config(None, ["attributes.weight=-1"])
+    with pytest.raises(ValueError, match="extra_loss.weight must be >= 0"):
+        load_config(None, ["extra_loss.name=attributes", "extra_loss.weight=-1"])
     with pytest.raises(ValueError, match="not supported with distributed=fsdp"):
-        load_config(None, ["attributes.weight=0.5", "distributed=fsdp"])
-    cfg = load_config(None, tiny_overrides(tmp_path / "r", **{"attributes.weight": 0.5, "attributes.batch_size": 3,
+        load_config(None, ["extra_loss.name=attributes", "distributed=fsdp"])
+    cfg = load_config(None, tiny_overrides(tmp_path / "r", **{**ATTRIBUTES, "extra_loss.batch_size": 3,
                                                                  "grad_accum": 2}))  # fmt: skip
-    with pytest.raises(ValueError, match="attributes.batch_size 3 must be divisible"):
+    with pytest.raises(ValueError, match="extra_loss.batch_size 3 must be divisible"):
         train(cfg)
     # Resuming a run that had no attribute head with one is refused, not silently restarted.
     plain = load_config(None, tiny_overrides(tmp_path / "p"))
     train(plain, stop_after=2)
-    with pytest.raises(ValueError, match="without attributes.weight"):
-        train(load_config(None, tiny_overrides(tmp_path / "p", **{"attributes.weight": 0.5,
-                                                                   "attributes.batch_size": 2})))  # fmt: skip
+    with pytest.raises(ValueError, match="without an extra_loss"):
+        train(load_config(None, tiny_overrides(tmp_path / "p", **{**ATTRIBUTES,
+                                                                   "extra_loss.batch_size": 2})))  # fmt: skip
+
+
+def test_branch_pretraining_writes_what_branch_init_loads(tmp_path):
+    from safetensors.torch import load_file
+
+    from seggpt.train.trainer import load_branch
+
+    pretrain = project_module("pretrain_branch")  # projects/synthcontext/scripts/pretrain_branch.py
+    # Scenes rendered by two processes are the scenes rendered here, in order.
+    for a, b in zip(pretrain.render_pool(3, 5, 3, 32, workers=2), pretrain.render_pool(3, 5, 3, 32, workers=1),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+
+    out = tmp_path / "branch.safetensors"
+    cfg = pretrain.BranchPretrainConfig(channels=(4, 8, 8), depth=2, image_size=32, pool=4, steps=2, batch_size=2,
+                                        threads=1)  # fmt: skip
+    stats = pretrain.pretrain_branch(cfg, out, progress=False)
+    assert set(stats["accuracy"]) == {"shape", "texture", "colour"}
+    assert all(0.0 <= v <= 1.0 for v in stats["accuracy"].values())
+    with pytest.raises(FileExistsError, match="overwrite"):
+        pretrain.pretrain_branch(cfg, out, progress=False)
+    # The package reads the file (model.branch_init; its use in training: test_train.py).
+    model = SegGPT(vit_tiny(branch_channels=(4, 8, 8)))
+    load_branch(model, out)
+    for k, v in load_file(out).items():
+        assert torch.equal(model.patch_embed.branch.stages.state_dict()[k], v), k

@@ -367,23 +367,18 @@ def test_every_shipped_config_parses_and_builds_its_sources(path):
         assert len(sources) == len(weights) > 0
 
 
-def test_branch_pretraining_and_branch_init(tmp_path):
-    from safetensors.torch import load_file
+def test_branch_init_loads_a_pretrained_branch_and_refuses_one_that_does_not_fit(tmp_path):
+    import json
 
-    from seggpt.train.branch import BranchPretrainConfig, load_branch, pretrain_branch, render_pool
+    from safetensors.torch import save_file
 
-    # Scenes rendered by two processes are the scenes rendered here, in order.
-    for a, b in zip(render_pool(3, 5, 3, 32, workers=2), render_pool(3, 5, 3, 32, workers=1), strict=True):
-        assert torch.equal(a, b)
+    from seggpt.train.trainer import BRANCH_FORMAT, load_branch
 
+    # A branch's stages as pretraining writes them (projects/synthcontext/scripts/pretrain_branch.py).
     out = tmp_path / "branch.safetensors"
-    cfg = BranchPretrainConfig(channels=(4, 8, 8), depth=2, image_size=32, pool=4, steps=2, batch_size=2, threads=1)
-    stats = pretrain_branch(cfg, out, progress=False)
-    assert set(stats["accuracy"]) == {"shape", "texture", "colour"}
-    assert all(0.0 <= v <= 1.0 for v in stats["accuracy"].values())
-    with pytest.raises(FileExistsError, match="overwrite"):
-        pretrain_branch(cfg, out, progress=False)
-    saved = load_file(out)
+    stages = randomize_(SegGPT(vit_tiny(branch_channels=(4, 8, 8)))).patch_embed.branch.stages
+    saved = {k: v.contiguous() for k, v in stages.state_dict().items()}
+    save_file(saved, out, metadata={"format": BRANCH_FORMAT, "channels": json.dumps([4, 8, 8]), "depth": "2"})
     # A checkpoint without a branch, fine-tuned with one: the branch's stages come from the file, its output conv
     # starts at zero, everything else from the checkpoint.
     start = randomize_(SegGPT(vit_tiny()))
@@ -413,6 +408,16 @@ def test_branch_pretraining_and_branch_init(tmp_path):
     )
     with pytest.raises(ValueError, match="no conv branch"):
         train(no_branch)
+
+
+def test_an_extra_loss_that_is_not_registered_is_named_with_what_to_do(tmp_path):
+    cfg = load_config(None, tiny_overrides(tmp_path / "r", **{"extra_loss.name": "nowhere"}))
+    with pytest.raises(ValueError, match=r"'nowhere' is not registered .*register_extra_loss"):
+        train(cfg)
+    with pytest.raises(ValueError, match="extra_loss.weight must be >= 0"):
+        load_config(None, ["extra_loss.weight=-1"])
+    with pytest.raises(ValueError, match="extra_loss is not supported with distributed=fsdp"):
+        load_config(None, ["extra_loss.name=x", "distributed=fsdp"])
 
 
 def test_init_from_another_architecture_names_the_tensors_and_init_partial_loads_what_fits(tmp_path, capsys):

@@ -12,12 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import project_module
 from seggpt.data.toy import toy_source
 from seggpt.train import load_config, train
 
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_SCRIPTS = ROOT / "projects" / "synthcontext" / "scripts"
+
 DDP_SCRIPT = """
 import os, sys, torch
+import attributes  # projects/synthcontext/scripts/attributes.py (on PYTHONPATH): extra_loss.name=attributes
 from seggpt.train import load_config, train
+attributes.register()
 cfg = load_config(None, sys.argv[1:])
 result = train(cfg)
 torch.save(result.model.state_dict(), os.path.join(cfg.run_dir, f"rank{os.environ['RANK']}.pt"))
@@ -60,16 +66,18 @@ def overrides(run_dir: Path, **extra) -> list[str]:
 
 def env() -> dict[str, str]:
     e = dict(os.environ, OMP_NUM_THREADS="1")
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    e["PYTHONPATH"] = src + os.pathsep + e.get("PYTHONPATH", "")
+    paths = [str(ROOT / "src"), e.get("PYTHONPATH", ""), str(PROJECT_SCRIPTS)]
+    e["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return e
 
 
-@pytest.mark.parametrize("attributes", [0.0, 0.5], ids=["plain", "attribute-loss"])
-def test_torchrun_two_processes_match_one_process(tmp_path, attributes):
+@pytest.mark.parametrize("extra_loss", [None, "attributes"], ids=["plain", "attribute-loss"])
+def test_torchrun_two_processes_match_one_process(tmp_path, extra_loss):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    extra = {"steps": 3, "checkpoint_every": 3, "attributes.weight": attributes, "attributes.batch_size": 2}
+    project_module("attributes").register()
+    extra = {"steps": 3, "checkpoint_every": 3, "extra_loss.name": extra_loss, "extra_loss.weight": 0.5,
+             "extra_loss.batch_size": 2}  # fmt: skip
     args = overrides(tmp_path / "ddp", **extra)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
     proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)

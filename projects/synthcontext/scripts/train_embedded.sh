@@ -12,7 +12,7 @@ R=runs/experiments/embedded_2h
 C=projects/synthcontext/configs/recipe
 S=.venv/bin/seggpt
 t() { echo "$(date +%s) $*" >> $R/times.txt; }
-[ -f runs/branch.safetensors ] || .venv/bin/python -m seggpt.train.branch --out runs/branch.safetensors
+[ -f runs/branch.safetensors ] || .venv/bin/python projects/synthcontext/scripts/pretrain_branch.py --out runs/branch.safetensors
 mkdir -p $R
 t start1
 $S train $C/embedded.yaml --no-progress

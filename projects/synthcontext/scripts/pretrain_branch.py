@@ -2,13 +2,16 @@
 
 A ViT of the embedded model's size trained from scratch does not learn what shape an object has: on single
 objects at 64 px, one trained to name the shape (20 classes) was still at chance after 40 k samples, where a small
-CNN reached 71% on the same data (README, "The embedded model"). So a :class:`seggpt.modeling.layers.ConvBranch`
-(``SegGPTConfig.branch_channels``) is first trained alone to classify every object pixel by shape, texture and
-colour (SynthContext knows them; :mod:`seggpt.train.attributes` makes the maps), then loaded into the model with
-``model.branch_init`` in a training config. Its output conv is not pretrained: it starts at zero in the model, so the
-model begins exactly where it was and in-context training decides how much of the branch to use.
+CNN reached 71% on the same data (``shape_learnability.py``; docs/embedded-model-history.md). So a
+:class:`seggpt.modeling.layers.ConvBranch` (``SegGPTConfig.branch_channels``) is first trained alone to classify
+every object pixel by shape, texture and colour (SynthContext knows them; ``attributes.py`` makes the maps), then
+loaded into the model with ``model.branch_init`` in a training config. Its output conv is not pretrained: it starts
+at zero in the model, so the model begins exactly where it was and in-context training decides how much of the
+branch to use.
 
-``python -m seggpt.train.branch --out branch.safetensors [--steps N]`` runs it; :func:`load_branch` reads it.
+    python projects/synthcontext/scripts/pretrain_branch.py --out runs/branch.safetensors [--steps N]
+
+writes the file; the package's trainer reads it (``seggpt.train.trainer.load_branch``).
 """
 
 from __future__ import annotations
@@ -22,15 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from attributes import ATTRIBUTE_VALUES, IGNORE, attribute_loss, attribute_maps
 from torch import Tensor, nn
 
 from seggpt import transforms
 from seggpt.data import synth
 from seggpt.io import atomic_write
 from seggpt.modeling.layers import ConvBranch
-from seggpt.train.attributes import ATTRIBUTE_VALUES, IGNORE, attribute_loss, attribute_maps
-
-FORMAT_TAG = "seggpt-conv-branch"
+from seggpt.train.trainer import BRANCH_FORMAT
 
 
 @dataclass
@@ -163,38 +165,15 @@ def pretrain_branch(cfg: BranchPretrainConfig, out: str | Path, overwrite: bool 
     with autocast:
         acc = accuracy(model, test_x, test_y.long())
     stats = {"accuracy": acc, "seconds": round(time.time() - t0, 1), "config": asdict(cfg)}
-    meta = {"format": FORMAT_TAG, "channels": json.dumps(list(cfg.channels)), "depth": str(cfg.depth)}
+    meta = {"format": BRANCH_FORMAT, "channels": json.dumps(list(cfg.channels)), "depth": str(cfg.depth)}
     meta["stats"] = json.dumps(stats)
     tensors = {k: v.contiguous() for k, v in model.branch.stages.state_dict().items()}
     atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata=meta), overwrite)
     return stats
 
 
-def load_branch(model: nn.Module, path: str | Path) -> None:
-    """Load pretrained branch stages into ``model.patch_embed.branch`` (its output conv is left as it is)."""
-    from safetensors import safe_open
-
-    branch = model.patch_embed.branch
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as e:
-        raise ValueError(f"cannot read conv-branch weights from {path}: {e}") from None
-    if meta.get("format") != FORMAT_TAG:
-        raise ValueError(f"{path} is not a conv-branch file (written by seggpt.train.branch.pretrain_branch)")
-    want = (tuple(json.loads(meta["channels"])), int(meta["depth"]))
-    cfg = model.config
-    have = (tuple(cfg.branch_channels), cfg.branch_depth)
-    if want != have:
-        raise ValueError(
-            f"{path} holds a branch of channels {want[0]}, depth {want[1]}; the model's is {have[0]}, depth {have[1]}"
-        )
-    branch.stages.load_state_dict({k: v.to(branch.out.weight.dtype) for k, v in tensors.items()})
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m seggpt.train.branch", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="pretrain_branch.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="safetensors file to write")
     ap.add_argument("--channels", default="32,64,128", help="channels of each stride-2 stage (default 32,64,128)")
     ap.add_argument("--depth", type=int, default=2, help="convs per stage (default 2)")

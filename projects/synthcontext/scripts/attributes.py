@@ -2,19 +2,25 @@
 
 In-context segmentation of a category needs features that tell its value apart from the distractors'. The
 in-context loss alone teaches a small model colour but hardly shape or texture (a linear probe on its features,
-``scripts/probe_attributes.py``). SynthContext knows every pixel's shape, texture and colour, so a run can add
-a dense classification loss on the encoder's taps (the decoder's input): one linear head per attribute, each
-object pixel classified as one of the *training* values (background and procedural random shapes are ignored;
-held-out values are never drawn). The head lives only in the trainer: the model that is saved is plain SegGPT.
+``probe_attributes.py``). SynthContext knows every pixel's shape, texture and colour, so a run can add a dense
+classification loss on the encoder's taps (the decoder's input): one linear head per attribute, each object pixel
+classified as one of the *training* values (background and procedural random shapes are ignored; held-out values
+are never drawn). The head lives only in the trainer: the model that is saved is plain SegGPT.
 
 Each step draws its own batch of semantic in-context samples (two scenes of one category, built exactly like a
 training sample) with their attribute maps: a pure function of (seed, step), so resume stays exact. The samples
 also add their in-context loss to the step's, weighted like any other sample.
+
+It plugs into the package's trainer as an extra loss (``seggpt.train.extra_loss``): :func:`register` names it
+``attributes``, and ``train.py`` (beside this file) is ``seggpt train`` with it registered:
+
+    python projects/synthcontext/scripts/train.py projects/synthcontext/configs/embedded_attributes.yaml
+
+with ``extra_loss: {name: attributes, weight: 0.5, batch_size: 8}`` in the config. ``pretrain_branch.py`` trains a
+conv branch on the same attribute maps.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,6 +31,8 @@ from seggpt.data import synth
 from seggpt.data.masking import MaskingConfig
 from seggpt.data.mixture import collate
 from seggpt.data.pairs import Pair, build_sample
+from seggpt.modeling import SegGPT
+from seggpt.train import register_extra_loss
 
 IGNORE = -1
 # Classes per attribute: the training values in vocabulary order. Only object pixels are classified: on
@@ -36,20 +44,6 @@ ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
     "texture": synth.TRAIN_TEXTURES,
     "colour": synth.COLOURS,
 }
-
-
-@dataclass
-class AttributeSpec:
-    # Weight of the attribute loss against the in-context loss; 0 disables it (the paper's objective).
-    weight: float = 0.0
-    # Attribute samples added to every optimiser step (beside the batch_size in-context samples).
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        if self.weight < 0:
-            raise ValueError(f"attributes.weight must be >= 0, got {self.weight}")
-        if self.weight > 0 and self.batch_size < 1:
-            raise ValueError(f"attributes.batch_size must be >= 1 when attributes.weight > 0, got {self.batch_size}")
 
 
 class AttributeHead(nn.Module):
@@ -127,21 +121,24 @@ def attribute_batch(
     return collate([attribute_sample(rng, image_size, patch_size, masking) for _ in range(n)])
 
 
-class WithAttributes(nn.Module):
-    """SegGPT and an :class:`AttributeHead` as one module, so a step is one forward (what DDP expects).
+class AttributeLoss:
+    """The attribute loss as the trainer's extra loss (``seggpt.train.ExtraLoss``): an :class:`AttributeHead` on
+    the model's taps, :func:`attribute_batch` samples, :func:`attribute_loss`."""
 
-    ``forward`` returns the predicted canvases of the whole batch and the head's logits for its last
-    ``num_attribute`` samples (the attribute samples appended to the batch).
-    """
+    def head(self, model: SegGPT) -> AttributeHead:
+        cfg = model.config
+        return AttributeHead(cfg.embed_dim * len(cfg.out_indices), cfg.patch_size)
 
-    def __init__(self, model: nn.Module, head: AttributeHead) -> None:
-        super().__init__()
-        self.model = model
-        self.head = head
+    def samples(
+        self, seed: int, step: int, n: int, image_size: tuple[int, int], patch_size: int, masking: MaskingConfig
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        batch = attribute_batch(seed, step, n, image_size, patch_size, masking)
+        return batch, batch.pop("attributes")
 
-    def forward(
-        self, images: Tensor, masks: Tensor, bool_masked_pos: Tensor, seg_type: Tensor, num_attribute: int
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        taps = self.model.encode(images, masks, bool_masked_pos, seg_type)
-        pred = self.model.forward_decoder(taps)
-        return pred, self.head([t[t.shape[0] - num_attribute :] for t in taps])
+    def loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
+        return attribute_loss(out, labels)
+
+
+def register() -> None:
+    """Let configs name this loss: ``extra_loss: {name: attributes, weight: ..., batch_size: ...}``."""
+    register_extra_loss("attributes", AttributeLoss())
