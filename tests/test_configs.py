@@ -24,20 +24,27 @@ def test_every_config_loads(path):
 
 
 def test_the_embedded_recipe_trains_on_training_parts_only_and_ships_its_run():
-    """configs/embedded.yaml starts from ImageNet features, reads no validation part, and `make train-default`
-    ships the model of that run."""
-    cfg = load_config(ROOT / "configs" / "embedded.yaml")
-    assert cfg.model.preset == "lite_small" and cfg.model.init_from is None
-    assert cfg.model.image_encoder_weights == "imagenet" and cfg.model.freeze == ["image_encoder."]
-    for source in cfg.data.sources:
-        assert "val" not in str(source.get("split_file", "")), source
-        assert source.get("split", "train") in ("train", "train2017"), source
-        if source["type"] in ("folder", "yolo", "davis_frames"):  # sets without an official split: a train list
-            assert source["split_file"].startswith("configs/splits/") and source["split_file"].endswith("_train.txt")
+    """configs/embedded.yaml starts from ImageNet features, stage 2 from stage 1's model; neither reads a
+    validation part, and `make train-default` runs them in order and ships the model of the last."""
+    stage1 = load_config(ROOT / "configs" / "embedded.yaml")
+    stage2 = load_config(ROOT / "configs" / "embedded_stage2.yaml")
+    assert stage1.model.preset == "lite_small" and stage1.model.init_from is None
+    assert stage1.model.image_encoder_weights == "imagenet"
+    assert stage2.model.init_from == f"{stage1.run_dir}/model.safetensors" and stage2.run_dir != stage1.run_dir
+    for cfg in (stage1, stage2):
+        assert cfg.model.freeze == ["image_encoder."]
+        for source in cfg.data.sources:
+            assert "val" not in str(source.get("split_file", "")), source
+            assert source.get("split", "train") in ("train", "train2017"), source
+            if source["type"] in ("folder", "yolo", "davis_frames"):  # sets without an official split: a train list
+                assert source["split_file"].startswith("configs/splits/")
+                assert source["split_file"].endswith("_train.txt")
     make = (ROOT / "Makefile").read_text()
     recipe = make[make.index("\ntrain-default:") : make.index("\n\n", make.index("\ntrain-default:"))]
-    assert "seggpt train configs/embedded.yaml" in recipe
-    assert f"ship_embedded.py {cfg.run_dir}/model.safetensors" in recipe
+    assert recipe.index("seggpt train configs/embedded.yaml") < recipe.index(
+        "seggpt train configs/embedded_stage2.yaml"
+    )
+    assert f"ship_embedded.py {stage2.run_dir}/model.safetensors" in recipe
 
 
 @pytest.mark.parametrize("name", ["kvasir", "coco128", "davis2016"])
