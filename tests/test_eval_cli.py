@@ -104,3 +104,32 @@ def test_cli_image_size_runs_the_model_on_another_grid(tmp_path, tiny_weights):
     assert json.loads(out.read_text())["run"]["image_size"] == [48, 48]
     assert main(argv[:-1] + ["20", "--json", str(tmp_path / "bad.json"), "--no-progress"]) == 2  # not a multiple of 8
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_the_embedded_model_runs_video_at_its_video_size(tmp_path, tiny_weights, monkeypatch):
+    """Without --image-size the embedded model segments still images at EMBEDDED_IMAGE_SIZE and video (eval
+    davis2017, SegGPTVideoPredictor) at EMBEDDED_VIDEO_IMAGE_SIZE; any other checkpoint keeps its own size, and an
+    explicit size wins."""
+    import seggpt.checkpoint as ck
+    from seggpt.video import SegGPTVideoPredictor
+
+    monkeypatch.setattr(ck, "EMBEDDED_WEIGHTS", tiny_weights)
+    monkeypatch.setattr(ck, "EMBEDDED_IMAGE_SIZE", 48)
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", 64)
+    davis, fss = write_davis(tmp_path / "davis", sequences=("bear",)), write_fss(tmp_path / "fss")
+
+    def size(benchmark, data, *extra):
+        out = tmp_path / f"report{len(list(tmp_path.glob('report*.json')))}.json"
+        argv = ["eval", benchmark, "--data", str(data), "--json", str(out), "--no-progress", "--device", "cpu"]
+        assert main(argv + list(extra)) == 0
+        return json.loads(out.read_text())["run"]["image_size"]
+
+    assert size("davis2017", davis, "--context-frames", "1") == [64, 64]
+    assert size("fss1000", fss) == [48, 48]
+    assert size("davis2017", davis, "--context-frames", "1", "--image-size", "32") == [32, 32]
+    other = tmp_path / "other.safetensors"  # the same weights under another name: not the embedded model
+    other.write_bytes(tiny_weights.read_bytes())
+    assert size("davis2017", davis, "--context-frames", "1", "--weights", str(other)) == [32, 32]
+    assert SegGPTVideoPredictor(device="cpu").image_size == (64, 64)
+    assert SegGPTVideoPredictor(str(tiny_weights), device="cpu").image_size == (64, 64)  # its file, by path
+    assert ck.video_image_size(other) is None and ck.video_image_size(None) == 64

@@ -13,7 +13,7 @@ def add_image_size(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PX",
         help="side each image is resized to for the model, a multiple of its patch size "
-        "(default: the size the checkpoint was trained at; the embedded model: 192)",
+        "(default: the size the checkpoint was trained at; the embedded model: 192, and 384 for video)",
     )
 
 

@@ -137,5 +137,6 @@ BENCHMARK = register(
         collect,
         summarize,
         check=lambda data, options: sequences(data, options) and None,
+        video=True,
     )
 )

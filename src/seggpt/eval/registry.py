@@ -125,6 +125,7 @@ class Benchmark:
         summarize: merges the shards' states into the result.
         check: optional cheap validation of the data folder (raises with the expected layout), run by the CLI
             before it loads the model.
+        video: whether it segments video (the CLI then loads the model at its video size, as ``seggpt video``).
     """
 
     name: str
@@ -133,6 +134,7 @@ class Benchmark:
     collect: Collect
     summarize: Summarize
     check: Callable[[Path | None, EvalOptions], None] | None = None
+    video: bool = False
 
 
 _REGISTRY: dict[str, Benchmark] = {}
