@@ -42,16 +42,21 @@ class SameConv2d(nn.Conv2d):
     """A Conv2d with TensorFlow's "SAME" padding: for stride 2 on an even input the extra pixel is padded at the
     bottom and right, not split. The ImageNet weights were trained that way, so it is what reproduces them."""
 
-    def pad(self, x: Tensor) -> Tensor:
+    def pad(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """(x, padding) for ``F.conv2d``: symmetric padding (stride 1, odd kernel) is left to the convolution,
+        which needs no padded copy of x; uneven padding (stride 2 on an even input) is applied to x here."""
         ih, iw = x.shape[-2:]
         kh, kw = self.kernel_size
         sh, sw = self.stride
         ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
         pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)) if ph or pw else x
+        if ph % 2 == 0 and pw % 2 == 0:
+            return x, (ph // 2, pw // 2)
+        return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)), (0, 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(self.pad(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        x, padding = self.pad(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -84,7 +89,7 @@ def conv_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: Tensor) -> Tensor:
     weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
     padding = conv.padding
     if isinstance(conv, SameConv2d):
-        x, padding = conv.pad(x), 0
+        x, padding = conv.pad(x)
     return F.conv2d(x, weight, shift, conv.stride, padding, conv.dilation, conv.groups)
 
 
