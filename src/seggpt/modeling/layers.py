@@ -51,9 +51,9 @@ class ConvBranch(nn.Module):
 
     One stage per halving (``len(channels)`` = log2 of the patch size): a stride-2 3x3 conv, then ``depth - 1``
     residual 3x3 convs. Its receptive field spans several patches, so a token can carry the outline of the object
-    it lies on, which a from-scratch ViT of the embedded model's size does not learn on its budget (README,
-    "The embedded model"). The output conv starts at zero: a branch added to a trained model leaves it exactly as
-    it was until training moves it.
+    it lies on, which a from-scratch ViT of the first embedded model's size did not learn on its budget
+    (docs/embedded-model-history.md). The output conv starts at zero: a branch added to a trained model leaves it
+    exactly as it was until training moves it.
     """
 
     def __init__(self, in_chans: int, channels: tuple[int, ...], depth: int, embed_dim: int, eps: float) -> None:
@@ -90,9 +90,9 @@ class PatchEmbed(nn.Module):
     Without a stem (the released model), non-overlapping patches through one linear projection. With
     ``stem_channels`` (c1, .., cn), n stride-2 3x3 convolutions first (Xiao et al. 2021, "Early convolutions
     help transformers see better"), then the projection over the remaining patch_size / 2**n pixels, so each token
-    sees edges and corners that reach over its patch border (on the embedded model's budget it learned slower:
-    README, "The embedded model"). Apply it to one image at a time: the stem's receptive field reaches across
-    neighbouring pixels, so a canvas of two stacked images must be split first (``SegGPT.embed_canvas`` does).
+    sees edges and corners that reach over its patch border (on the first embedded model's budget it learned
+    slower: docs/embedded-model-history.md). Apply it to one image at a time: the stem's receptive field reaches
+    across neighbouring pixels, so a canvas of two stacked images must be split first (``SegGPT.embed_canvas`` does).
     """
 
     def __init__(
