@@ -1,8 +1,7 @@
-"""The embedded model's training curve: the loss of every stage end to end, and held-out one-shot mIoU.
+"""The embedded model's training curve: the loss of every stage end to end, and optionally a measured score.
 
-    python scripts/plot_embedded.py runs/embedded runs/embedded_continue runs/embedded_shapes:250 runs/embedded_mix \
-        --labels "stage 1" "stage 2" "stage 3 (to step 250)" "stage 4" \
-        --progress docs/results/embedded_progress.json --out docs/embedded_metrics.png
+    python scripts/plot_embedded.py runs/embedded runs/embedded_stage2 --labels "stage 1" "stage 2" \
+        --out docs/embedded_training.png
 
 Each run folder's ``metrics.jsonl`` is drawn after the previous one (its steps shifted by the steps before it);
 ``RUN:STEP`` draws a run only up to STEP (a stage stopped with ``--stop-after``). ``--start`` is the global step
@@ -38,7 +37,10 @@ def main() -> int:
 
     if args.labels and len(args.labels) != len(args.runs):
         raise SystemExit(f"error: {len(args.labels)} --labels for {len(args.runs)} runs; give one per run")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    if args.progress:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    else:  # the loss alone
+        fig, ax1 = plt.subplots(1, 1, figsize=(6.5, 3.6))
     offset = first = args.start
     for i, spec in enumerate(args.runs):
         run, _, last = spec.partition(":")
@@ -55,7 +57,7 @@ def main() -> int:
             ax1.axvline(offset, color="grey", lw=0.8, ls="--")
         offset = int(last) + offset if last else steps[-1]
     ax1.set_yscale("log")
-    ax1.set_xlabel("step (batch 32)")
+    ax1.set_xlabel("step")
     ax1.set_ylabel("training loss (smooth L1, weighted)")
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=8)
@@ -68,10 +70,11 @@ def main() -> int:
         if any("stage" in p for p in points):
             ax2.legend(fontsize=8)
     ax1.set_xlim(first, offset)
-    ax2.set_xlim(0, offset)
-    ax2.set_xlabel("step (batch 32)")
-    ax2.set_ylabel("held-out one-shot mIoU")
-    ax2.grid(alpha=0.3)
+    if args.progress:
+        ax2.set_xlim(0, offset)
+        ax2.set_xlabel("step")
+        ax2.set_ylabel("held-out one-shot mIoU")
+        ax2.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(args.out, lambda tmp: fig.savefig(tmp, dpi=100), overwrite=True)
     plt.close(fig)
