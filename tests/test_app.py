@@ -290,3 +290,23 @@ def test_stopping_the_server_waits_for_running_requests():
     client.join(10)
     # one request per connection (HTTP/1.0), so a request thread ends with its request
     assert replies == [(b"done", "close", 10)]
+
+
+def test_the_embedded_model_propagates_video_at_its_video_size(weights, monkeypatch, tmp_path):
+    """The app runs the embedded model's video at EMBEDDED_VIDEO_IMAGE_SIZE, as `seggpt video` does, and still
+    images at EMBEDDED_IMAGE_SIZE; any other checkpoint, or an explicit size, serves both from one model."""
+    import seggpt.checkpoint as ck
+
+    monkeypatch.setattr(ck, "EMBEDDED_WEIGHTS", weights)
+    monkeypatch.setattr(ck, "EMBEDDED_IMAGE_SIZE", 48)
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", 64)
+    embedded = Segmenter(None, device="cpu")
+    assert embedded.predictor.config.image_size == (48, 48)
+    assert embedded._predictor_for_video().config.image_size == (64, 64)
+    assert embedded._predictor_for_video() is embedded._predictor_for_video()  # loaded once
+    explicit = Segmenter(None, device="cpu", image_size=32)
+    assert explicit._predictor_for_video() is explicit.predictor
+    other = tmp_path / "other.safetensors"  # the same weights under another name: not the embedded model
+    other.write_bytes(weights.read_bytes())
+    plain = Segmenter(str(other), device="cpu")
+    assert plain._predictor_for_video() is plain.predictor

@@ -264,6 +264,14 @@ class Segmenter:
         from seggpt.predictor import SegGPTPredictor
 
         device = resolve_device(device)
+        # The embedded model propagates video at its video size (EMBEDDED_VIDEO_IMAGE_SIZE), loaded when first asked.
+        from seggpt.checkpoint import video_image_size
+
+        video_size = (
+            video_image_size(model) if image_size is None and isinstance(model, (str, Path, type(None))) else None
+        )
+        self._video_load = None if video_size is None else (model, device, dtype, video_size)
+        self._video_predictor = None
         if isinstance(model, (str, Path)):
             from seggpt.checkpoint import load_model
 
@@ -311,9 +319,22 @@ class Segmenter:
         from seggpt.video import SegGPTVideoPredictor
 
         with self._lock:
-            # Shares this app's predictor (and its model); it replaces the predictor's prompts frame by frame.
-            vp = SegGPTVideoPredictor(predictor=self.predictor, task=task)
+            # This app's predictor (and its model), or one at the model's video size; the video predictor replaces
+            # its prompts frame by frame.
+            vp = SegGPTVideoPredictor(predictor=self._predictor_for_video(), task=task)
             return [np.asarray(labels) for _, labels in vp.propagate(frames, first_masks=first_mask)]
+
+    def _predictor_for_video(self) -> Any:
+        if self._video_load is None:
+            return self.predictor
+        if self._video_predictor is None:
+            from seggpt.checkpoint import load_model
+            from seggpt.predictor import SegGPTPredictor
+
+            source, device, dtype, size = self._video_load
+            model = load_model(source, device=device, dtype=dtype, image_size=size)
+            self._video_predictor = SegGPTPredictor(model=model, device=device, dtype=dtype)
+        return self._video_predictor
 
 
 def _parse_choice(value: str | None, allowed: tuple[str, ...], name: str, default: str) -> str:
