@@ -132,4 +132,4 @@ def test_the_embedded_model_runs_video_at_its_video_size(tmp_path, tiny_weights,
     assert size("davis2017", davis, "--context-frames", "1", "--weights", str(other)) == [32, 32]
     assert SegGPTVideoPredictor(device="cpu").image_size == (64, 64)
     assert SegGPTVideoPredictor(str(tiny_weights), device="cpu").image_size == (64, 64)  # its file, by path
-    assert ck.video_image_size(other) is None and ck.video_image_size(None) == 64
+    assert ck.default_image_size(other, video=True) is None and ck.default_image_size(None, video=True) == 64

@@ -405,17 +405,13 @@ def _skeleton(cfg: SegGPTConfig) -> SegGPT:
         return SegGPT(cfg)
 
 
-def is_embedded(source: str | os.PathLike | None) -> bool:
-    """Whether ``source`` names the model embedded in this package (None, or its file)."""
-    if source is None:
-        return True
-    return Path(source).resolve() == EMBEDDED_WEIGHTS.resolve()
-
-
-def video_image_size(source: str | os.PathLike | None) -> int | None:
-    """The image size to load ``source`` at for video when none is asked for: :data:`EMBEDDED_VIDEO_IMAGE_SIZE`
-    for the embedded model, None (its own default) for any other."""
-    return EMBEDDED_VIDEO_IMAGE_SIZE if is_embedded(source) else None
+def default_image_size(source: str | os.PathLike | None, video: bool = False) -> int | None:
+    """The size :func:`load_model` runs ``source`` at when none is asked for: for the embedded model (None, or
+    its file) :data:`EMBEDDED_IMAGE_SIZE`, or :data:`EMBEDDED_VIDEO_IMAGE_SIZE` for video; for any other
+    checkpoint None, the size it was trained at."""
+    if source is not None and Path(source).resolve() != EMBEDDED_WEIGHTS.resolve():
+        return None
+    return EMBEDDED_VIDEO_IMAGE_SIZE if video else EMBEDDED_IMAGE_SIZE
 
 
 def load_model(
@@ -423,6 +419,7 @@ def load_model(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = torch.float32,
     image_size: int | tuple[int, int] | None = None,
+    video: bool = False,
     **config_overrides,
 ) -> SegGPT:
     """Build a SegGPT from a checkpoint and load it strictly, in eval mode.
@@ -437,8 +434,10 @@ def load_model(
             "int8" (CPU only): the linear layers dynamically quantised to int8, the rest in bf16 where the CPU has
             bf16 kernels (:func:`to_precision`).
         image_size: run the model on images of this side (or (H, W)), a multiple of the patch size
-            (:func:`set_image_size`). None: the size the checkpoint was trained at, except for the embedded model
-            (by default or by its path), which runs at :data:`EMBEDDED_IMAGE_SIZE`.
+            (:func:`set_image_size`). None: :func:`default_image_size` (the size the checkpoint was trained at,
+            except for the embedded model).
+        video: the model is for video: with ``image_size`` None the embedded model loads at
+            :data:`EMBEDDED_VIDEO_IMAGE_SIZE` (other checkpoints are the same for both).
         config_overrides: fields the checkpoint cannot tell (for example ``merge_index``).
     """
     if source is None:
@@ -450,8 +449,8 @@ def load_model(
         source = EMBEDDED_WEIGHTS
     device = resolve_device(device)
     dtype = parse_dtype(dtype, device)  # a wrong name, or int8 on a GPU, fails before any reading
-    if image_size is None and is_embedded(source):
-        image_size = EMBEDDED_IMAGE_SIZE
+    if image_size is None:
+        image_size = default_image_size(source, video)
     sd, cfg = read_checkpoint(source, **config_overrides)
     if image_size is not None:
         sd, cfg = set_image_size(sd, cfg, image_size)

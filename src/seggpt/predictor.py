@@ -458,6 +458,8 @@ class SegGPTPredictor:
         image_size: the side (or (H, W)) each image is resized to for the model, when loading one: None is the
             checkpoint's own (the embedded model's :data:`seggpt.checkpoint.EMBEDDED_IMAGE_SIZE`); see
             :func:`seggpt.load_model`. A given :class:`SegGPT` runs at its own size.
+        video: when loading one, the model is for video (the embedded model then runs at
+            :data:`seggpt.checkpoint.EMBEDDED_VIDEO_IMAGE_SIZE`; see :func:`seggpt.load_model`).
     """
 
     def __init__(
@@ -467,6 +469,7 @@ class SegGPTPredictor:
         dtype: str | torch.dtype | None = None,
         upsample: str = "bilinear",
         image_size: int | tuple[int, int] | None = None,
+        video: bool = False,
     ) -> None:
         from seggpt.checkpoint import load_model, to_precision
         from seggpt.devices import parse_dtype, resolve_device
@@ -478,7 +481,7 @@ class SegGPTPredictor:
                 raise ValueError("image_size applies when the predictor loads the model; pass a path or None")
             model = to_precision(model, device, dtype) if dtype is not None else model.to(device)
         else:
-            model = load_model(model, device=device, dtype=dtype or torch.float32, image_size=image_size)
+            model = load_model(model, device=device, dtype=dtype or torch.float32, image_size=image_size, video=video)
         if upsample not in UPSAMPLING:
             raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLING}")
         self.model = model.eval()

@@ -169,12 +169,10 @@ class SegGPTVideoPredictor:
         if annotation_mode not in ("merge", "replace"):
             raise ValueError(f"annotation_mode must be 'merge' or 'replace', got {annotation_mode!r}")
         if predictor is None:
-            from seggpt.checkpoint import video_image_size
             from seggpt.predictor import SegGPTPredictor
 
             # A model this loads runs at its video size (the embedded model: EMBEDDED_VIDEO_IMAGE_SIZE).
-            size = None if isinstance(model, SegGPT) else video_image_size(model)
-            predictor = SegGPTPredictor(model=model, device=device, dtype=dtype, image_size=size)
+            predictor = SegGPTPredictor(model=model, device=device, dtype=dtype, video=True)
         self.predictor = predictor
         self.image_size = tuple(image_size) if image_size is not None else _model_image_size(predictor)
         self.context = int(context)

@@ -264,13 +264,13 @@ class Segmenter:
         from seggpt.predictor import SegGPTPredictor
 
         device = resolve_device(device)
-        # The embedded model propagates video at its video size (EMBEDDED_VIDEO_IMAGE_SIZE), loaded when first asked.
-        from seggpt.checkpoint import video_image_size
+        # A model whose video size differs (the embedded model's EMBEDDED_VIDEO_IMAGE_SIZE) is loaded again at it
+        # for the first video.
+        from seggpt.checkpoint import default_image_size
 
-        video_size = (
-            video_image_size(model) if image_size is None and isinstance(model, (str, Path, type(None))) else None
-        )
-        self._video_load = None if video_size is None else (model, device, dtype, video_size)
+        loads = image_size is None and isinstance(model, (str, Path, type(None)))
+        own_video_size = loads and default_image_size(model, video=True) != default_image_size(model)
+        self._video_load = (model, device, dtype) if own_video_size else None
         self._video_predictor = None
         if isinstance(model, (str, Path)):
             from seggpt.checkpoint import load_model
@@ -331,8 +331,8 @@ class Segmenter:
             from seggpt.checkpoint import load_model
             from seggpt.predictor import SegGPTPredictor
 
-            source, device, dtype, size = self._video_load
-            model = load_model(source, device=device, dtype=dtype, image_size=size)
+            source, device, dtype = self._video_load
+            model = load_model(source, device=device, dtype=dtype, video=True)
             self._video_predictor = SegGPTPredictor(model=model, device=device, dtype=dtype)
         return self._video_predictor
 

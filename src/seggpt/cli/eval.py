@@ -111,13 +111,11 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda" and device.index is None and shard.world_size > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard.rank))}"  # one GPU per rank
 
-    from seggpt.checkpoint import video_image_size
     from seggpt.predictor import SegGPTPredictor
 
-    image_size = args.image_size
-    if image_size is None and benchmark.video:  # the size `seggpt video` runs the model at
-        image_size = video_image_size(args.weights)
-    predictor = SegGPTPredictor(model=args.weights, device=device, dtype=dtype, image_size=image_size)
+    predictor = SegGPTPredictor(
+        model=args.weights, device=device, dtype=dtype, image_size=args.image_size, video=benchmark.video
+    )
     journal = Journal(state_path, _fingerprint(args, options, predictor, shard), resume=args.resume)
     if journal.resumed:
         print(f"resuming from {state_path}: {journal.resumed} work unit(s) done")

@@ -95,7 +95,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from seggpt.checkpoint import video_image_size
     from seggpt.video import SegGPTVideoPredictor
     from seggpt.video_io import VideoWriter, open_frames, overlay, write_davis_png
 
@@ -133,11 +132,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         from seggpt.predictor import SegGPTPredictor
 
-        # The embedded model propagates at a finer size than it segments images (EMBEDDED_VIDEO_IMAGE_SIZE); a
-        # learned prompt above keeps the size it was tuned at.
-        image_size = args.image_size or video_image_size(args.weights)
         predictor = SegGPTVideoPredictor(
-            predictor=SegGPTPredictor(args.weights, device=device, dtype=dtype, image_size=image_size),
+            # The embedded model propagates at a finer size than it segments images (a learned prompt, above,
+            # keeps the size it was tuned at).
+            predictor=SegGPTPredictor(args.weights, device=device, dtype=dtype, image_size=args.image_size, video=True),
             context=args.context,
             task=args.task,
             annotation_mode=args.annotation_mode,
