@@ -57,6 +57,15 @@ def _shared(m: SegGPT, images, masks, p: int, query_only: bool = True):
     return m.forward_decoder(taps, query_only=query_only, skips=skips), taps
 
 
+def _released(m: SegGPT, images, masks, p: int, query_only: bool = True):
+    """The released rule on the P whole canvases: the answer, the encoder taps, and the tokens they came from."""
+    st = torch.zeros(images.shape[0], dtype=torch.long)
+    out = m(images, masks, m.query_mask(), st, feature_ensemble=True, num_prompts=p, query_only=query_only)
+    x, _ = m.embed_image_canvas(images)
+    tokens = m.embed(x, m.embed_canvas(masks), m.query_mask(), st)
+    return out, m.forward_encoder(tokens, p), tokens
+
+
 # The shared feature ensemble -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "overrides, impl",
@@ -76,11 +85,8 @@ def test_shared_ensemble_equals_the_released_rule(overrides, impl, query_only):
     m.set_attention(impl)
     t, p = 2, 3
     images, masks = _ensemble_inputs(m, t, p)
-    st = torch.zeros(t * p, dtype=torch.long)
     with torch.no_grad():
-        ref = m(images, masks, m.query_mask(), st, feature_ensemble=True, num_prompts=p, query_only=query_only)
-        x, _ = m.embed_image_canvas(images)
-        ref_taps = m.forward_encoder(m.embed(x, m.embed_canvas(masks), m.query_mask(), st), p)
+        ref, ref_taps, _ = _released(m, images, masks, p, query_only)
         out, taps = _shared(m, images, masks, p, query_only)
     for a, b in zip(taps, ref_taps, strict=True):
         torch.testing.assert_close(a, b[::p], rtol=0, atol=2e-6)
@@ -93,12 +99,8 @@ def test_shared_ensemble_of_the_lite_model():
     m = _tiny_lite()
     t, p = 2, 3
     images, masks = _ensemble_inputs(m, t, p)
-    st = torch.zeros(t * p, dtype=torch.long)
     with torch.no_grad():
-        ref = m(images, masks, m.query_mask(), st, feature_ensemble=True, num_prompts=p, query_only=True)
-        x, _ = m.embed_image_canvas(images)
-        tokens = m.embed(x, m.embed_canvas(masks), m.query_mask(), st)
-        ref_taps = m.forward_encoder(tokens, p)
+        ref, ref_taps, tokens = _released(m, images, masks, p)
         alone = m.forward_encoder(tokens[::p], 1)  # each query with its first example only (both streams)
         out, taps = _shared(m, images, masks, p)
     torch.testing.assert_close(out, ref[::p], rtol=0, atol=1e-5)
