@@ -132,12 +132,8 @@ def run_variant(name: str, preset: str, repeat: int, threads: int, out: str) -> 
         qmask, seg = model.query_mask(), torch.zeros(p, dtype=torch.long)
 
         def forward():
-            if p > 1 and impl == "ours":  # as SegGPTPredictor.paint: the query embedded, encoded and decoded once
-                x_p, _ = model.embed_images(images[:, :, :h])
-                x_q, skips = model.embed_images(images[:1, :, h:])
-                x = torch.cat([x_p, x_q.expand(p, -1, -1, -1)], dim=1)
-                tokens = model.embed(x, model.embed_canvas(masks), qmask.expand(p, -1), seg)
-                return model.forward_decoder(model.forward_encoder_shared(tokens, p), query_only=True, skips=skips)
+            if p > 1 and impl == "ours":
+                return shared_ensemble(model, images, masks, qmask, seg)
             out = model(images, masks, qmask, seg, p > 1, num_prompts=p, query_only=query_only)
             return (out if query_only else out[:, :, h:])[:1]
 
@@ -152,6 +148,19 @@ def run_variant(name: str, preset: str, repeat: int, threads: int, out: str) -> 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     torch.save(result.float(), out + ".pt")
     Path(out).write_text(json.dumps({"seconds": statistics.median(times), "peak_mb": peak, "forward_mb": peak - base}))
+
+
+def shared_ensemble(model, images, masks, qmask, seg):
+    """The feature ensemble of P canvases (P, 3, 2h, w) whose query halves are equal, as SegGPTPredictor.paint runs
+    it: the query embedded, encoded and decoded once -> (1, 3, h, w)."""
+    import torch
+
+    p, h = images.shape[0], images.shape[2] // 2
+    x_p, _ = model.embed_images(images[:, :, :h])
+    x_q, skips = model.embed_images(images[:1, :, h:])
+    x = torch.cat([x_p, x_q.expand(p, -1, -1, -1)], dim=1)
+    tokens = model.embed(x, model.embed_canvas(masks), qmask.expand(p, -1), seg)
+    return model.forward_decoder(model.forward_encoder_shared(tokens, p), query_only=True, skips=skips)
 
 
 def encoder_matmul_flops(cfg) -> tuple[float, float]:
@@ -183,22 +192,17 @@ def ensemble_flop_ratio(preset: str, prompts: int = ENSEMBLE) -> float:
     with torch.device("meta"):
         model = SegGPT(cfg).eval()
         h, w = cfg.image_size
-        prompt, query, pmask = (torch.empty(p, 3, h, w) for _ in range(3))
+        images, masks = torch.empty(p, 3, 2 * h, w), torch.empty(p, 3, 2 * h, w)
         seg, qmask = torch.zeros(p, dtype=torch.long), model.query_mask().to("meta")
     for m in model.modules():
         if isinstance(m, Attention):
             m.impl = "eager"  # the fused CPU kernel is not counted; its products are the same
 
     def one():
-        images, masks = torch.cat([prompt[:1], query[:1]], 2), torch.cat([pmask[:1], pmask[:1]], 2)
-        model(images, masks, qmask, seg[:1], False, num_prompts=1, query_only=True)
+        model(images[:1], masks[:1], qmask, seg[:1], False, num_prompts=1, query_only=True)
 
     def shared():
-        x_p, _ = model.embed_images(prompt)
-        x_q, skips = model.embed_images(query[:1])
-        x = torch.cat([x_p, x_q.expand(p, -1, -1, -1)], dim=1)
-        tokens = model.embed(x, model.embed_canvas(torch.cat([pmask, pmask], 2)), qmask.expand(p, -1), seg)
-        model.forward_decoder(model.forward_encoder_shared(tokens, p), query_only=True, skips=skips)
+        shared_ensemble(model, images, masks, qmask, seg)
 
     flops = []
     for fn in (one, shared):
