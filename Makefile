@@ -60,7 +60,9 @@ DTYPE ?= fp32
 RESULTS ?= docs/results/embedded
 DATA ?= ../shared/data
 W := $(if $(WEIGHTS),--weights $(WEIGHTS),)
-VIDEO_SIZE := $(if $(WEIGHTS),--image-size 384,)
+# A candidate file is not the embedded model, so load_model would run it at its training size: give it the embedded
+# model's video size (seggpt.checkpoint.EMBEDDED_VIDEO_IMAGE_SIZE), read when the recipe runs.
+VIDEO_SIZE = $(if $(WEIGHTS),--image-size $(shell $(PY) -c 'from seggpt.checkpoint import EMBEDDED_VIDEO_IMAGE_SIZE as s; print(s)'),)
 EVAL := $(VENV)/bin/seggpt eval --overwrite --no-progress --dtype $(DTYPE) $(W)
 embedded-results: $(STAMP)
 	mkdir -p $(RESULTS)

@@ -133,3 +133,42 @@ def test_the_embedded_model_runs_video_at_its_video_size(tmp_path, tiny_weights,
     assert SegGPTVideoPredictor(device="cpu").image_size == (64, 64)
     assert SegGPTVideoPredictor(str(tiny_weights), device="cpu").image_size == (64, 64)  # its file, by path
     assert ck.default_image_size(other, video=True) is None and ck.default_image_size(None, video=True) == 64
+
+
+def test_the_embedded_model_keeps_its_own_video_context(tmp_path, tiny_weights, monkeypatch):
+    """Without a context, video keeps EMBEDDED_VIDEO_CONTEXT recent frames with the embedded model
+    (SegGPTVideoPredictor, `seggpt video`) and the paper's 8 with anything else; `seggpt eval davis2017` keeps the
+    protocol's 8 for every model, and an explicit number wins everywhere."""
+    import seggpt.checkpoint as ck
+    from seggpt.video import SegGPTVideoPredictor
+
+    monkeypatch.setattr(ck, "EMBEDDED_WEIGHTS", tiny_weights)
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", 32)
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_CONTEXT", 3)  # neither 2 nor 8: the constant is what decides
+    other = tmp_path / "other.safetensors"  # the same weights under another name: not the embedded model
+    other.write_bytes(tiny_weights.read_bytes())
+
+    assert SegGPTVideoPredictor(device="cpu").context == 3
+    assert SegGPTVideoPredictor(str(tiny_weights), device="cpu").context == 3  # its file, by path
+    assert SegGPTVideoPredictor(str(other), device="cpu").context == 8
+    assert SegGPTVideoPredictor(SegGPT(vit_tiny()), device="cpu").context == 8  # a given model: the paper's
+    assert SegGPTVideoPredictor(device="cpu", context=5).context == 5
+    assert SegGPTVideoPredictor(predictor=SegGPTPredictor(device="cpu")).context == 3
+    assert SegGPTVideoPredictor(predictor=object(), image_size=(32, 32)).context == 8  # a predictor without one
+
+    seen = []
+    reset = SegGPTVideoPredictor.reset
+    monkeypatch.setattr(SegGPTVideoPredictor, "reset", lambda self: seen.append(self.context) or reset(self))
+    davis = write_davis(tmp_path / "davis", sequences=("bear",))
+    frames = davis / "JPEGImages" / "480p" / "bear"
+    first = davis / "Annotations" / "480p" / "bear" / "00000.png"
+    base = ["video", "--frames", str(frames), "--first-mask", str(first), "--no-progress", "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b"), "--weights", str(other)]) == 0
+    assert main([*base, "--out", str(tmp_path / "c"), "--context", "1"]) == 0
+    assert seen[0] == 3 and seen[-1] == 1 and 8 in seen
+
+    out = tmp_path / "davis.json"
+    argv = ["eval", "davis2017", "--data", str(davis), "--json", str(out), "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["protocol"]["context_frames"] == 8

@@ -460,6 +460,10 @@ class SegGPTPredictor:
             :func:`seggpt.load_model`. A given :class:`SegGPT` runs at its own size.
         video: when loading one, the model is for video (the embedded model then runs at
             :data:`seggpt.checkpoint.EMBEDDED_VIDEO_IMAGE_SIZE`; see :func:`seggpt.load_model`).
+
+    ``video_context`` is the number of recent frames :class:`seggpt.video.SegGPTVideoPredictor` keeps with this
+    predictor when none is asked for (:func:`seggpt.checkpoint.default_video_context`: 2 for the embedded model,
+    the paper's 8 for other checkpoints and for a given :class:`SegGPT`).
     """
 
     def __init__(
@@ -471,7 +475,7 @@ class SegGPTPredictor:
         image_size: int | tuple[int, int] | None = None,
         video: bool = False,
     ) -> None:
-        from seggpt.checkpoint import load_model, to_precision
+        from seggpt.checkpoint import PAPER_VIDEO_CONTEXT, default_video_context, load_model, to_precision
         from seggpt.devices import parse_dtype, resolve_device
 
         device, dtype = resolve_device(device), None if dtype is None else parse_dtype(dtype)
@@ -480,7 +484,9 @@ class SegGPTPredictor:
             if image_size is not None:
                 raise ValueError("image_size applies when the predictor loads the model; pass a path or None")
             model = to_precision(model, device, dtype) if dtype is not None else model.to(device)
+            self.video_context = PAPER_VIDEO_CONTEXT
         else:
+            self.video_context = default_video_context(model)
             model = load_model(model, device=device, dtype=dtype or torch.float32, image_size=image_size, video=video)
         if upsample not in UPSAMPLING:
             raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLING}")

@@ -16,7 +16,7 @@ Objects are painted with one fixed palette for the whole video: the k-th object 
 and the model's answer decodes back to exact object ids. Examples are kept as id maps at model resolution and
 painted when used: if a later annotation brings a new object, every example is repainted consistently.
 
-    >>> vp = SegGPTVideoPredictor(context=8)
+    >>> vp = SegGPTVideoPredictor()  # the embedded model, 2 recent frames
     >>> for t, labels in vp.propagate("frames/", first_masks="00000.png"):
     ...     write_davis_png(f"out/{t:05d}.png", labels)
 """
@@ -140,8 +140,10 @@ class SegGPTVideoPredictor:
         device: where the model runs: "auto" (cuda, then mps, then cpu), "cpu", "cuda:1", ...
         dtype: model precision (a torch dtype, or "fp32", "bf16", "fp16"); None keeps a given model's dtype
             (float32 for a loaded one).
-        context: K, the number of most recent predicted frames kept as examples (>= 0; default 8, the paper's
-            best setting). The annotated frames come on top of these.
+        context: K, the number of most recent predicted frames kept as examples (>= 0). None: the predictor's
+            ``video_context`` (:func:`seggpt.checkpoint.default_video_context`: 2 for the embedded model, which
+            does as well with 2 as with 8; the paper's best setting, 8, for other checkpoints and for a predictor
+            without one). The annotated frames come on top of these.
         task: "instance" (the authors' choice for video: each colour is one object) or "semantic".
         annotation_mode: how a later annotation meets the prediction for its frame. "merge": the objects drawn
             in it are taken as drawn (a correction or a new object), the others keep their prediction;
@@ -156,13 +158,13 @@ class SegGPTVideoPredictor:
         model: SegGPT | str | os.PathLike | None = None,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype | None = None,
-        context: int = 8,
+        context: int | None = None,
         task: str = "instance",
         annotation_mode: AnnotationMode = "merge",
         predictor: FramePredictor | None = None,
         image_size: tuple[int, int] | None = None,
     ) -> None:
-        if int(context) != context or context < 0:
+        if context is not None and (int(context) != context or context < 0):
             raise ValueError(f"context (K, the number of recent frames kept) must be an integer >= 0, got {context}")
         if task not in ("instance", "semantic"):
             raise ValueError(f"task must be 'instance' or 'semantic', got {task!r}")
@@ -175,6 +177,10 @@ class SegGPTVideoPredictor:
             predictor = SegGPTPredictor(model=model, device=device, dtype=dtype, video=True)
         self.predictor = predictor
         self.image_size = tuple(image_size) if image_size is not None else _model_image_size(predictor)
+        if context is None:
+            from seggpt.checkpoint import PAPER_VIDEO_CONTEXT
+
+            context = getattr(predictor, "video_context", PAPER_VIDEO_CONTEXT)
         self.context = int(context)
         self.task = task
         self.annotation_mode = annotation_mode
