@@ -425,3 +425,6 @@ def test_folder_reader(tmp_path):
         FolderDataset(tmp_path / "images", tmp_path / "masks")
     with pytest.raises(FileNotFoundError, match="masks"):
         FolderDataset(tmp_path / "images", tmp_path / "nope")
+    (tmp_path / "masks" / "c.png").write_text("not a picture")  # read through the package's one image reader
+    with pytest.raises(DataError, match=r"cannot read mask .*c\.png.*complete image file"):
+        FolderDataset(tmp_path / "images", tmp_path / "masks").load(2)

@@ -12,11 +12,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from seggpt.data.base import IGNORE, INSTANCE, SEMANTIC, DataError
 from seggpt.data.pairs import pair_source
-from seggpt.data.readers.base import LabelDataset, check_same_size, files_with, read_rgb, require_dir
+from seggpt.data.readers.base import LabelDataset, check_same_size, files_with, open_file, read_rgb, require_dir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -92,7 +91,7 @@ class FolderDataset(LabelDataset):
         img_path, mask_path = self.items[i]
         image = read_rgb(img_path)
         try:
-            with Image.open(mask_path) as im:
+            with open_file(Path(mask_path), "mask") as im:
                 if im.mode in ("RGB", "RGBA"):
                     rgb = np.asarray(im.convert("RGB")).astype(np.int32)
                     # One id per colour, the same across files: r * 65536 + g * 256 + b (black = 0).

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from seggpt.eval.metrics import PQMeter, Segment, rgb_to_id
+from seggpt.io import open_image
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def _ids(folder: Path, name: str) -> np.ndarray:
     path = folder / name
     if not path.is_file():
         raise FileNotFoundError(f"panoptic PNG {path} not found")
-    with Image.open(path) as im:
+    with open_image(path, "panoptic PNG") as im:
         return rgb_to_id(np.asarray(im.convert("RGB")))
 
 

@@ -55,9 +55,10 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _open(path: Path) -> Image.Image:
+def open_file(path: Path, what: str = "image") -> Image.Image:
     """PIL image from a file, decompressing ``.gz`` (STARE ships ``.ppm.gz``), through the package's one reading
-    path (:func:`seggpt.io.open_image`: the pixel limit, one clear error for what is not an image)."""
+    path (:func:`seggpt.io.open_image`: the pixel limit, one clear error for what is not an image); ``what`` names
+    the file in errors ("image", "mask")."""
     from seggpt.io import open_image
 
     try:
@@ -65,8 +66,8 @@ def _open(path: Path) -> Image.Image:
             import gzip
 
             with gzip.open(path, "rb") as f:
-                return open_image(f.read(), str(path))
-        return open_image(path)
+                return open_image(f.read(), f"{what} {path}")
+        return open_image(path, what)
     except ValueError as e:
         raise DataError(str(e)) from None
 
@@ -77,7 +78,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"image {path} does not exist")
     try:
-        with _open(path) as im:
+        with open_file(path) as im:
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 a = np.asarray(im, dtype=np.float64)
                 a = (255 * a / max(a.max(), 1)).astype(np.uint8)
@@ -95,7 +96,7 @@ def read_index_png(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist")
     try:
-        with _open(path) as im:
+        with open_file(path) as im:
             if im.mode in ("RGB", "RGBA"):
                 raise DataError(f"{what} {path} is an RGB image; expected one channel of class ids (grey/palette)")
             # Palette ("P") images: np.asarray gives the indices, which are the class ids (VOC, LIP).
@@ -115,7 +116,7 @@ def read_any_mask(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist")
     try:
-        with _open(path) as im:
+        with open_file(path) as im:
             # Palette and bilevel files (DRIVE .gif, some .tif) become 0..255 grey first.
             a = np.asarray(im.convert("L") if im.mode in ("P", "1") else im)
     except DataError:
