@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -24,15 +25,20 @@ def test_every_config_loads(path):
 
 
 def test_the_embedded_recipe_trains_on_training_parts_only_and_ships_its_run():
-    """configs/embedded.yaml starts from ImageNet features, stage 2 from stage 1's model; neither reads a
-    validation part, and `make train-default` runs them in order and ships the model of the last."""
-    stage1 = load_config(ROOT / "configs" / "embedded.yaml")
-    stage2 = load_config(ROOT / "configs" / "embedded_stage2.yaml")
+    """configs/embedded.yaml starts from ImageNet features, each later stage from the stage before; none reads a
+    validation part, the encoder's stride-4 and stride-8 stages (the decoder's skips) stay frozen throughout, and
+    `make train-default` runs the stages in order and ships the model of the last."""
+    names = ["embedded", "embedded_stage2", "embedded_stage3"]
+    stages = [load_config(ROOT / "configs" / f"{name}.yaml") for name in names]
+    stage1 = stages[0]
     assert stage1.model.preset == "lite_small" and stage1.model.init_from is None
     assert stage1.model.image_encoder_weights == "imagenet"
-    assert stage2.model.init_from == f"{stage1.run_dir}/model.safetensors" and stage2.run_dir != stage1.run_dir
-    for cfg in (stage1, stage2):
-        assert cfg.model.freeze == ["image_encoder."]
+    for before, cfg in itertools.pairwise(stages):
+        assert cfg.model.init_from == f"{before.run_dir}/model.safetensors" and cfg.run_dir != before.run_dir
+    assert stages[0].model.freeze == stages[1].model.freeze == ["image_encoder."]
+    skips = ["image_encoder._conv_stem.", "image_encoder._bn0."] + [f"image_encoder._blocks.{i}." for i in range(5)]
+    assert stages[2].model.freeze == skips
+    for cfg in stages:
         for source in cfg.data.sources:
             assert "val" not in str(source.get("split_file", "")), source
             assert source.get("split", "train") in ("train", "train2017"), source
@@ -41,10 +47,9 @@ def test_the_embedded_recipe_trains_on_training_parts_only_and_ships_its_run():
                 assert source["split_file"].endswith("_train.txt")
     make = (ROOT / "Makefile").read_text()
     recipe = make[make.index("\ntrain-default:") : make.index("\n\n", make.index("\ntrain-default:"))]
-    assert recipe.index("seggpt train configs/embedded.yaml") < recipe.index(
-        "seggpt train configs/embedded_stage2.yaml"
-    )
-    assert f"ship_embedded.py {stage2.run_dir}/model.safetensors" in recipe
+    where = [recipe.index(f"seggpt train configs/{name}.yaml") for name in names]
+    assert where == sorted(where)
+    assert f"ship_embedded.py {stages[-1].run_dir}/model.safetensors" in recipe
 
 
 @pytest.mark.parametrize("name", ["kvasir", "coco128", "davis2016"])
