@@ -266,10 +266,13 @@ class Segmenter:
         device = resolve_device(device)
         # A model whose video size differs (the embedded model's EMBEDDED_VIDEO_IMAGE_SIZE) is loaded again at it
         # for the first video.
-        from seggpt.checkpoint import default_image_size
+        from seggpt.checkpoint import PAPER_VIDEO_CONTEXT, default_image_size, default_video_context
 
-        loads = image_size is None and isinstance(model, (str, Path, type(None)))
+        from_source = isinstance(model, (str, Path, type(None)))
+        loads = image_size is None and from_source
         own_video_size = loads and default_image_size(model, video=True) != default_image_size(model)
+        # The recent frames video keeps, as `seggpt video` keeps them (the embedded model's EMBEDDED_VIDEO_CONTEXT).
+        self._video_context = default_video_context(model) if from_source else PAPER_VIDEO_CONTEXT
         self._video_load = (model, device, dtype) if own_video_size else None
         self._video_predictor = None
         if isinstance(model, (str, Path)):
@@ -288,6 +291,7 @@ class Segmenter:
         self.model = model
         self.device = str(device)
         self.predictor = SegGPTPredictor(model=model, device=device, dtype=dtype)
+        self.predictor.video_context = self._video_context
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -334,6 +338,7 @@ class Segmenter:
             source, device, dtype = self._video_load
             model = load_model(source, device=device, dtype=dtype, video=True)
             self._video_predictor = SegGPTPredictor(model=model, device=device, dtype=dtype)
+            self._video_predictor.video_context = self._video_context
         return self._video_predictor
 
 
