@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from seggpt.checkpoint import PAPER_VIDEO_CONTEXT
 from seggpt.eval._files import layout_error, read_raw_mask, require_dir, require_file
 from seggpt.eval.distributed import Shard
 from seggpt.eval.metrics import IGNORE, ObjectScores, davis_f, davis_j, davis_summary
@@ -23,7 +24,7 @@ from seggpt.eval.resume import units
 log = logging.getLogger(__name__)
 
 NAME = "davis2017"
-DEFAULT_CONTEXT = 8
+DEFAULT_CONTEXT = PAPER_VIDEO_CONTEXT
 LAYOUT = """\
 DIR/                                     (DAVIS-2017 trainval, 480p)
   JPEGImages/480p/<sequence>/00000.jpg ...
