@@ -260,38 +260,32 @@ class Segmenter:
         dtype: str | torch.dtype = torch.float32,
         image_size: int | None = None,
     ):
+        from seggpt.checkpoint import default_image_size
         from seggpt.devices import resolve_device
         from seggpt.predictor import SegGPTPredictor
 
         device = resolve_device(device)
-        # A model whose video size differs (the embedded model's EMBEDDED_VIDEO_IMAGE_SIZE) is loaded again at it
-        # for the first video.
-        from seggpt.checkpoint import PAPER_VIDEO_CONTEXT, default_image_size, default_video_context
-
         from_source = isinstance(model, (str, Path, type(None)))
-        loads = image_size is None and from_source
-        own_video_size = loads and default_image_size(model, video=True) != default_image_size(model)
-        # The recent frames video keeps, as `seggpt video` keeps them (the embedded model's EMBEDDED_VIDEO_CONTEXT).
-        self._video_context = default_video_context(model) if from_source else PAPER_VIDEO_CONTEXT
+        # A model whose video size differs (the embedded model's EMBEDDED_VIDEO_IMAGE_SIZE) is loaded again at it
+        # for the first video. Predictors loaded from the source keep its recent frames for video, as `seggpt
+        # video` does (checkpoint.default_video_context).
+        own_video_size = (
+            image_size is None and from_source and default_image_size(model, video=True) != default_image_size(model)
+        )
         self._video_load = (model, device, dtype) if own_video_size else None
         self._video_predictor = None
-        if isinstance(model, (str, Path)):
-            from seggpt.checkpoint import load_model
-
+        if model is None:
+            self.weights_name = "embedded seggpt_small"
+        elif isinstance(model, (str, Path)):
             # A file's name; a hub id (no such local path) as given, BAAI/SegGPT rather than SegGPT.
             self.weights_name = Path(model).name if Path(model).exists() else str(model)
-            model = load_model(model, device=device, dtype=dtype, image_size=image_size)
-        elif model is None:
-            from seggpt.checkpoint import load_model
-
-            self.weights_name = "embedded seggpt_small"
-            model = load_model(None, device=device, dtype=dtype, image_size=image_size)
         else:
             self.weights_name = type(model).__name__
-        self.model = model
+        self.predictor = SegGPTPredictor(
+            model=model, device=device, dtype=dtype, image_size=image_size if from_source else None
+        )
+        self.model = self.predictor.model
         self.device = str(device)
-        self.predictor = SegGPTPredictor(model=model, device=device, dtype=dtype)
-        self.predictor.video_context = self._video_context
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -332,13 +326,10 @@ class Segmenter:
         if self._video_load is None:
             return self.predictor
         if self._video_predictor is None:
-            from seggpt.checkpoint import load_model
             from seggpt.predictor import SegGPTPredictor
 
             source, device, dtype = self._video_load
-            model = load_model(source, device=device, dtype=dtype, video=True)
-            self._video_predictor = SegGPTPredictor(model=model, device=device, dtype=dtype)
-            self._video_predictor.video_context = self._video_context
+            self._video_predictor = SegGPTPredictor(model=source, device=device, dtype=dtype, video=True)
         return self._video_predictor
 
 
