@@ -18,9 +18,11 @@ Timing covers everything from the inputs (numpy arrays) to label maps at the tar
 the prompts for seggpt. Best of ``--repeat`` runs (the machine is shared). That both compute the same thing is
 the tests' job (tests/test_model.py, tests/test_predictor.py); random weights paint nearly one colour, so label
 agreement here would prove nothing. ``--weights CKPT`` benchmarks a real checkpoint instead of random weights.
+``--dtype bf16|int8`` runs the seggpt predictor on a copy of the model in that precision (the peer stays fp32) and
+adds the share of target pixels whose label it gives as the fp32 predictor does (meaningful with real weights).
 
     python benchmarks/predictor.py [--preset vit_small | --weights CKPT] [--targets 32] [--batch-size 8]
-                                   [--repeat 1] [--threads 2]
+                                   [--repeat 1] [--threads 2] [--dtype fp32]
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8"), help="of the seggpt predictor")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -145,23 +148,40 @@ def main() -> None:
         def peer(model, prompts, targets):
             return run_hf(hf, processor, prompts, targets)
 
+    ours_model = model
+    if args.dtype != "fp32":  # a copy: the peer keeps the fp32 model (int8 quantises in place)
+        import copy
+
+        from seggpt.checkpoint import to_precision
+
+        ours_model = to_precision(copy.deepcopy(model), "cpu", args.dtype)
+
     rows = []
     for k in (1, 4):
         prompts, targets = make_data(args.targets, k)
-        run_ours(model, prompts, targets[:2], args.batch_size)  # warm-up
+        run_ours(ours_model, prompts, targets[:2], args.batch_size)  # warm-up
         peer(model, prompts, targets[:2])
-        ours = [run_ours(model, prompts, targets, args.batch_size)[0] for _ in range(args.repeat)]
+        ours = [run_ours(ours_model, prompts, targets, args.batch_size) for _ in range(args.repeat)]
         theirs = [peer(model, prompts, targets)[0] for _ in range(args.repeat)]
-        rows.append((k, len(targets) / min(theirs), len(targets) / min(ours), min(theirs) / min(ours), ours))
+        times = [t for t, _ in ours]
+        agree = ""
+        if args.dtype != "fp32":
+            reference = run_ours(model, prompts, targets, args.batch_size)[1]
+            same = sum(int((a == b).sum()) for a, b in zip(ours[0][1], reference, strict=True))
+            agree = f" {100 * same / sum(a.size for a in reference):.1f}% |"
+        rows.append((k, len(targets) / min(theirs), len(targets) / min(times), min(theirs) / min(times), times, agree))
 
     print(f"\n{name} ({cfg.img_size[0] // 2}x{cfg.img_size[1]} images), {args.targets} targets, "
-          f"{args.threads} threads, batch size {args.batch_size}, best of {args.repeat}")  # fmt: skip
+          f"{args.threads} threads, batch size {args.batch_size}, best of {args.repeat}, "
+          f"seggpt in {args.dtype}")  # fmt: skip
+    extra = (" labels as fp32 |", "---:|") if args.dtype != "fp32" else ("", "")
     print(
         f"| examples | {peer_name} (targets/s) | seggpt predictor (targets/s) | speed-up | predictor, every run (s) |"
+        + extra[0]
     )
-    print("|---:|---:|---:|---:|---|")
-    for k, t_hf, t_ours, ratio, runs in rows:
-        print(f"| {k} | {t_hf:.2f} | {t_ours:.2f} | {ratio:.2f}x | {', '.join(f'{r:.2f}' for r in runs)} |")
+    print("|---:|---:|---:|---:|---|" + extra[1])
+    for k, t_hf, t_ours, ratio, runs, agree in rows:
+        print(f"| {k} | {t_hf:.2f} | {t_ours:.2f} | {ratio:.2f}x | {', '.join(f'{r:.2f}' for r in runs)} |{agree}")
 
 
 if __name__ == "__main__":
