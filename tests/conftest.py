@@ -14,6 +14,17 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def foreground_sigint():
+    """SIGINT as an interactive Python process has it (a KeyboardInterrupt), whatever the runner inherited: a job
+    started in the background by a shell ignores SIGINT, and the Ctrl-C tests check that it is put back."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def load_script(name: str, folder: str = "benchmarks"):
     """A script of benchmarks/, scripts/ or a project's scripts/ as a module (no such folder is a package), to test
     its functions."""

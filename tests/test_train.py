@@ -310,7 +310,7 @@ class _Interrupting:
         return self.inner.sample_pair(rng, size)
 
 
-def test_ctrl_c_finishes_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path):
+def test_ctrl_c_finishes_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path, foreground_sigint):
     import signal
 
     over = {"steps": 6, "checkpoint_every": 6, "data.masking.half_prob": 0.5}

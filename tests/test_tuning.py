@@ -319,7 +319,7 @@ def _ctrl_c_at(at: int):
     return callback
 
 
-def test_ctrl_c_saves_the_state_at_that_step_and_resume_is_exact(tmp_path):
+def test_ctrl_c_saves_the_state_at_that_step_and_resume_is_exact(tmp_path, foreground_sigint):
     import signal
 
     from seggpt.tuning import TuningStopped
