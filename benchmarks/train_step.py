@@ -6,6 +6,12 @@ masking), and times train steps exactly as the trainer runs them (per-sample los
 bf16). Data preparation is timed separately, since the trainer builds samples in the main process by default.
 
     python benchmarks/train_step.py [--preset vit_small] [--batch 8] [--steps 5] [--threads 2]
+                                    [--image-size PX] [--freeze PREFIX ...]
+
+``--image-size`` trains one image at PX x PX (the canvas is two of them), ``--freeze`` leaves the parameters
+under those name prefixes out of the backward pass, as a config's ``model.freeze`` does. The embedded model's
+stage 4 at another size: ``--preset lite_small --batch 16 --image-size 256 --freeze image_encoder._conv_stem.
+image_encoder._bn0. image_encoder._blocks.0. image_encoder._blocks.1. image_encoder._blocks.2.``
 """
 
 from __future__ import annotations
@@ -60,10 +66,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--image-size", type=int, default=None, help="one image's side (default: the preset's)")
+    ap.add_argument("--freeze", nargs="*", default=[], help="parameter name prefixes to freeze")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = preset(args.preset)
+    if args.image_size:
+        cfg = cfg.replace(img_size=(2 * args.image_size, args.image_size))
     h, w = cfg.image_size
     src = toy_source(num_images=64, size=(2 * h, 2 * w))
     ds = TrainingSamples(Mixture([src]), cfg.image_size, cfg.patch_size, MaskingConfig(), seed=0)
@@ -74,6 +84,9 @@ def main() -> None:
     batch.pop("skipped")
 
     model = SegGPT(cfg).train()
+    for name, prm in model.named_parameters():
+        if name.startswith(tuple(args.freeze)):
+            prm.requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"preset {args.preset} ({n_params:.1f} M params), canvas {cfg.img_size[0]}x{cfg.img_size[1]}, "
           f"batch {args.batch}, {args.threads} threads, median of {args.steps} steps")  # fmt: skip
