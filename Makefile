@@ -65,10 +65,12 @@ DTYPE ?= fp32
 RESULTS ?= docs/results/embedded
 DATA ?= ../shared/data
 W := $(if $(WEIGHTS),--weights $(WEIGHTS),)
-# A candidate file is not the embedded model, so load_model would run it at its training size: give it the embedded
-# model's video size (seggpt.checkpoint.EMBEDDED_VIDEO_IMAGE_SIZE), read when the recipe runs.
+# A candidate file is not the embedded model, so load_model would run it at its training size and decode it by the
+# nearest colour: give it the embedded model's video size and decoding threshold (seggpt.checkpoint.
+# EMBEDDED_VIDEO_IMAGE_SIZE, EMBEDDED_THRESHOLD), read when the recipe runs.
 VIDEO_SIZE = $(if $(WEIGHTS),--image-size $(shell $(PY) -c 'from seggpt.checkpoint import EMBEDDED_VIDEO_IMAGE_SIZE as s; print(s)'),)
-EVAL := $(VENV)/bin/seggpt eval --overwrite --no-progress --dtype $(DTYPE) $(W)
+THRESHOLD = $(if $(WEIGHTS),--threshold $(shell $(PY) -c 'from seggpt.checkpoint import EMBEDDED_THRESHOLD as t; print(t)'),)
+EVAL = $(VENV)/bin/seggpt eval --overwrite --no-progress --dtype $(DTYPE) $(W) $(THRESHOLD)
 embedded-results: $(STAMP)
 	mkdir -p $(RESULTS)
 	$(EVAL) davis2017 --data $(DATA)/davis2016 --split-file configs/splits/davis2016_val.txt $(VIDEO_SIZE) \
@@ -79,7 +81,10 @@ embedded-results: $(STAMP)
 	  $(EVAL) folder --data $(DATA)/kvasir-seg --split-file configs/splits/kvasir_val.txt --shots 1 --seed $$seed \
 	    --json $(RESULTS)/kvasir_val_1shot_seed$$seed.json || exit 1; \
 	done
-	$(EVAL) camvid --data $(DATA)/camvid --shots 1 --json $(RESULTS)/camvid_val_1shot.json
+	for seed in 0 1 2; do \
+	  $(EVAL) camvid --data $(DATA)/camvid --shots 1 --seed $$seed --json $(RESULTS)/camvid_val_1shot_seed$$seed.json \
+	    || exit 1; \
+	done
 	$(EVAL) synthcontext --shots 1 --episodes 300 --seed 0 --json $(RESULTS)/synthcontext_1shot.json
 
 clean:

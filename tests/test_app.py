@@ -131,6 +131,8 @@ def test_two_examples_and_the_ensemble_picker(client, direct, data, ensemble):
         ("bad_task", 400, "task must be one of semantic, instance"),
         ("bad_labels", 400, "whole number"),
         ("too_few_labels", 400, "raise num_labels"),
+        ("bad_threshold", 400, "threshold must be between 0 and 1 (exclusive), got 1.5"),
+        ("word_threshold", 400, "threshold must be a number between 0 and 1 or empty, got 'low'"),
         ("too_big", 413, "larger than the limit of 2 MB"),
     ],
 )
@@ -159,11 +161,38 @@ def test_bad_requests_get_clear_messages(client, data, case, status, message):
         kw["num_labels"] = "two"
     elif case == "too_few_labels":
         kw["num_labels"] = "1"
+    elif case == "bad_threshold":
+        kw["threshold"] = "1.5"
+    elif case == "word_threshold":
+        kw["threshold"] = "low"
     elif case == "too_big":
         kw["targets"] = [(np.random.default_rng(0).bytes(3 * 2**20), "noise.png")]
     r = client.post("/api/segment", data=_form(example, **kw), content_type="multipart/form-data")
     assert r.status_code == status
     assert message in r.json["error"], r.json
+
+
+def test_threshold_per_request(client, segmenter, direct, data):
+    """A request's threshold decodes that request only, as the library decodes at it; empty is the model's own."""
+    example, labels, targets = data
+    mask = (labels > 0).astype(np.uint8)
+    got = {}
+    for t in ("0.2", "", "0.8"):
+        form = _form(example, mask_png=_png(mask), targets=[(_png(targets[0]), "t.png")], threshold=t)
+        r = client.post("/api/segment", data=form, content_type="multipart/form-data")
+        assert r.status_code == 200, r.json
+        got[t] = _decode_png(client.get(r.json["results"][0]["files"]["labels"]).data)
+    assert segmenter.predictor.threshold == 0.5  # a checkpoint other than the embedded model: the nearest colour
+    direct.set_prompts([example], [mask])
+    raw = direct.predict(targets[0])
+    for t in ("0.2", "0.8"):
+        direct.threshold = float(t)
+        try:
+            np.testing.assert_array_equal(got[t], direct.predict(targets[0]).labels)
+        finally:
+            direct.threshold = 0.5
+    np.testing.assert_array_equal(got[""], raw.labels)
+    assert (got["0.2"] > 0).sum() > (got[""] > 0).sum() >= (got["0.8"] > 0).sum()
 
 
 def test_page_info_and_downloads(client):
@@ -172,6 +201,7 @@ def test_page_info_and_downloads(client):
     assert client.get("/static/app.js").status_code == 200
     info = client.get("/api/info").json
     assert info["limits"]["max_upload_bytes"] == 2 * 2**20 and info["image_size"] == [32, 32]
+    assert info["threshold"] == info["video_threshold"] == 0.5
     r = client.get("/api/result/0123456789abcdef/x.png")
     assert r.status_code == 404 and "no longer kept" in r.json["error"]
 

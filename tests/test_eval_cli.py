@@ -172,3 +172,42 @@ def test_the_embedded_model_keeps_its_own_video_context(tmp_path, tiny_weights, 
     argv = ["eval", "davis2017", "--data", str(davis), "--json", str(out), "--no-progress", "--device", "cpu"]
     assert main(argv) == 0
     assert json.loads(out.read_text())["protocol"]["context_frames"] == 8
+
+
+def test_the_embedded_model_decodes_at_its_own_threshold(tmp_path, tiny_weights, monkeypatch, capsys):
+    """Without --threshold the embedded model decodes still images at EMBEDDED_THRESHOLD and video at
+    EMBEDDED_VIDEO_THRESHOLD; any other checkpoint by the nearest colour (0.5); an explicit threshold wins, and
+    one outside (0, 1) is one line before anything runs."""
+    import seggpt.checkpoint as ck
+    from seggpt.video import SegGPTVideoPredictor
+
+    monkeypatch.setattr(ck, "EMBEDDED_WEIGHTS", tiny_weights)
+    monkeypatch.setattr(ck, "EMBEDDED_IMAGE_SIZE", 32)
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", 32)
+    monkeypatch.setattr(ck, "EMBEDDED_THRESHOLD", 0.35)  # the constants decide, whatever their values
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_THRESHOLD", 0.45)
+    davis, fss = write_davis(tmp_path / "davis", sequences=("bear",)), write_fss(tmp_path / "fss")
+    other = tmp_path / "other.safetensors"  # the same weights under another name: not the embedded model
+    other.write_bytes(tiny_weights.read_bytes())
+
+    def threshold(benchmark, data, *extra):
+        out = tmp_path / f"report{len(list(tmp_path.glob('report*.json')))}.json"
+        argv = ["eval", benchmark, "--data", str(data), "--json", str(out), "--no-progress", "--device", "cpu"]
+        assert main(argv + list(extra)) == 0
+        return json.loads(out.read_text())["run"]["threshold"]
+
+    assert threshold("fss1000", fss) == 0.35
+    assert threshold("davis2017", davis, "--context-frames", "1") == 0.45
+    assert threshold("fss1000", fss, "--weights", str(other)) == 0.5
+    assert threshold("davis2017", davis, "--context-frames", "1", "--weights", str(other)) == 0.5
+    assert threshold("fss1000", fss, "--threshold", "0.2") == 0.2
+    assert SegGPTVideoPredictor(device="cpu").predictor.threshold == 0.45
+    assert SegGPTVideoPredictor(str(other), device="cpu").predictor.threshold == 0.5
+    capsys.readouterr()
+    for bad in ("1.5", "0", "half"):
+        with pytest.raises(SystemExit) as e:
+            main(["eval", "fss1000", "--data", str(fss), "--threshold", bad, "--json", str(tmp_path / "bad.json")])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--threshold" in err and bad in err and "Traceback" not in err
+    assert not (tmp_path / "bad.json").exists()

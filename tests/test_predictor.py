@@ -16,6 +16,7 @@ from seggpt.predictor import (
     Prediction,
     SegGPTPredictor,
     cell_bounds,
+    check_threshold,
     checked_palette,
     decode_answer,
     grid_layout,
@@ -490,3 +491,91 @@ def test_save_answer_writes_what_predict_gives(tmp_path, predictor, data):
     assert Image.open(tmp_path / "o2.png").size == (-(-w // 3), -(-h // 3))  # 3 x 3 blocks: <= 300 pixels
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "l2.png")), expected.labels)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# Decoding threshold --------------------------------------------------------------------------------------------
+def test_threshold_checked():
+    for bad in (0.0, 1.0, -0.2, 1.5):
+        with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\)"):
+            check_threshold(bad)
+        with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\)"):
+            decode_answer(torch.zeros(3, 2, 2), checked_palette(1), threshold=bad)
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.3, 0.45, 0.6])
+def test_threshold_is_the_fraction_from_background_to_the_label(threshold):
+    # A binary task (white on black): a uniform grey g takes the label exactly when g / 255 is past the threshold.
+    pal = checked_palette(1)
+    grey = torch.tensor([0.1, 0.25, 0.35, 0.5, 0.55, 0.9]) * 255
+    raw = grey[None, None, :].expand(3, 2, -1).clone()
+    labels, _, scores = decode_answer(raw, pal, threshold=threshold)
+    np.testing.assert_array_equal(labels[0].numpy(), (grey / 255 > threshold).long().numpy())
+    # The score is 0 on the border and grows away from it on either side.
+    line = torch.linspace(0, 255, 256)
+    _, _, sc = decode_answer(line[None, None, :].expand(3, 1, -1).clone(), pal, threshold=threshold)
+    at = int(round(threshold * 255))
+    assert sc[0, at].item() < 0.01
+    assert (sc[0, :at].diff() <= 1e-6).all() and (sc[0, at:].diff() >= -1e-6).all()
+    assert sc[0, -1].item() == pytest.approx(1.0)  # the label's own colour
+
+
+def test_threshold_half_is_the_nearest_colour():
+    rng = np.random.default_rng(0)
+    raw = torch.as_tensor(rng.uniform(0, 255, (3, 20, 30)), dtype=torch.float32)
+    for k in (1, 5, 40):  # the running and the chunked nearest-colour paths
+        pal = checked_palette(k)
+        plain = decode_answer(raw, pal, (33, 47))
+        same = decode_answer(raw, pal, (33, 47), threshold=0.5)
+        moved = decode_answer(raw, pal, (33, 47), threshold=0.5 + 1e-7)
+        for a, b, c in zip(plain, same, moved, strict=True):
+            assert torch.equal(a, b)
+            torch.testing.assert_close(a.float(), c.float(), atol=1e-3, rtol=0)
+
+
+def test_threshold_with_several_labels_against_a_reference():
+    # Written out pixel by pixel: the nearest label colour p (background left out), kept where the pixel lies at
+    # least t of the way from the background p0 to p, along p - p0.
+    rng = np.random.default_rng(1)
+    raw = torch.as_tensor(rng.uniform(0, 255, (3, 12, 16)) * rng.uniform(0, 1, (1, 12, 16)), dtype=torch.float32)
+    for k, t in ((4, 0.3), (4, 0.7), (40, 0.25)):
+        pal = checked_palette(k)
+        got, _, _ = decode_answer(raw, pal, threshold=t)
+        p0, cols = pal[0].astype(float), pal[1:].astype(float)
+        for y, x in np.ndindex(12, 16):
+            v = raw[:, y, x].double().numpy()
+            d = ((cols - v) ** 2).sum(1)
+            j = int(d.argmin())
+            if np.sort(d)[1] - d[j] < 1e-3:
+                continue  # a tie between two labels: either is right
+            frac = (v - p0) @ (cols[j] - p0) / ((cols[j] - p0) @ (cols[j] - p0))
+            if abs(frac - t) < 1e-4:
+                continue
+            assert got[y, x].item() == (j + 1 if frac > t else 0), (k, t, y, x)
+    # A colour painted dimly (40% of the way from the background) takes its label at 0.3 and not at 0.5.
+    pal = checked_palette(1)
+    dim = torch.full((3, 1, 1), 0.4 * 255)
+    assert decode_answer(dim, pal)[0].item() == 0 and decode_answer(dim, pal, threshold=0.3)[0].item() == 1
+
+
+@pytest.mark.parametrize("labels", [1, 3])
+def test_threshold_in_predict_and_save_answer(tmp_path, model, data, labels):
+    images, masks, targets = data
+    masks = [np.where(m > 0, (m + np.arange(m.shape[1]) // 12) % labels + 1, 0) for m in masks]
+    path = tmp_path / "t.png"
+    Image.fromarray(targets[3]).save(path)
+    near = SegGPTPredictor(model)
+    low = SegGPTPredictor(model, threshold=0.2)
+    assert near.threshold == 0.5 and low.threshold == 0.2  # a given model decodes by the nearest colour
+    for p in (near, low):
+        p.set_prompts(images[:2], masks[:2])
+    a, b = near.predict(path), low.predict(path)
+    np.testing.assert_array_equal(a.raw, b.raw)  # the painting is the same; only its reading differs
+    assert (b.labels > 0).sum() > (a.labels > 0).sum()
+    np.testing.assert_array_equal(b.color, low.palette[b.labels])  # colours stay the palette's own
+    # The band-by-band writer (LabelDecoder) reads the answer as predict does.
+    q, size = low.prepare_target(path)
+    raw = low.paint(q[None])[0]
+    low.save_answer(raw, size, tmp_path / "l.png", None, None)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "l.png")), b.labels)
+    with pytest.raises(ValueError, match="threshold must be in"):
+        SegGPTPredictor(model, threshold=1.0)

@@ -15,7 +15,9 @@ Design choices (each is a documented parameter or constant):
 
 - Colours. Label maps are painted with the ``transformers``-compatible palette (:func:`seggpt.coloring.
   build_palette`); a binary task is a palette of one label, white on black. The answer is decoded by the nearest
-  palette colour.
+  palette colour, with the background's share set by ``threshold``: a pixel takes its nearest label colour when
+  it is at least that fraction of the way from the background colour to it (0.5, the default of every checkpoint
+  but the embedded model, is the nearest colour exactly; :func:`check_threshold`).
 - Size. The painted answer (model resolution) is resized *as colours* to the target's size, bilinearly by
   default, then decoded: edges follow the colour gradient instead of the model's pixel grid. ``upsample="nearest"``
   reproduces ``transformers``' ``post_process_semantic_segmentation`` exactly. (With three or more labels a
@@ -95,7 +97,8 @@ class Prediction:
         labels: (H, W) int32 at the target's original size; 0 = background.
         color: (H, W, 3) uint8, the palette colour of each label.
         scores: (H, W) float32 in [0, 1]: (d2 - d1) / (d2 + d1) for the distances d1, d2 to the nearest and the
-            second-nearest palette colour (1 = exactly a palette colour, 0 = halfway between two).
+            second-nearest palette colour, the background's moved by the threshold (:func:`check_threshold`):
+            1 = exactly a palette colour, 0 = on the border between two labels.
         raw: (h, w, 3) float32 in [0, 255], the model's painted answer at model resolution.
         palette: (K + 1, 3) uint8, the colours of labels 0..K.
     """
@@ -185,7 +188,11 @@ def rle_encode(mask: np.ndarray) -> str:
 
 # Decoding --------------------------------------------------------------------------------------------------
 def decode_answer(
-    raw: Tensor, palette: np.ndarray | Tensor, size: tuple[int, int] | None = None, upsample: str = "bilinear"
+    raw: Tensor,
+    palette: np.ndarray | Tensor,
+    size: tuple[int, int] | None = None,
+    upsample: str = "bilinear",
+    threshold: float = 0.5,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Painted answer -> labels, distance and score at ``size``.
 
@@ -194,13 +201,29 @@ def decode_answer(
         palette: (K, 3) colours.
         size: output (H, W); None keeps (h, w).
         upsample: "bilinear" resizes the colours smoothly; "nearest" as ``transformers`` does.
+        threshold: the fraction of the way from the background colour to a label's that takes the label
+            (:func:`check_threshold`; 0.5: the nearest colour).
 
     Returns:
         labels (H, W) long, nearest-colour distance d1 (H, W) in [0, 441.7], scores (H, W) in [0, 1].
     """
     size = tuple(raw.shape[-2:]) if size is None else tuple(size)
-    parts = [decode_rows(raw, palette, size, rows, upsample) for rows in row_bands(*size)]
+    parts = [decode_rows(raw, palette, size, rows, upsample, threshold) for rows in row_bands(*size)]
     return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+def check_threshold(threshold: float) -> float:
+    """The decoding threshold, checked: a float in (0, 1).
+
+    Decoding with threshold t gives a pixel x its nearest label colour p (the background p0 left out) when x lies
+    at least t of the way from p0 to p: ``<x - p0, p - p0> >= t |p - p0|^2``; otherwise the background. At 0.5
+    that is exactly the nearest palette colour (the released rule). In distances: the label wins when
+    ``|x - p|^2 < |x - p0|^2 + (1 - 2t) |p - p0|^2``, so the background's squared distance is read moved by
+    ``(1 - 2t) |p - p0|^2`` (:func:`_two_nearest_thresholded`).
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    return float(threshold)
 
 
 def row_bands(height: int, width: int, pixels: int = 1 << 21) -> list[tuple[int, int]]:
@@ -232,7 +255,12 @@ def resize_rows(c: Tensor, size: tuple[int, int], rows: tuple[int, int], upsampl
 
 
 def decode_rows(
-    raw: Tensor, palette: np.ndarray | Tensor, size: tuple[int, int], rows: tuple[int, int], upsample: str = "bilinear"
+    raw: Tensor,
+    palette: np.ndarray | Tensor,
+    size: tuple[int, int],
+    rows: tuple[int, int],
+    upsample: str = "bilinear",
+    threshold: float = 0.5,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`decode_answer` for the rows [y0, y1) of the output only: labels, d1, scores (y1 - y0, W).
 
@@ -246,7 +274,7 @@ def decode_rows(
     pal = torch.as_tensor(np.asarray(palette), dtype=torch.float32, device=c.device)
     if len(pal) < 2:
         raise ValueError("decoding needs a palette of at least two colours (background and one label)")
-    labels, d1, d2 = _two_nearest(c.reshape(3, -1), pal)
+    labels, d1, d2 = _nearest_labels(c.reshape(3, -1), pal, threshold)
     d1, d2 = d1.sqrt(), d2.sqrt()
     scores = torch.where(d1 + d2 > 0, (d2 - d1) / (d2 + d1).clamp_min(1e-12), torch.ones_like(d1))
     return labels.reshape(h, w), d1.reshape(h, w), scores.reshape(h, w)
@@ -293,6 +321,28 @@ def _two_nearest(pix: Tensor, pal: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return (_two_nearest_running if len(pal) <= _RUNNING_MIN_COLOURS else _two_nearest_chunked)(pix, pal)
 
 
+def _two_nearest_thresholded(pix: Tensor, pal: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """As :func:`_two_nearest` with the background's squared distance moved by ``(1 - 2t) |p - p0|^2``, p the
+    nearest label colour (:func:`check_threshold`); ties go to the background, as argmin gives them."""
+    p0 = pal[0][:, None]
+    near, e1, e2 = _two_nearest(pix, pal[1:])
+    span = (pal[1:] - pal[0]).square().sum(-1)[near]  # |p - p0|^2 of each pixel's nearest label
+    d0 = ((pix - p0).square().sum(0) + (1.0 - 2.0 * threshold) * span).clamp_min(0)
+    label = e1 < d0
+    return (
+        torch.where(label, near + 1, torch.zeros_like(near)),
+        torch.minimum(e1, d0),
+        torch.where(label, torch.minimum(e2, d0), e1),
+    )
+
+
+def _nearest_labels(pix: Tensor, pal: Tensor, threshold: float = 0.5) -> tuple[Tensor, Tensor, Tensor]:
+    """Label, d1^2, d2^2 (N,) by the nearest colour (threshold 0.5: exactly the released rule) or the threshold."""
+    if threshold == 0.5:
+        return _two_nearest(pix, pal)
+    return _two_nearest_thresholded(pix, pal, check_threshold(threshold))
+
+
 class LabelDecoder:
     """The labels :func:`decode_answer` gives, for any band of rows of any output size, at a fraction of its cost.
 
@@ -302,19 +352,29 @@ class LabelDecoder:
     all decode to one label with a margin to the second-nearest colour above :data:`_MARGIN` (float rounding is
     far smaller), every blend of them decodes to that label too. Only the pixels near a change of label are
     decoded one by one, with exactly :func:`resize_rows`' arithmetic; a 12000 x 12000 target costs seconds.
-    (With ``upsample="nearest"`` every output pixel is a model pixel, and all are looked up.)
+    (With ``upsample="nearest"`` every output pixel is a model pixel, and all are looked up.) With a threshold
+    other than 0.5 and two or more labels the background's region need not be convex (its offset depends on the
+    nearest label), so every pixel is decoded one by one.
 
     Args:
         raw: (3, h, w) painted answer in [0, 255].
         palette: (K, 3) colours.
         size: the output (H, W).
         upsample: "bilinear" or "nearest", as :func:`decode_answer`.
+        threshold: as :func:`decode_answer`.
     """
 
     # Squared RGB distance margin (colours in [0, 255]): blends lose at most a few units of it to rounding.
     _MARGIN = 16.0
 
-    def __init__(self, raw: Tensor, palette: np.ndarray | Tensor, size: tuple[int, int], upsample: str = "bilinear"):
+    def __init__(
+        self,
+        raw: Tensor,
+        palette: np.ndarray | Tensor,
+        size: tuple[int, int],
+        upsample: str = "bilinear",
+        threshold: float = 0.5,
+    ):
         if upsample not in UPSAMPLING:
             raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLING}")
         self.c = raw.float()
@@ -324,7 +384,8 @@ class LabelDecoder:
         if len(self.pal) < 2:
             raise ValueError("decoding needs a palette of at least two colours (background and one label)")
         h, w = self.c.shape[-2:]
-        labels, d1, d2 = _two_nearest(self.c.reshape(3, -1), self.pal)
+        self.threshold = threshold
+        labels, d1, d2 = _nearest_labels(self.c.reshape(3, -1), self.pal, threshold)
         self.source = labels.reshape(h, w)
         x = torch.arange(self.size[1], dtype=torch.float32, device=self.c.device)
         scale = torch.tensor(w / self.size[1], dtype=torch.float32)
@@ -339,6 +400,8 @@ class LabelDecoder:
         lo = -F.max_pool2d(F.pad(-lab, pad, mode="replicate"), 3, stride=1)
         sure = -F.max_pool2d(F.pad(-sure, pad, mode="replicate"), 3, stride=1)
         self.uniform = ((hi == lo) & (sure > 0))[0, 0]  # (h, w): every blend around this pixel has its label
+        if threshold != 0.5 and len(self.pal) > 2:
+            self.uniform.zero_()
         self.wide = F.interpolate(self.c[None], size=(h, self.size[1]), mode="bilinear", align_corners=False)[0]
 
     def __call__(self, rows: tuple[int, int]) -> Tensor:
@@ -358,7 +421,7 @@ class LabelDecoder:
             i1 = (i0 + 1).clamp(max=h - 1)
             l1 = (real - i0).clamp(0, 1)
             a, b, t = self.wide[:, i0[ys], xs], self.wide[:, i1[ys], xs], l1[ys][None]
-            labels[ys, xs] = _two_nearest(a * (1 - t) + b * t, self.pal)[0]
+            labels[ys, xs] = _nearest_labels(a * (1 - t) + b * t, self.pal, self.threshold)[0]
         return labels
 
 
@@ -460,6 +523,12 @@ class SegGPTPredictor:
             :func:`seggpt.load_model`. A given :class:`SegGPT` runs at its own size.
         video: when loading one, the model is for video (the embedded model then runs at
             :data:`seggpt.checkpoint.EMBEDDED_VIDEO_IMAGE_SIZE`; see :func:`seggpt.load_model`).
+        threshold: a pixel takes a label when its painted colour is at least this fraction of the way from the
+            background colour to the label's (:func:`check_threshold`). None: the model's own
+            (:func:`seggpt.checkpoint.default_threshold`: for the embedded model
+            :data:`seggpt.checkpoint.EMBEDDED_THRESHOLD`, or :data:`seggpt.checkpoint.EMBEDDED_VIDEO_THRESHOLD`
+            with ``video``; 0.5, the nearest colour as the released code decodes, for any other checkpoint and for
+            a given :class:`SegGPT`).
 
     ``video_context`` is the number of recent frames :class:`seggpt.video.SegGPTVideoPredictor` keeps with this
     predictor when none is asked for (:func:`seggpt.checkpoint.default_video_context`: 2 for the embedded model,
@@ -474,19 +543,31 @@ class SegGPTPredictor:
         upsample: str = "bilinear",
         image_size: int | tuple[int, int] | None = None,
         video: bool = False,
+        threshold: float | None = None,
     ) -> None:
-        from seggpt.checkpoint import PAPER_VIDEO_CONTEXT, default_video_context, load_model, to_precision
+        from seggpt.checkpoint import (
+            NEAREST_COLOUR_THRESHOLD,
+            PAPER_VIDEO_CONTEXT,
+            default_threshold,
+            default_video_context,
+            load_model,
+            to_precision,
+        )
         from seggpt.devices import parse_dtype, resolve_device
 
         device, dtype = resolve_device(device), None if dtype is None else parse_dtype(dtype)
+        if threshold is not None:
+            check_threshold(threshold)  # a wrong value fails before any model loads
 
         if isinstance(model, SegGPT):
             if image_size is not None:
                 raise ValueError("image_size applies when the predictor loads the model; pass a path or None")
             model = to_precision(model, device, dtype) if dtype is not None else model.to(device)
             self.video_context = PAPER_VIDEO_CONTEXT
+            default = NEAREST_COLOUR_THRESHOLD
         else:
             self.video_context = default_video_context(model)
+            default = default_threshold(model, video=video)
             model = load_model(model, device=device, dtype=dtype or torch.float32, image_size=image_size, video=video)
         if upsample not in UPSAMPLING:
             raise ValueError(f"unknown upsample {upsample!r}; use one of {UPSAMPLING}")
@@ -494,6 +575,7 @@ class SegGPTPredictor:
         self.device = device
         self.dtype = next(model.parameters()).dtype
         self.upsample = upsample
+        self.threshold = default if threshold is None else float(threshold)
         self.config = model.config
         self._reset()
 
@@ -747,7 +829,7 @@ class SegGPTPredictor:
 
     def decode(self, raw: Tensor, size: tuple[int, int]) -> Prediction:
         """A painted answer (3, h, w) in [0, 255] -> :class:`Prediction` at ``size`` = (H, W)."""
-        labels, _, scores = decode_answer(raw, self.palette, size, self.upsample)
+        labels, _, scores = decode_answer(raw, self.palette, size, self.upsample, self.threshold)
         labels = labels.cpu().numpy().astype(np.int32)
         return Prediction(
             labels=labels,
@@ -794,7 +876,7 @@ class SegGPTPredictor:
         oy = np.minimum(np.arange(-(-height // f)) * f + f // 2, height - 1)
         ox = np.minimum(np.arange(-(-width // f)) * f + f // 2, width - 1)
         small = np.zeros((len(oy), len(ox)), np.uint8 if mode == "P" else np.int32) if overlay_path else None
-        decoder = LabelDecoder(raw, self.palette, size, self.upsample)
+        decoder = LabelDecoder(raw, self.palette, size, self.upsample, self.threshold)
         with contextlib.ExitStack() as stack:
             f_lab = stack.enter_context(open(stack.enter_context(atomic_file(labels_path, overwrite)), "wb"))
             lab_png = PngWriter(f_lab, width, height, mode, self.palette)

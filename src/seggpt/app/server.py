@@ -11,6 +11,7 @@ Bad input never reaches the user as a stack trace: every user error becomes ``{"
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import logging
@@ -251,6 +252,7 @@ class Segmenter:
             ``load_model`` reads).
         device: "auto" (cuda, then mps, then cpu), "cpu", "cuda:1", ...
         dtype: of the model: a torch dtype, or "fp32", "bf16", "fp16".
+        image_size, threshold: as :class:`seggpt.predictor.SegGPTPredictor` takes them (None: the model's own).
     """
 
     def __init__(
@@ -259,6 +261,7 @@ class Segmenter:
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = torch.float32,
         image_size: int | None = None,
+        threshold: float | None = None,
     ):
         from seggpt.checkpoint import default_image_size
         from seggpt.devices import resolve_device
@@ -272,7 +275,7 @@ class Segmenter:
         own_video_size = (
             image_size is None and from_source and default_image_size(model, video=True) != default_image_size(model)
         )
-        self._video_load = (model, device, dtype) if own_video_size else None
+        self._video_load = (model, device, dtype, threshold) if own_video_size else None
         self._video_predictor = None
         if model is None:
             self.weights_name = "embedded seggpt_small"
@@ -282,7 +285,11 @@ class Segmenter:
         else:
             self.weights_name = type(model).__name__
         self.predictor = SegGPTPredictor(
-            model=model, device=device, dtype=dtype, image_size=image_size if from_source else None
+            model=model,
+            device=device,
+            dtype=dtype,
+            image_size=image_size if from_source else None,
+            threshold=threshold,
         )
         self.model = self.predictor.model
         self.device = str(device)
@@ -297,7 +304,17 @@ class Segmenter:
             "embed_dim": cfg.embed_dim,
             "depth": cfg.depth,
             "parameters_m": round(sum(p.numel() for p in self.model.parameters()) / 1e6, 1),
+            "threshold": self.predictor.threshold,
+            "video_threshold": self._video_threshold(),
         }
+
+    def _video_threshold(self) -> float:
+        if self._video_load is None:
+            return self.predictor.threshold
+        from seggpt.checkpoint import default_threshold
+
+        source, _, _, threshold = self._video_load
+        return default_threshold(source, video=True) if threshold is None else threshold
 
     def run_images(
         self,
@@ -307,20 +324,26 @@ class Segmenter:
         task: str,
         ensemble: str | None,
         num_labels: int | None,
+        threshold: float | None = None,
     ) -> list[Any]:
-        with self._lock:
+        """Segment the targets like the examples; ``threshold`` for this request only (None: the predictor's)."""
+        with self._lock, _threshold_for(self.predictor, threshold):
             self.predictor.set_prompts(examples, masks, task=task, ensemble=ensemble, num_labels=num_labels)
             return [self.predictor.predict(t) for t in targets]
 
-    def run_video(self, frames: list[np.ndarray], first_mask: np.ndarray, task: str) -> list[np.ndarray]:
+    def run_video(
+        self, frames: list[np.ndarray], first_mask: np.ndarray, task: str, threshold: float | None = None
+    ) -> list[np.ndarray]:
         """Propagate the first frame's objects through the video -> one (H, W) label map per frame."""
         from seggpt.video import SegGPTVideoPredictor
 
         with self._lock:
             # This app's predictor (and its model), or one at the model's video size; the video predictor replaces
             # its prompts frame by frame.
-            vp = SegGPTVideoPredictor(predictor=self._predictor_for_video(), task=task)
-            return [np.asarray(labels) for _, labels in vp.propagate(frames, first_masks=first_mask)]
+            predictor = self._predictor_for_video()
+            with _threshold_for(predictor, threshold):
+                vp = SegGPTVideoPredictor(predictor=predictor, task=task)
+                return [np.asarray(labels) for _, labels in vp.propagate(frames, first_masks=first_mask)]
 
     def _predictor_for_video(self) -> Any:
         if self._video_load is None:
@@ -328,9 +351,35 @@ class Segmenter:
         if self._video_predictor is None:
             from seggpt.predictor import SegGPTPredictor
 
-            source, device, dtype = self._video_load
-            self._video_predictor = SegGPTPredictor(model=source, device=device, dtype=dtype, video=True)
+            source, device, dtype, threshold = self._video_load
+            self._video_predictor = SegGPTPredictor(
+                model=source, device=device, dtype=dtype, video=True, threshold=threshold
+            )
         return self._video_predictor
+
+
+@contextlib.contextmanager
+def _threshold_for(predictor: Any, threshold: float | None):
+    """The predictor decodes at ``threshold`` inside the block (None: unchanged), and at its own after it."""
+    own = predictor.threshold
+    if threshold is not None:
+        predictor.threshold = threshold
+    try:
+        yield
+    finally:
+        predictor.threshold = own
+
+
+def _parse_threshold(value: str | None) -> float | None:
+    if value is None or value.strip() in ("", "auto"):
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        raise UserError(f"threshold must be a number between 0 and 1 or empty, got {value!r}") from None
+    if not 0.0 < t < 1.0:
+        raise UserError(f"threshold must be between 0 and 1 (exclusive), got {value}; empty uses the model's own")
+    return t
 
 
 def _parse_choice(value: str | None, allowed: tuple[str, ...], name: str, default: str) -> str:
@@ -359,6 +408,7 @@ def create_app(
     limits: Limits | None = None,
     segmenter: Segmenter | None = None,
     image_size: int | None = None,
+    threshold: float | None = None,
 ):
     """Build the Flask application.
 
@@ -368,6 +418,7 @@ def create_app(
         dtype: of the model: a torch dtype, or "fp32", "bf16", "fp16".
         limits: upload limits (defaults: :class:`Limits`).
         segmenter: an existing :class:`Segmenter` to share (then ``model``, ``device``, ``dtype`` are ignored).
+        image_size, threshold: as :class:`seggpt.predictor.SegGPTPredictor` takes them (None: the model's own).
 
     Returns:
         a ``flask.Flask`` app; serve it with :func:`serve` or any WSGI server.
@@ -379,7 +430,7 @@ def create_app(
         raise ImportError("the web app needs Flask: pip install 'seggpt[app]'") from e
 
     limits = limits or Limits()
-    seg = segmenter or Segmenter(model, device=device, dtype=dtype, image_size=image_size)
+    seg = segmenter or Segmenter(model, device=device, dtype=dtype, image_size=image_size, threshold=threshold)
     store = ResultStore()
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = limits.max_upload_bytes
@@ -495,6 +546,7 @@ def _segment(request, seg: Segmenter, limits: Limits) -> dict[str, Any]:
     task = _parse_choice(form.get("task"), TASKS, "task", "semantic")
     ensemble = _parse_choice(form.get("ensemble"), ENSEMBLES, "ensemble", "auto")
     num_labels = _parse_num_labels(form.get("num_labels"))
+    threshold = _parse_threshold(form.get("threshold"))
 
     # Examples come as example_<i> with an uploaded mask_<i> or a painted_<i> label map.
     indices = sorted(int(k.split("_", 1)[1]) for k in files if k.startswith("example_") and k[8:].isdigit())
@@ -531,13 +583,15 @@ def _segment(request, seg: Segmenter, limits: Limits) -> dict[str, Any]:
     if video is not None and video.filename:
         if targets:
             raise UserError("send either target images or one video, not both")
-        return _segment_video(video, examples, masks, task, limits, seg)
+        return _segment_video(video, examples, masks, task, limits, seg, threshold)
     if not targets:
         raise UserError("add at least one target image (or a video)")
     if len(targets) > limits.max_targets:
         raise UserError(f"{len(targets)} targets sent; the limit is {limits.max_targets} (--max-targets)")
     images = [read_upload_image(f.read(), f"target {n} ({f.filename})", limits) for n, f in enumerate(targets, 1)]
-    preds = seg.run_images(examples, masks, images, task, None if ensemble == "auto" else ensemble, num_labels)
+    preds = seg.run_images(
+        examples, masks, images, task, None if ensemble == "auto" else ensemble, num_labels, threshold
+    )
 
     out_files: dict[str, bytes] = {}
     results = []
@@ -577,7 +631,9 @@ def _store_prompts(out_files: dict[str, bytes], masks: list[Any]) -> list[str]:
     return names
 
 
-def _segment_video(video, examples, masks, task: str, limits: Limits, seg: Segmenter) -> dict[str, Any]:
+def _segment_video(
+    video, examples, masks, task: str, limits: Limits, seg: Segmenter, threshold: float | None = None
+) -> dict[str, Any]:
     """A video target: the first example's mask is the mask of frame 0, propagated through the frames."""
     if not _video_available():
         raise UserError("video targets need seggpt.video, which is not installed in this version; send images")
@@ -592,7 +648,7 @@ def _segment_video(video, examples, masks, task: str, limits: Limits, seg: Segme
             f"are {frames[0].shape[1]}x{frames[0].shape[0]} (use 'Use first frame as example')"
         )
     first_labels = first if isinstance(first, np.ndarray) else _mask_labels(first)
-    label_maps = seg.run_video(frames, first_labels, task)
+    label_maps = seg.run_video(frames, first_labels, task, threshold)
     from seggpt.coloring import build_palette, paint
 
     n_labels = max(int(max(lm.max(initial=0) for lm in label_maps)), int(first_labels.max(initial=0)), 1)

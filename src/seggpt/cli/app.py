@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from seggpt.cli.options import add_device, add_image_size, device_and_dtype
+from seggpt.cli.options import add_device, add_image_size, add_threshold, device_and_dtype
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "BAAI/SegGPT, OWNER/REPO/FILE, each with an optional @REVISION); default: embedded",
     )
     add_image_size(p)
+    add_threshold(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     add_device(p)
@@ -55,7 +56,14 @@ def run(args: argparse.Namespace) -> int:
         max_targets=args.max_targets,
         max_frames=args.max_frames,
     )
-    app = create_app(args.weights, device=device, dtype=dtype, limits=limits, image_size=args.image_size)
+    app = create_app(
+        args.weights,
+        device=device,
+        dtype=dtype,
+        limits=limits,
+        image_size=args.image_size,
+        threshold=args.threshold,
+    )
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}; anyone who can reach this machine can use the app")
     try:

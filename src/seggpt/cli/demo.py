@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seggpt.cli.options import add_device, add_image_size, device_and_dtype
+from seggpt.cli.options import add_device, add_image_size, add_threshold, device_and_dtype
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo"
 # The first three images of Kvasir-SEG's validation part (configs/splits/kvasir_val.txt; a test checks): an example
@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "folder exists",
     )
     add_image_size(p)
+    add_threshold(p)
     add_device(p)
     p.set_defaults(func=run)
 
@@ -148,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    predictor = SegGPTPredictor(args.weights, device=device, dtype=dtype, image_size=args.image_size)
+    predictor = SegGPTPredictor(
+        args.weights, device=device, dtype=dtype, image_size=args.image_size, threshold=args.threshold
+    )
     print(f"model: {args.weights or EMBEDDED_WEIGHTS.name} (loaded in {time.perf_counter() - t0:.1f} s)")
     rows, scores = [], []
     as_labels = lambda m: m if isinstance(m, np.ndarray) else read_mask(m)  # noqa: E731

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, device_and_dtype
+from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, add_threshold, device_and_dtype
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(BAAI/seggpt-vit-large, BAAI/SegGPT, OWNER/REPO/FILE, each with an optional @REVISION); default: embedded",
     )
     add_image_size(p)
+    add_threshold(p)
     p.add_argument("--shots", type=int, default=1, help="examples per query (k); default 1")
     p.add_argument(
         "--ensemble", choices=["feature", "spatial", "none"], default=None, help="how k > 1 examples combine"
@@ -114,7 +115,12 @@ def run(args: argparse.Namespace) -> int:
     from seggpt.predictor import SegGPTPredictor
 
     predictor = SegGPTPredictor(
-        model=args.weights, device=device, dtype=dtype, image_size=args.image_size, video=benchmark.video
+        model=args.weights,
+        device=device,
+        dtype=dtype,
+        image_size=args.image_size,
+        video=benchmark.video,
+        threshold=args.threshold,
     )
     journal = Journal(state_path, _fingerprint(args, options, predictor, shard), resume=args.resume)
     if journal.resumed:
@@ -134,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             run_info = {
                 "weights": args.weights or "embedded",
                 "image_size": list(predictor.config.image_size),
+                "threshold": predictor.threshold,
                 "data": str(args.data),
                 "device": str(device),
                 "dtype": str(dtype).removeprefix("torch."),
@@ -167,6 +174,7 @@ def _fingerprint(args: argparse.Namespace, options, predictor, shard) -> dict:
         "data": str(Path(args.data).resolve()) if args.data else None,
         "model": model_fingerprint(predictor.model),
         "image_size": list(predictor.config.image_size),
+        "threshold": predictor.threshold,
         "dtype": str(predictor.dtype),
         "device": predictor.device.type,
         "shard": [shard.rank, shard.world_size],

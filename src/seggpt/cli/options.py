@@ -17,6 +17,29 @@ def add_image_size(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threshold(p: argparse.ArgumentParser) -> None:
+    """``--threshold T``: how far towards a label's colour a painted pixel must be to take it (the predictor's)."""
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        metavar="T",
+        help="a pixel takes a label when its painted colour is at least this fraction of the way from the "
+        "background's colour to the label's, in (0, 1) (default: the model's own; 0.5, the nearest colour, for "
+        "every checkpoint but the embedded model)",
+    )
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1); 0.5 decodes by the nearest colour")
+    return value
+
+
 def add_device(p: argparse.ArgumentParser, dtype: bool = True) -> None:
     """``--device D`` (default auto) and, with ``dtype``, ``--dtype T`` (default fp32): the same in every command.
 

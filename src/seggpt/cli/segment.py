@@ -16,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, device_and_dtype
+from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, add_threshold, device_and_dtype
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    ".safetensors) or a Hugging Face hub id (BAAI/seggpt-vit-large, BAAI/SegGPT, OWNER/REPO/FILE, "
                    "each with an optional @REVISION); default: the embedded model")  # fmt: skip
     add_image_size(p)
+    add_threshold(p)
     add_device(p)
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="targets per forward pass")
     p.add_argument(
@@ -176,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             dtype=dtype,
             upsample=args.upsample,
             image_size=args.image_size,
+            threshold=args.threshold,
         )
     except FileNotFoundError as e:
         if args.weights is None:

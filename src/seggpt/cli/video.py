@@ -12,7 +12,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, device_and_dtype
+from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, add_threshold, device_and_dtype
 
 
 def _annotation(text: str) -> tuple[int, str]:
@@ -74,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OWNER/REPO/FILE, each with an optional @REVISION); default: the embedded model",
     )
     add_image_size(p)
+    add_threshold(p)
     add_max_megapixels(p)
     p.add_argument("--out", required=True, help="folder for the per-frame annotations")
     p.add_argument("--overlay-video", default=None, metavar="FILE", help="also write an overlay video (e.g. .mp4)")
@@ -127,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
         from seggpt.predictor import SegGPTPredictor
         from seggpt.tuning import LearnedPromptVideo
 
-        model = SegGPTPredictor(args.weights, device=device, dtype=dtype, image_size=args.image_size)
+        model = SegGPTPredictor(
+            args.weights, device=device, dtype=dtype, image_size=args.image_size, threshold=args.threshold
+        )
         predictor = LearnedPromptVideo(model, args.prompt_file)
         frames = predictor.propagate(source)
     else:
@@ -136,7 +139,14 @@ def run(args: argparse.Namespace) -> int:
         predictor = SegGPTVideoPredictor(
             # The embedded model propagates at a finer size than it segments images (a learned prompt, above,
             # keeps the size it was tuned at).
-            predictor=SegGPTPredictor(args.weights, device=device, dtype=dtype, image_size=args.image_size, video=True),
+            predictor=SegGPTPredictor(
+                args.weights,
+                device=device,
+                dtype=dtype,
+                image_size=args.image_size,
+                video=True,
+                threshold=args.threshold,
+            ),
             context=args.context,
             task=args.task,
             annotation_mode=args.annotation_mode,

@@ -54,6 +54,8 @@ async function loadInfo() {
     $("#model-info").textContent =
       `model: ${i.weights} · ${i.parameters_m} M parameters · ${i.image_size[0]}×${i.image_size[1]} per image · ` +
       `${i.device} · limits: ${i.limits.max_upload_mb} MB per request, ${(i.limits.max_pixels / 1e6).toFixed(0)} MP per image`;
+    $("#threshold").placeholder = i.threshold === i.video_threshold
+      ? `auto (${i.threshold})` : `auto (${i.threshold}, video ${i.video_threshold})`;
     if (!i.video) {
       $("#video-input").disabled = true;
       document.querySelector("label[for=video-input]").title = "video needs seggpt.video, not installed here";
@@ -341,6 +343,7 @@ async function run() {
   fd.append("task", $("#task").value);
   fd.append("ensemble", $("#ensemble").value);
   fd.append("num_labels", $("#num-labels").value);
+  fd.append("threshold", $("#threshold").value);
   let total = 0;
   for (const [i, ex] of state.examples.entries()) {
     fd.append(`example_${i}`, ex.file, ex.file.name);
