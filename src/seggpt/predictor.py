@@ -205,7 +205,8 @@ def decode_answer(
             (:func:`check_threshold`; 0.5: the nearest colour).
 
     Returns:
-        labels (H, W) long, nearest-colour distance d1 (H, W) in [0, 441.7], scores (H, W) in [0, 1].
+        labels (H, W) long, nearest-colour distance d1 (H, W) in [0, 441.7] (the background's read moved by the
+        threshold, :func:`check_threshold`, so above 441.7 is possible below 0.5), scores (H, W) in [0, 1].
     """
     size = tuple(raw.shape[-2:]) if size is None else tuple(size)
     parts = [decode_rows(raw, palette, size, rows, upsample, threshold) for rows in row_bands(*size)]
