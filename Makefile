@@ -66,26 +66,27 @@ RESULTS ?= docs/results/embedded
 DATA ?= ../shared/data
 W := $(if $(WEIGHTS),--weights $(WEIGHTS),)
 # A candidate file is not the embedded model, so load_model would run it at its training size and decode it by the
-# nearest colour: give it the embedded model's video size and decoding threshold (seggpt.checkpoint.
-# EMBEDDED_VIDEO_IMAGE_SIZE, EMBEDDED_THRESHOLD), read when the recipe runs.
-VIDEO_SIZE = $(if $(WEIGHTS),--image-size $(shell $(PY) -c 'from seggpt.checkpoint import EMBEDDED_VIDEO_IMAGE_SIZE as s; print(s)'),)
-THRESHOLD = $(if $(WEIGHTS),--threshold $(shell $(PY) -c 'from seggpt.checkpoint import EMBEDDED_THRESHOLD as t; print(t)'),)
-EVAL = $(VENV)/bin/seggpt eval --overwrite --no-progress --dtype $(DTYPE) $(W) $(THRESHOLD)
+# nearest colour: give it the embedded model's video size and its decoding thresholds for images and for video
+# (seggpt.checkpoint.EMBEDDED_VIDEO_IMAGE_SIZE, EMBEDDED_THRESHOLD, EMBEDDED_VIDEO_THRESHOLD), read when it runs.
+EMBEDDED = $(shell $(PY) -c 'import seggpt.checkpoint as c; print(c.$(1))')
+IMAGE_AS_EMBEDDED = $(if $(WEIGHTS),--threshold $(call EMBEDDED,EMBEDDED_THRESHOLD),)
+VIDEO_AS_EMBEDDED = $(if $(WEIGHTS),--image-size $(call EMBEDDED,EMBEDDED_VIDEO_IMAGE_SIZE) --threshold $(call EMBEDDED,EMBEDDED_VIDEO_THRESHOLD),)
+EVAL := $(VENV)/bin/seggpt eval --overwrite --no-progress --dtype $(DTYPE) $(W)
 embedded-results: $(STAMP)
 	mkdir -p $(RESULTS)
-	$(EVAL) davis2017 --data $(DATA)/davis2016 --split-file configs/splits/davis2016_val.txt $(VIDEO_SIZE) \
+	$(EVAL) davis2017 --data $(DATA)/davis2016 --split-file configs/splits/davis2016_val.txt $(VIDEO_AS_EMBEDDED) \
 	  --json $(RESULTS)/davis2016_val.json
-	$(EVAL) davis2017 --data $(DATA)/davis2016 --split-file configs/splits/davis2016_val.txt $(VIDEO_SIZE) \
+	$(EVAL) davis2017 --data $(DATA)/davis2016 --split-file configs/splits/davis2016_val.txt $(VIDEO_AS_EMBEDDED) \
 	  --context-frames 2 --json $(RESULTS)/davis2016_val_context2.json
 	for seed in 0 1 2; do \
 	  $(EVAL) folder --data $(DATA)/kvasir-seg --split-file configs/splits/kvasir_val.txt --shots 1 --seed $$seed \
-	    --json $(RESULTS)/kvasir_val_1shot_seed$$seed.json || exit 1; \
+	    $(IMAGE_AS_EMBEDDED) --json $(RESULTS)/kvasir_val_1shot_seed$$seed.json || exit 1; \
 	done
 	for seed in 0 1 2; do \
-	  $(EVAL) camvid --data $(DATA)/camvid --shots 1 --seed $$seed --json $(RESULTS)/camvid_val_1shot_seed$$seed.json \
-	    || exit 1; \
+	  $(EVAL) camvid --data $(DATA)/camvid --shots 1 --seed $$seed $(IMAGE_AS_EMBEDDED) \
+	    --json $(RESULTS)/camvid_val_1shot_seed$$seed.json || exit 1; \
 	done
-	$(EVAL) synthcontext --shots 1 --episodes 300 --seed 0 --json $(RESULTS)/synthcontext_1shot.json
+	$(EVAL) synthcontext --shots 1 --episodes 300 --seed 0 $(IMAGE_AS_EMBEDDED) --json $(RESULTS)/synthcontext_1shot.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
