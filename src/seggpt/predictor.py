@@ -223,7 +223,7 @@ def check_threshold(threshold: float) -> float:
     ``(1 - 2t) |p - p0|^2`` (:func:`_two_nearest_thresholded`).
     """
     if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}; 0.5 reads by the nearest colour")
     return float(threshold)
 
 
@@ -557,8 +557,7 @@ class SegGPTPredictor:
         from seggpt.devices import parse_dtype, resolve_device
 
         device, dtype = resolve_device(device), None if dtype is None else parse_dtype(dtype)
-        if threshold is not None:
-            check_threshold(threshold)  # a wrong value fails before any model loads
+        threshold = None if threshold is None else check_threshold(threshold)  # fails before any model loads
 
         if isinstance(model, SegGPT):
             if image_size is not None:
@@ -576,7 +575,7 @@ class SegGPTPredictor:
         self.device = device
         self.dtype = next(model.parameters()).dtype
         self.upsample = upsample
-        self.threshold = default if threshold is None else float(threshold)
+        self.threshold = default if threshold is None else threshold
         self.config = model.config
         self._reset()
 

@@ -371,15 +371,20 @@ def _threshold_for(predictor: Any, threshold: float | None):
 
 
 def _parse_threshold(value: str | None) -> float | None:
+    from seggpt.predictor import check_threshold
+
     if value is None or value.strip() in ("", "auto"):
         return None
     try:
         t = float(value)
     except ValueError:
         raise UserError(f"threshold must be a number between 0 and 1 or empty, got {value!r}") from None
-    if not 0.0 < t < 1.0:
-        raise UserError(f"threshold must be between 0 and 1 (exclusive), got {value}; empty uses the model's own")
-    return t
+    try:
+        return check_threshold(t)  # the predictor's rule, said in the page's words
+    except ValueError:
+        raise UserError(
+            f"threshold must be between 0 and 1 (exclusive), got {value}; empty uses the model's own"
+        ) from None
 
 
 def _parse_choice(value: str | None, allowed: tuple[str, ...], name: str, default: str) -> str:

@@ -31,13 +31,16 @@ def add_threshold(p: argparse.ArgumentParser) -> None:
 
 
 def _threshold(text: str) -> float:
+    from seggpt.predictor import check_threshold  # the predictor's own rule; torch only once the option is given
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1); 0.5 decodes by the nearest colour")
-    return value
+    try:
+        return check_threshold(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_device(p: argparse.ArgumentParser, dtype: bool = True) -> None:
