@@ -66,10 +66,12 @@ RESULTS ?= docs/results/embedded
 DATA ?= ../shared/data
 W := $(if $(WEIGHTS),--weights $(WEIGHTS),)
 # A candidate file is not the embedded model, so load_model would run it at its training size and decode it by the
-# nearest colour: give it the embedded model's video size and its decoding thresholds for images and for video
-# (seggpt.checkpoint.EMBEDDED_VIDEO_IMAGE_SIZE, EMBEDDED_THRESHOLD, EMBEDDED_VIDEO_THRESHOLD), read when it runs.
-EMBEDDED = $(shell $(PY) -c 'import seggpt.checkpoint as c; print(c.$(1))')
-IMAGE_AS_EMBEDDED = $(if $(WEIGHTS),--threshold $(call EMBEDDED,EMBEDDED_THRESHOLD),)
+# nearest colour: give it the embedded model's sizes and decoding thresholds for images and for video
+# (seggpt.checkpoint.EMBEDDED_IMAGE_SIZE, EMBEDDED_THRESHOLD, EMBEDDED_VIDEO_IMAGE_SIZE, EMBEDDED_VIDEO_THRESHOLD),
+# read when it runs.
+# (a (height, width) size is printed as HxW, as --image-size reads it)
+EMBEDDED = $(shell $(PY) -c 'import seggpt.checkpoint as c; v = c.$(1); print("x".join(map(str, v)) if isinstance(v, tuple) else v)')
+IMAGE_AS_EMBEDDED = $(if $(WEIGHTS),--image-size $(call EMBEDDED,EMBEDDED_IMAGE_SIZE) --threshold $(call EMBEDDED,EMBEDDED_THRESHOLD),)
 VIDEO_AS_EMBEDDED = $(if $(WEIGHTS),--image-size $(call EMBEDDED,EMBEDDED_VIDEO_IMAGE_SIZE) --threshold $(call EMBEDDED,EMBEDDED_VIDEO_THRESHOLD),)
 EVAL := $(VENV)/bin/seggpt eval --overwrite --no-progress --dtype $(DTYPE) $(W)
 embedded-results: $(STAMP)

@@ -354,3 +354,47 @@ def test_load_model_image_size(tmp_path, monkeypatch):
     assert ck.load_model().config.img_size == (80, 40)
     assert ck.load_model(image_size=32).config.img_size == (64, 32)
     assert ck.load_model(path).config.img_size == (80, 40)  # the embedded file by its path: the same model
+    # Video may be (height, width): the canvas stacks two such images, and the model runs on the wider grid.
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", (32, 48))
+    video = ck.load_model(video=True)
+    assert video.config.img_size == (64, 48) and video.config.image_size == (32, 48)
+    assert _forward(video).shape[-2:] == (64, 48)
+
+
+def test_image_size_help_names_the_embedded_sizes():
+    # The CLI's help cannot import the constants (it stays torch-free until an option is read): it must keep up.
+    import argparse
+
+    from seggpt.cli.options import add_image_size
+
+    p = argparse.ArgumentParser()
+    add_image_size(p)
+    text = p.format_help().replace("\n", " ")
+    text = " ".join(text.split())
+    h, w = ck.EMBEDDED_VIDEO_IMAGE_SIZE
+    assert f"{ck.EMBEDDED_IMAGE_SIZE} for images" in text
+    assert f"{h}x{w} for video" in text
+
+
+@pytest.mark.parametrize("text, size", [("256", 256), ("288x512", (288, 512)), ("64X32", (64, 32))])
+def test_image_size_option_reads_a_side_or_height_by_width(text, size):
+    import argparse
+
+    from seggpt.cli.options import add_image_size
+
+    p = argparse.ArgumentParser()
+    add_image_size(p)
+    assert p.parse_args(["--image-size", text]).image_size == size
+
+
+@pytest.mark.parametrize("text", ["big", "0", "288x", "1x2x3", "-16"])
+def test_image_size_option_refuses_what_is_not_a_size(text, capsys):
+    import argparse
+
+    from seggpt.cli.options import add_image_size
+
+    p = argparse.ArgumentParser()
+    add_image_size(p)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--image-size", text])
+    assert "is not a size: give a side in pixels (256) or HxW (288x512)" in capsys.readouterr().err

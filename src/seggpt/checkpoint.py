@@ -42,14 +42,19 @@ FORMATS = ("native", "hf", "official")
 NATIVE_FORMAT_TAG = "seggpt-native-v1"
 OFFICIAL_CONFIG_KEY = "seggpt_config"
 EMBEDDED_WEIGHTS = Path(__file__).parent / "weights" / "seggpt_small.safetensors"
-# The size the embedded model runs at when none is asked for: the size it was trained at (lite_small: 192 px per
-# image, 12x12 tokens of 16 pixels). `load_model(image_size=...)` runs it at another size.
-EMBEDDED_IMAGE_SIZE = 192
+# The size the embedded model segments still images at when none is asked for. It trained at 192 px per image
+# (12x12 tokens of 16 pixels) but reads photographs better a little larger: one-shot, seeds 0-2, read at threshold
+# 0.3, on training parts only, CamVid mIoU with a quarter of its training images as targets 38.7 at 192, 40.1 at
+# 224, 41.6 at 256, 41.5 at 320, and Kvasir IoU on 100 training images 74.1 at 192, 74.7 at 256
+# (docs/embedded-model.md). `load_model(image_size=...)` runs it at another size.
+EMBEDDED_IMAGE_SIZE = 256
 # The size it segments video at when none is asked for (`seggpt video`, `SegGPTVideoPredictor`, `seggpt eval
-# davis2017`). Chosen on DAVIS-2016's training sequences (configs/splits/davis2016_train.txt; J&F with one recent
-# frame): 51.2 at 192, 58.4 at 256, 62.2 at 320, 65.1 at 384, 65.4 at 448: object boundaries at 480p need the finer
-# grid. Still images gained nothing from larger sizes on the Kvasir and CamVid training parts, so they keep 192.
-EMBEDDED_VIDEO_IMAGE_SIZE = 384
+# davis2017`), as (height, width): 16:9, the shape of most video, so that frames are not squeezed. Chosen on
+# DAVIS-2016's training sequences (configs/splits/davis2016_train.txt). Square sizes first, J&F with one recent
+# frame: 51.2 at 192, 58.4 at 256, 62.2 at 320, 65.1 at 384, 65.4 at 448: object boundaries at 480p need the finer
+# grid. Then, with 2 recent frames decoded at EMBEDDED_VIDEO_THRESHOLD, 288x512 (as many tokens as 384x384, the
+# 854x480 frames' own shape) against 384x384: 81.1 (J 81.9, F 80.2) against 77.6 (J 79.0, F 76.2).
+EMBEDDED_VIDEO_IMAGE_SIZE = (288, 512)
 # The recent predicted frames kept as examples in video when none is asked for (`seggpt video`,
 # `SegGPTVideoPredictor`, the app): the paper's 8, except for the embedded model. On the DAVIS-2016 training
 # sequences at 384 px it scored J&F 60.8 with none, 65.1 with 1, 65.3 with 2 and 64.3 with 8, so it keeps 2, at
@@ -58,16 +63,16 @@ PAPER_VIDEO_CONTEXT = 8
 EMBEDDED_VIDEO_CONTEXT = 2
 # How far from the background colour towards a label's colour a painted pixel must be to take that label
 # (SegGPTPredictor's `threshold`). 0.5 is the nearest palette colour, the rule of the released code and of
-# `transformers`; every checkpoint but the embedded model keeps it. The embedded model paints what it is unsure of
-# in dim colours (trees shown by one small example: grey 105 of 255 on the trees of every target, 5 elsewhere),
-# so the nearest colour drops whole classes. Chosen on training parts only (one-shot, seeds 0-2): CamVid with a
-# quarter of the training images as targets, mIoU 36.8 at 0.5, 38.2 at 0.4, 38.7 at 0.3; Kvasir on 100 training
-# images, IoU 74.1 at 0.5, 74.2 at 0.4, 74.1 at 0.3, 73.6 at 0.2. Video goes the other way: a dim halo kept as an
-# example grows frame by frame. On DAVIS-2016's training sequences (2 recent frames, 384 px) J&F was 62.1 at 0.2,
-# 67.9 at 0.3, 71.6 at 0.4, 74.4 at 0.5, 76.3 at 0.6, 77.6 at 0.7, 77.8 at 0.8 and 75.7 at 0.9: video keeps 0.7,
-# the lower end of the top.
+# `transformers`; every checkpoint keeps it for still images. At 192 px the embedded model painted what it was unsure
+# of in dim colours (trees shown by one small example: grey 105 of 255 on the trees of every target, 5 elsewhere) and
+# 0.3 read them better (CamVid, a quarter of the training images as targets, seeds 0-2: 38.7 against 36.8); at its
+# image size of 256 it paints them plainly and the threshold hardly matters: 41.6 at 0.3, 41.8 at 0.4, 41.9 at 0.5,
+# and Kvasir on 100 training images 74.7, 75.0, 75.2. Video is another matter: a dim halo kept as an example grows
+# frame by frame. On DAVIS-2016's training sequences (2 recent frames, 384 px) J&F was 62.1 at 0.2, 67.9 at 0.3,
+# 71.6 at 0.4, 74.4 at 0.5, 76.3 at 0.6, 77.6 at 0.7, 77.8 at 0.8 and 75.7 at 0.9: video keeps 0.7, the lower end of
+# the top.
 NEAREST_COLOUR_THRESHOLD = 0.5
-EMBEDDED_THRESHOLD = 0.3
+EMBEDDED_THRESHOLD = NEAREST_COLOUR_THRESHOLD
 EMBEDDED_VIDEO_THRESHOLD = 0.7
 
 
@@ -428,7 +433,7 @@ def _is_embedded(source: str | os.PathLike | None) -> bool:
     return source is None or Path(source).resolve() == EMBEDDED_WEIGHTS.resolve()
 
 
-def default_image_size(source: str | os.PathLike | None, video: bool = False) -> int | None:
+def default_image_size(source: str | os.PathLike | None, video: bool = False) -> int | tuple[int, int] | None:
     """The size :func:`load_model` runs ``source`` at when none is asked for: for the embedded model (None, or
     its file) :data:`EMBEDDED_IMAGE_SIZE`, or :data:`EMBEDDED_VIDEO_IMAGE_SIZE` for video; for any other
     checkpoint None, the size it was trained at."""

@@ -6,15 +6,27 @@ import argparse
 
 
 def add_image_size(p: argparse.ArgumentParser) -> None:
-    """``--image-size PX``: the side each image is resized to for the model (see ``seggpt.load_model``)."""
+    """``--image-size PX`` or ``HxW``: the size each image is resized to for the model (see ``seggpt.load_model``)."""
     p.add_argument(
         "--image-size",
-        type=int,
+        type=_image_size,
         default=None,
         metavar="PX",
-        help="side each image is resized to for the model, a multiple of its patch size "
-        "(default: the size the checkpoint was trained at; the embedded model: 192, and 384 for video)",
+        help="size each image is resized to for the model: a side (256) or height x width (288x512), multiples of "
+        "its patch size (default: the size the checkpoint was trained at; the embedded model: 256 for images, "
+        "288x512 for video)",
     )
+
+
+def _image_size(text: str) -> int | tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(v) for v in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: give a side in pixels (256) or HxW (288x512)")
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
 
 
 def add_threshold(p: argparse.ArgumentParser) -> None:
