@@ -55,9 +55,9 @@ train-default: $(STAMP)
 		--note "trained by make train-default (configs/embedded.yaml, configs/embedded_stage2.yaml, configs/embedded_stage3.yaml, configs/embedded_stage4.yaml)"
 
 # The embedded model's numbers in the README, measured again on the validation parts that training never reads
-# (configs/splits/*_val.txt, CamVid val, SynthContext's held-out categories). About 30 minutes, 25 of them DAVIS at
-# 384 px (the protocol's 8 recent frames, and the 2 that `seggpt video` keeps with this model). A candidate without
-# touching the shipped reports (DAVIS at the embedded model's video size, 384, too):
+# (configs/splits/*_val.txt, CamVid val, SynthContext's held-out categories). About 40 minutes, 28 of them DAVIS at
+# 288x512 (the protocol's 8 recent frames, and the 2 that `seggpt video` keeps with this model). A candidate without
+# touching the shipped reports (run at the embedded model's sizes and thresholds too):
 #   make embedded-results WEIGHTS=runs/x/model.safetensors RESULTS=runs/x/results
 # In int8: make embedded-results DTYPE=int8 RESULTS=docs/results/embedded/int8
 WEIGHTS ?=
