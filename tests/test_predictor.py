@@ -162,6 +162,30 @@ def test_batched_equals_one_by_one(predictor, data, ensemble):
         assert (b.labels == s.labels).mean() > 0.999
 
 
+@pytest.mark.parametrize("ensemble", ["feature", "none"])
+def test_cpu_batches_are_split_to_the_token_budget(predictor, data, ensemble, monkeypatch):
+    """On a CPU a batch runs in forward passes of at most CPU_TOKENS_PER_FORWARD tokens (at least one canvas each),
+    with the answers of the whole batch."""
+    import seggpt.predictor as sp
+
+    images, masks, targets = data
+    predictor.set_prompts(images[:2], masks[:2], ensemble=ensemble)
+    queries, _ = predictor.prepare_targets(targets)
+    whole = predictor.paint(queries)
+    gh, gw = predictor.config.grid_size
+    sizes = []
+    real = predictor.model.embed_images
+    monkeypatch.setattr(predictor.model, "embed_images", lambda q: sizes.append(len(q)) or real(q))
+    monkeypatch.setattr(sp, "CPU_TOKENS_PER_FORWARD", gh * gw * 2 * 2)  # two targets of two canvases each
+    split = predictor.paint(queries)
+    assert sizes == [2] * (len(queries) // 2) + [1] * (len(queries) % 2)
+    np.testing.assert_allclose(split.numpy(), whole.numpy(), atol=1e-3)
+    sizes.clear()
+    monkeypatch.setattr(sp, "CPU_TOKENS_PER_FORWARD", 1)  # below one canvas: one target at a time
+    predictor.paint(queries)
+    assert sizes == [1] * len(queries)
+
+
 def test_ensembles_agree_for_one_example_and_differ_for_several(predictor, data):
     images, masks, targets = data
     raws = {}
