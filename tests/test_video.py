@@ -245,6 +245,26 @@ def test_label_map_forms():
         as_label_map(np.full((2, 2), 300))
 
 
+@pytest.mark.parametrize("size, warned", [((32, 48), True), ((48, 32), False), ((32, 32), False)])
+def test_portrait_frames_at_a_landscape_size_are_named(size, warned, caplog):
+    frames, labels = synthetic_video(3)
+    frames = np.stack([np.resize(f, (48, 32, 3)) for f in frames])  # portrait: 32 wide, 48 high
+    first = np.zeros((48, 32), np.int64)
+    first[4:12, 4:12] = 1
+    vp = SegGPTVideoPredictor(predictor=ColourKeyPredictor(), image_size=size)
+    with caplog.at_level("WARNING", logger="seggpt.video"):
+        run(vp, frames, first)
+    turned = [r.getMessage() for r in caplog.records if "squeezed" in r.getMessage()]
+    if warned:
+        h, w = size
+        assert turned == [
+            f"the frames are 32 wide and 48 high but the model segments them {w} wide and {h} high, squeezed to the "
+            f"other shape; --image-size {w}x{h} (height x width; image_size=({w}, {h})) keeps theirs"
+        ]
+    else:
+        assert not turned
+
+
 def test_bad_input_errors():
     frames, gt = synthetic_video(4)
     vp = SegGPTVideoPredictor(predictor=ColourKeyPredictor(), context=2)

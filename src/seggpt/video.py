@@ -332,6 +332,7 @@ class SegGPTVideoPredictor:
         t = self._next_frame
         if self.frame_size is None:
             self.frame_size = tuple(frame.shape[:2])
+            _warn_if_turned(self.frame_size, self.image_size)
             for i, ann in self._pending.items():
                 self._check_size(ann, "the first mask" if i == 0 else f"the annotation of frame {i}")
         elif tuple(frame.shape[:2]) != self.frame_size:
@@ -376,6 +377,18 @@ class SegGPTVideoPredictor:
         if labels.shape != self.frame_size:
             raise RuntimeError(f"the predictor answered {labels.shape} for a frame of {self.frame_size}")
         return labels
+
+
+def _warn_if_turned(frame_size: tuple[int, int], image_size: tuple[int, int]) -> None:
+    """Warn when the frames are portrait and the model's size landscape (or the other way): each frame would be
+    squeezed to the other shape (the embedded model segments video at 288x512, for 16:9 landscape)."""
+    (fh, fw), (h, w) = frame_size, image_size
+    if (fh - fw) * (h - w) < 0:
+        log.warning(
+            "the frames are %d wide and %d high but the model segments them %d wide and %d high, squeezed to the "
+            "other shape; --image-size %dx%d (height x width; image_size=(%d, %d)) keeps theirs",
+            fw, fh, w, h, w, h, w, h,
+        )  # fmt: skip
 
 
 def _model_image_size(predictor: Any) -> tuple[int, int]:
