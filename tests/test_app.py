@@ -345,6 +345,19 @@ def test_the_embedded_model_propagates_video_at_its_video_size_and_context(weigh
     explicit = Segmenter(None, device="cpu", image_size=32)
     assert explicit._predictor_for_video() is explicit.predictor
     assert context(explicit) == 3
+    # Video is read at the video threshold whichever predictor runs it; images keep theirs.
+    monkeypatch.setattr(ck, "EMBEDDED_THRESHOLD", 0.35)
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_THRESHOLD", 0.45)
+    read_at = []
+    monkeypatch.setattr(
+        SegGPTVideoPredictor, "propagate", lambda vp, *a, **k: read_at.append(vp.predictor.threshold) or []
+    )
+    for seg in (Segmenter(None, device="cpu"), Segmenter(None, device="cpu", image_size=32)):
+        assert (seg.info()["threshold"], seg.info()["video_threshold"]) == (0.35, 0.45)
+        seg.run_video([], np.zeros((4, 4), np.int64), "instance")
+        seg.run_video([], np.zeros((4, 4), np.int64), "instance", threshold=0.6)
+        assert seg.predictor.threshold == 0.35
+    assert read_at == [0.45, 0.6, 0.45, 0.6]
     other = tmp_path / "other.safetensors"  # the same weights under another name: not the embedded model
     other.write_bytes(weights.read_bytes())
     plain = Segmenter(str(other), device="cpu")

@@ -263,7 +263,7 @@ class Segmenter:
         image_size: int | None = None,
         threshold: float | None = None,
     ):
-        from seggpt.checkpoint import default_image_size
+        from seggpt.checkpoint import default_image_size, default_threshold
         from seggpt.devices import resolve_device
         from seggpt.predictor import SegGPTPredictor
 
@@ -275,7 +275,7 @@ class Segmenter:
         own_video_size = (
             image_size is None and from_source and default_image_size(model, video=True) != default_image_size(model)
         )
-        self._video_load = (model, device, dtype, threshold) if own_video_size else None
+        self._video_load = (model, device, dtype) if own_video_size else None
         self._video_predictor = None
         if model is None:
             self.weights_name = "embedded seggpt_small"
@@ -293,6 +293,10 @@ class Segmenter:
         )
         self.model = self.predictor.model
         self.device = str(device)
+        # Video is read at the model's video threshold whichever predictor runs it, as `seggpt video` reads it.
+        if threshold is None and from_source:
+            threshold = default_threshold(model, video=True)
+        self.video_threshold = self.predictor.threshold if threshold is None else threshold
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -305,16 +309,8 @@ class Segmenter:
             "depth": cfg.depth,
             "parameters_m": round(sum(p.numel() for p in self.model.parameters()) / 1e6, 1),
             "threshold": self.predictor.threshold,
-            "video_threshold": self._video_threshold(),
+            "video_threshold": self.video_threshold,
         }
-
-    def _video_threshold(self) -> float:
-        if self._video_load is None:
-            return self.predictor.threshold
-        from seggpt.checkpoint import default_threshold
-
-        source, _, _, threshold = self._video_load
-        return default_threshold(source, video=True) if threshold is None else threshold
 
     def run_images(
         self,
@@ -341,7 +337,7 @@ class Segmenter:
             # This app's predictor (and its model), or one at the model's video size; the video predictor replaces
             # its prompts frame by frame.
             predictor = self._predictor_for_video()
-            with _threshold_for(predictor, threshold):
+            with _threshold_for(predictor, self.video_threshold if threshold is None else threshold):
                 vp = SegGPTVideoPredictor(predictor=predictor, task=task)
                 return [np.asarray(labels) for _, labels in vp.propagate(frames, first_masks=first_mask)]
 
@@ -351,9 +347,9 @@ class Segmenter:
         if self._video_predictor is None:
             from seggpt.predictor import SegGPTPredictor
 
-            source, device, dtype, threshold = self._video_load
+            source, device, dtype = self._video_load
             self._video_predictor = SegGPTPredictor(
-                model=source, device=device, dtype=dtype, video=True, threshold=threshold
+                model=source, device=device, dtype=dtype, video=True, threshold=self.video_threshold
             )
         return self._video_predictor
 
