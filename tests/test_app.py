@@ -325,25 +325,31 @@ def test_stopping_the_server_waits_for_running_requests():
 def test_the_embedded_model_propagates_video_at_its_video_size_and_context(weights, monkeypatch, tmp_path):
     """The app runs the embedded model's video at EMBEDDED_VIDEO_IMAGE_SIZE with EMBEDDED_VIDEO_CONTEXT recent
     frames, as `seggpt video` does, and still images at EMBEDDED_IMAGE_SIZE; any other checkpoint, or an explicit
-    size, serves both from one model (any other checkpoint with the paper's 8 recent frames)."""
+    size, serves both from one model (any other checkpoint with the paper's 8 recent frames). Portrait frames get
+    the video size turned to portrait."""
     import seggpt.checkpoint as ck
     from seggpt.video import SegGPTVideoPredictor
 
     monkeypatch.setattr(ck, "EMBEDDED_WEIGHTS", weights)
     monkeypatch.setattr(ck, "EMBEDDED_IMAGE_SIZE", 48)
-    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", 64)
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", (32, 64))
     monkeypatch.setattr(ck, "EMBEDDED_VIDEO_CONTEXT", 3)
 
     def context(segmenter):  # what the app's video handler builds from the predictor it is given
-        return SegGPTVideoPredictor(predictor=segmenter._predictor_for_video()).context
+        return SegGPTVideoPredictor(predictor=segmenter._predictor_for_video((40, 80))).context
 
     embedded = Segmenter(None, device="cpu")
     assert embedded.predictor.config.image_size == (48, 48)
-    assert embedded._predictor_for_video().config.image_size == (64, 64)
-    assert embedded._predictor_for_video() is embedded._predictor_for_video()  # loaded once
+    landscape = embedded._predictor_for_video((40, 80))
+    assert landscape.config.image_size == (32, 64)
+    assert embedded._predictor_for_video((40, 80)) is landscape  # loaded once
+    assert embedded._predictor_for_video(None) is landscape
+    portrait = embedded._predictor_for_video((80, 40))
+    assert portrait.config.image_size == (64, 32)
+    assert embedded._predictor_for_video((90, 30)) is portrait
     assert context(embedded) == 3
     explicit = Segmenter(None, device="cpu", image_size=32)
-    assert explicit._predictor_for_video() is explicit.predictor
+    assert explicit._predictor_for_video((80, 40)) is explicit.predictor
     assert context(explicit) == 3
     # Video is read at the video threshold whichever predictor runs it; images keep theirs.
     monkeypatch.setattr(ck, "EMBEDDED_THRESHOLD", 0.35)
@@ -361,5 +367,5 @@ def test_the_embedded_model_propagates_video_at_its_video_size_and_context(weigh
     other = tmp_path / "other.safetensors"  # the same weights under another name: not the embedded model
     other.write_bytes(weights.read_bytes())
     plain = Segmenter(str(other), device="cpu")
-    assert plain._predictor_for_video() is plain.predictor
+    assert plain._predictor_for_video((80, 40)) is plain.predictor
     assert context(plain) == 8

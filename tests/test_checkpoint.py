@@ -398,3 +398,15 @@ def test_image_size_option_refuses_what_is_not_a_size(text, capsys):
     with pytest.raises(SystemExit):
         p.parse_args(["--image-size", text])
     assert "is not a size: give a side in pixels (256) or HxW (288x512)" in capsys.readouterr().err
+
+
+def test_the_embedded_video_size_turns_to_the_frames_orientation(tmp_path):
+    from seggpt.checkpoint import default_image_size
+
+    assert default_image_size(None, video=True) == (288, 512)
+    assert default_image_size(None, video=True, frame_size=(480, 854)) == (288, 512)
+    assert default_image_size(None, video=True, frame_size=(1920, 1080)) == (512, 288)  # a phone held upright
+    assert default_image_size(None, video=True, frame_size=(500, 500)) == (288, 512)
+    assert default_image_size(None, frame_size=(1920, 1080)) == 256  # still images stay square
+    other = tmp_path / "other.safetensors"
+    assert default_image_size(other, video=True, frame_size=(1920, 1080)) is None

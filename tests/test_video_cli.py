@@ -135,3 +135,32 @@ def test_learned_prompt_file_segments_every_frame(setup, tmp_path, capsys):
     assert main(both) == 2
     assert main(args + ["--start", "2", "--out", str(tmp_path / "o3")]) == 2
     assert "--prompt-file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size, squeezed", [(None, False), ("32x64", True)])
+def test_portrait_video_gets_the_embedded_models_video_size_turned(
+    setup, tmp_path, monkeypatch, caplog, size, squeezed
+):
+    """Without --image-size the embedded model's landscape video size is turned to portrait for portrait frames,
+    so they are not squeezed; an explicit landscape size is kept, and warned about."""
+    import seggpt.checkpoint as ck
+
+    _, weights, _ = setup
+    monkeypatch.setattr(ck, "EMBEDDED_WEIGHTS", weights)
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", (32, 64))
+    folder = tmp_path / "portrait"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (W, H, 3), dtype=np.uint8)).save(folder / f"{i:05d}.png")
+    first = np.zeros((W, H), np.int64)  # 40 wide, 48 high
+    first[4:20, 4:14] = 1
+    write_davis_png(tmp_path / "first.png", first)
+    args = ["video", "--frames", str(folder), "--first-mask", str(tmp_path / "first.png"), "--out", str(tmp_path / "o")]
+    args += ["--no-progress"] + (["--image-size", size] if size else [])
+    with caplog.at_level("WARNING", logger="seggpt.video"):
+        assert main(args) == 0
+    warned = [r.getMessage() for r in caplog.records if "squeezed" in r.getMessage()]
+    assert len(warned) == squeezed
+    assert all("--image-size 64x32" in m for m in warned)
+    assert read_davis_png(tmp_path / "o" / "00002.png").shape == (W, H)

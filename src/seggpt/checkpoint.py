@@ -433,13 +433,27 @@ def _is_embedded(source: str | os.PathLike | None) -> bool:
     return source is None or Path(source).resolve() == EMBEDDED_WEIGHTS.resolve()
 
 
-def default_image_size(source: str | os.PathLike | None, video: bool = False) -> int | tuple[int, int] | None:
+def default_image_size(
+    source: str | os.PathLike | None, video: bool = False, frame_size: tuple[int, int] | None = None
+) -> int | tuple[int, int] | None:
     """The size :func:`load_model` runs ``source`` at when none is asked for: for the embedded model (None, or
     its file) :data:`EMBEDDED_IMAGE_SIZE`, or :data:`EMBEDDED_VIDEO_IMAGE_SIZE` for video; for any other
-    checkpoint None, the size it was trained at."""
+    checkpoint None, the size it was trained at.
+
+    ``frame_size``: (height, width) of the video's frames. A landscape video size is turned to portrait for
+    portrait frames (and the other way), so that frames keep their shape: 512x288 for a phone's 1080x1920.
+    """
     if not _is_embedded(source):
         return None
-    return EMBEDDED_VIDEO_IMAGE_SIZE if video else EMBEDDED_IMAGE_SIZE
+    if not video:
+        return EMBEDDED_IMAGE_SIZE
+    size = EMBEDDED_VIDEO_IMAGE_SIZE
+    turned = (
+        frame_size is not None
+        and not isinstance(size, int)
+        and (frame_size[0] - frame_size[1]) * (size[0] - size[1]) < 0
+    )
+    return (size[1], size[0]) if turned else size
 
 
 def default_video_context(source: str | os.PathLike | None) -> int:

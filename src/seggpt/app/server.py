@@ -276,7 +276,7 @@ class Segmenter:
             image_size is None and from_source and default_image_size(model, video=True) != default_image_size(model)
         )
         self._video_load = (model, device, dtype) if own_video_size else None
-        self._video_predictor = None
+        self._video_predictors: dict[Any, Any] = {}  # by video size: landscape and portrait
         if model is None:
             self.weights_name = "embedded seggpt_small"
         elif isinstance(model, (str, Path)):
@@ -336,22 +336,25 @@ class Segmenter:
         with self._lock:
             # This app's predictor (and its model), or one at the model's video size; the video predictor replaces
             # its prompts frame by frame.
-            predictor = self._predictor_for_video()
+            predictor = self._predictor_for_video(frames[0].shape[:2] if frames else None)
             with _threshold_for(predictor, self.video_threshold if threshold is None else threshold):
                 vp = SegGPTVideoPredictor(predictor=predictor, task=task)
                 return [np.asarray(labels) for _, labels in vp.propagate(frames, first_masks=first_mask)]
 
-    def _predictor_for_video(self) -> Any:
+    def _predictor_for_video(self, frame_size: tuple[int, int] | None) -> Any:
         if self._video_load is None:
             return self.predictor
-        if self._video_predictor is None:
+        from seggpt.checkpoint import default_image_size
+
+        source, device, dtype = self._video_load
+        size = default_image_size(source, video=True, frame_size=frame_size)  # portrait frames: a portrait size
+        if size not in self._video_predictors:
             from seggpt.predictor import SegGPTPredictor
 
-            source, device, dtype = self._video_load
-            self._video_predictor = SegGPTPredictor(
-                model=source, device=device, dtype=dtype, video=True, threshold=self.video_threshold
+            self._video_predictors[size] = SegGPTPredictor(
+                model=source, device=device, dtype=dtype, image_size=size, video=True, threshold=self.video_threshold
             )
-        return self._video_predictor
+        return self._video_predictors[size]
 
 
 @contextlib.contextmanager

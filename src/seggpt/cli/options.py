@@ -14,7 +14,7 @@ def add_image_size(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="size each image is resized to for the model: a side (256) or height x width (288x512), multiples of "
         "its patch size (default: the size the checkpoint was trained at; the embedded model: 256 for images, "
-        "288x512 for video)",
+        "288x512 for video, 512x288 for portrait video)",
     )
 
 
