@@ -245,3 +245,26 @@ def test_foreground_weight_scales_the_loss_weights_of_labelled_pixels():
     assert torch.equal(heavy["masks"], plain["masks"])  # only the weights change
     with pytest.raises(ValueError, match="foreground_weight"):
         MaskingConfig(foreground_weight=0)
+
+
+def test_small_labels_weigh_more_up_to_the_cap():
+    """masking.small_cap: a label covering a fraction f of the pair's valid pixels weighs min(cap, area / f)."""
+    rng = np.random.default_rng(0)
+    ex = np.zeros((20, 10), np.int64)
+    ex[:, :5] = 1  # label 1: 100 pixels of the example
+    ex[0, 0] = 2  # label 2: one pixel
+    qu = np.zeros((20, 10), np.int64)
+    qu[0:2, :] = 3  # label 3: 20 pixels
+    qu[19, :] = IGNORE  # 10 ignored: 390 valid pixels in the pair
+    img = rng.integers(0, 255, (20, 10, 3), dtype=np.uint8)
+    pair = Pair(img, ex, img, qu, SEMANTIC, True, {})
+    config = MaskingConfig(foreground_weight=2.0, small_cap=8.0, small_area=0.1)
+    got = build_sample(pair, np.random.default_rng(1), (20, 10), 5, config)["valid"][0]
+    labels = np.concatenate([ex, qu])
+    weight = {0: 1.0, 1: 2.0, 2: 2.0 * 8.0, 3: 2.0 * 0.1 * 390 / 20}  # label 1: 0.1 * 390 / 99 < 1 keeps 1
+    expected = np.vectorize(lambda v: weight.get(v, 0.0))(labels).astype(np.float32)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="small_cap"):
+        MaskingConfig(small_cap=0.5)
+    with pytest.raises(ValueError, match="small_area"):
+        MaskingConfig(small_area=0)

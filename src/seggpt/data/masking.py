@@ -29,6 +29,11 @@ class MaskingConfig:
     # Above 1 it keeps a small model trained briefly from settling on "everything is background" when objects
     # cover a few percent of the image (the near-L1 loss then predicts foreground where P(fg) > 1 / (1 + w)).
     foreground_weight: float = 1.0
+    # Loss weight of a label that covers little of its pair: min(small_cap, small_area / fraction) on its pixels
+    # (at least 1), so that thin and small classes (poles, signs, a distant pedestrian) are not worth ignoring.
+    # small_cap 1.0 (the default) turns it off.
+    small_cap: float = 1.0
+    small_area: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.half_prob <= 1.0:
@@ -37,6 +42,10 @@ class MaskingConfig:
             raise ValueError(f"masking.block_ratio must be in (0, 1), got {self.block_ratio}")
         if self.foreground_weight <= 0:
             raise ValueError(f"masking.foreground_weight must be > 0, got {self.foreground_weight}")
+        if self.small_cap < 1.0:
+            raise ValueError(f"masking.small_cap must be >= 1 (1 turns it off), got {self.small_cap}")
+        if not 0.0 < self.small_area <= 1.0:
+            raise ValueError(f"masking.small_area must be in (0, 1], got {self.small_area}")
 
 
 def half_mask(grid: tuple[int, int]) -> np.ndarray:

@@ -174,6 +174,22 @@ class InstancePairs:
         )
 
 
+def _small_label_weights(labels: np.ndarray, area: float, cap: float) -> np.ndarray:
+    """(H, W) float32: min(cap, area / fraction) on each foreground label's pixels (at least 1), 1 elsewhere.
+
+    The fraction is of the label's valid pixels in the whole pair (example and query), so a label gets one weight.
+    """
+    out = np.ones(labels.shape, np.float32)
+    valid = labels != IGNORE
+    total = max(int(valid.sum()), 1)
+    ids, counts = np.unique(labels[valid & (labels > 0)], return_counts=True)
+    for i, n in zip(ids, counts, strict=True):
+        w = min(cap, area * total / n)
+        if w > 1.0:
+            out[labels == i] = w
+    return out
+
+
 def _invert(items: list[list[int]]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = defaultdict(list)
     for i, cs in enumerate(items):
@@ -261,6 +277,8 @@ def build_sample(
     valid = torch.from_numpy(labels != IGNORE)[None].float()
     if masking.foreground_weight != 1.0:
         valid[:, torch.from_numpy(labels > 0)] *= masking.foreground_weight
+    if masking.small_cap > 1.0:
+        valid[0] *= torch.from_numpy(_small_label_weights(labels, masking.small_area, masking.small_cap))
     grid = (2 * h // patch_size, w // patch_size)
     return {
         "images": images,
