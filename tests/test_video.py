@@ -265,6 +265,32 @@ def test_portrait_frames_at_a_landscape_size_are_named(size, warned, caplog):
         assert not turned
 
 
+def test_a_loaded_model_turns_its_video_size_to_each_videos_orientation(weights, monkeypatch, caplog):
+    """Built from a source, the video predictor runs the embedded model at its video size turned to the frames'
+    orientation, per video, keeping the threshold; with image_size given it keeps that size and warns."""
+    import seggpt.checkpoint as ck
+
+    monkeypatch.setattr(ck, "EMBEDDED_WEIGHTS", weights)
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", (32, 64))
+    portrait = np.random.default_rng(0).integers(0, 256, (3, 48, 32, 3), dtype=np.uint8)
+    landscape = portrait.transpose(0, 2, 1, 3).copy()
+    first = np.zeros((48, 32), np.int64)
+    first[4:20, 4:12] = 1
+    vp = SegGPTVideoPredictor(device="cpu")
+    vp.predictor.threshold = 0.55
+    with caplog.at_level("WARNING", logger="seggpt.video"):
+        labels = run(vp, portrait, first)
+        assert (vp.image_size, vp.predictor.config.image_size) == ((64, 32), (64, 32))
+        assert vp.predictor.threshold == 0.55 and labels[-1].shape == (48, 32)
+        run(vp, landscape, first.T.copy())
+        assert (vp.image_size, vp.predictor.config.image_size) == ((32, 64), (32, 64))
+        assert not [r for r in caplog.records if "squeezed" in r.getMessage()]
+        fixed = SegGPTVideoPredictor(device="cpu", image_size=(32, 64))
+        run(fixed, portrait, first)
+    assert fixed.image_size == (32, 64)
+    assert len([r for r in caplog.records if "squeezed" in r.getMessage()]) == 1
+
+
 def test_bad_input_errors():
     frames, gt = synthetic_video(4)
     vp = SegGPTVideoPredictor(predictor=ColourKeyPredictor(), context=2)

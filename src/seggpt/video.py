@@ -170,13 +170,18 @@ class SegGPTVideoPredictor:
             raise ValueError(f"task must be 'instance' or 'semantic', got {task!r}")
         if annotation_mode not in ("merge", "replace"):
             raise ValueError(f"annotation_mode must be 'merge' or 'replace', got {annotation_mode!r}")
+        # A model this loads from a source runs at its video size (the embedded model: EMBEDDED_VIDEO_IMAGE_SIZE),
+        # turned to each video's orientation at its first frame unless image_size is given.
+        self._source = None
         if predictor is None:
             from seggpt.predictor import SegGPTPredictor
 
-            # A model this loads runs at its video size (the embedded model: EMBEDDED_VIDEO_IMAGE_SIZE).
             predictor = SegGPTPredictor(model=model, device=device, dtype=dtype, video=True)
+            if image_size is None and not isinstance(model, torch.nn.Module):
+                self._source = (model, device, dtype)
         self.predictor = predictor
         self.image_size = tuple(image_size) if image_size is not None else _model_image_size(predictor)
+        self._by_size = {self.image_size: predictor}  # the loaded model at each orientation's size
         if context is None:
             from seggpt.checkpoint import PAPER_VIDEO_CONTEXT
 
@@ -332,6 +337,8 @@ class SegGPTVideoPredictor:
         t = self._next_frame
         if self.frame_size is None:
             self.frame_size = tuple(frame.shape[:2])
+            if self._source is not None:
+                self._turn_to(self.frame_size)
             _warn_if_turned(self.frame_size, self.image_size)
             for i, ann in self._pending.items():
                 self._check_size(ann, "the first mask" if i == 0 else f"the annotation of frame {i}")
@@ -343,6 +350,22 @@ class SegGPTVideoPredictor:
             )
         self._next_frame = t + 1
         return t, frame, self._pending.pop(t, None)
+
+    def _turn_to(self, frame_size: tuple[int, int]) -> None:
+        """Run the loaded model at its video size for frames of ``frame_size`` (portrait for portrait frames),
+        loading it again at that size the first time; the predictor's threshold is kept."""
+        from seggpt.checkpoint import default_image_size
+        from seggpt.predictor import SegGPTPredictor
+
+        model, device, dtype = self._source
+        size = default_image_size(model, video=True, frame_size=frame_size)
+        size = (size, size) if isinstance(size, int) else size
+        if size is None or tuple(size) == self.image_size:
+            return
+        if size not in self._by_size:
+            self._by_size[size] = SegGPTPredictor(model=model, device=device, dtype=dtype, image_size=size, video=True)
+        self._by_size[size].threshold = self.predictor.threshold
+        self.predictor, self.image_size = self._by_size[size], tuple(size)
 
     def _check_size(self, labels: np.ndarray, what: str) -> None:
         if tuple(labels.shape) != self.frame_size:
