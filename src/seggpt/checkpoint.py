@@ -34,6 +34,7 @@ from seggpt.io import atomic_write
 from seggpt.modeling import SegGPT
 from seggpt.modeling.layers import resize_rel_pos
 from seggpt.modeling.quant import is_quantized, quantize_linears_
+from seggpt.transforms import crosswise
 
 log = logging.getLogger(__name__)
 
@@ -448,12 +449,9 @@ def default_image_size(
     if not video:
         return EMBEDDED_IMAGE_SIZE
     size = EMBEDDED_VIDEO_IMAGE_SIZE
-    turned = (
-        frame_size is not None
-        and not isinstance(size, int)
-        and (frame_size[0] - frame_size[1]) * (size[0] - size[1]) < 0
-    )
-    return (size[1], size[0]) if turned else size
+    if frame_size is not None and not isinstance(size, int) and crosswise(frame_size, size):
+        return (size[1], size[0])
+    return size
 
 
 def default_video_context(source: str | os.PathLike | None) -> int:

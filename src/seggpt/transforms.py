@@ -42,6 +42,11 @@ def to_chw(array: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()
 
 
+def crosswise(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """True when one (height, width) is portrait and the other landscape: resizing one to the other squeezes it."""
+    return (a[0] - a[1]) * (b[0] - b[1]) < 0
+
+
 def resize_image(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Bicubic resize of (..., 3, H, W) in [0, 255], clamped back to [0, 255] (bicubic overshoots)."""
     if tuple(x.shape[-2:]) == tuple(size):

@@ -38,7 +38,7 @@ from torch import Tensor
 from seggpt.coloring import build_palette, paint
 from seggpt.io import read_image, read_mask
 from seggpt.modeling import SegGPT
-from seggpt.transforms import normalize, resize_image, resize_mask, to_chw
+from seggpt.transforms import crosswise, normalize, resize_image, resize_mask, to_chw
 from seggpt.video_io import MAX_DAVIS_ID, FrameSource, open_frames
 
 log = logging.getLogger(__name__)
@@ -359,13 +359,12 @@ class SegGPTVideoPredictor:
 
         model, device, dtype = self._source
         size = default_image_size(model, video=True, frame_size=frame_size)
-        size = (size, size) if isinstance(size, int) else size
-        if size is None or tuple(size) == self.image_size:
+        if size is None or isinstance(size, int) or size == self.image_size:  # another checkpoint's, or square
             return
         if size not in self._by_size:
             self._by_size[size] = SegGPTPredictor(model=model, device=device, dtype=dtype, image_size=size, video=True)
         self._by_size[size].threshold = self.predictor.threshold
-        self.predictor, self.image_size = self._by_size[size], tuple(size)
+        self.predictor, self.image_size = self._by_size[size], size
 
     def _check_size(self, labels: np.ndarray, what: str) -> None:
         if tuple(labels.shape) != self.frame_size:
@@ -406,7 +405,7 @@ def _warn_if_turned(frame_size: tuple[int, int], image_size: tuple[int, int]) ->
     """Warn when the frames are portrait and the model's size landscape (or the other way): each frame would be
     squeezed to the other shape (the embedded model segments video at 288x512, for 16:9 landscape)."""
     (fh, fw), (h, w) = frame_size, image_size
-    if (fh - fw) * (h - w) < 0:
+    if crosswise(frame_size, image_size):
         log.warning(
             "the frames are %d wide and %d high but the model segments them %d wide and %d high, squeezed to the "
             "other shape; --image-size %dx%d (height x width; image_size=(%d, %d)) keeps theirs",
