@@ -335,22 +335,31 @@ def test_the_embedded_model_propagates_video_at_its_video_size_and_context(weigh
     monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", (32, 64))
     monkeypatch.setattr(ck, "EMBEDDED_VIDEO_CONTEXT", 3)
 
-    def context(segmenter):  # what the app's video handler builds from the predictor it is given
-        return SegGPTVideoPredictor(predictor=segmenter._predictor_for_video((40, 80))).context
+    def clip(h, w):
+        frames = np.random.default_rng(0).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+        first = np.zeros((h, w), np.int64)
+        first[4:20, 4:20] = 1
+        return list(frames), first
 
     embedded = Segmenter(None, device="cpu")
     assert embedded.predictor.config.image_size == (48, 48)
-    landscape = embedded._predictor_for_video((40, 80))
-    assert landscape.config.image_size == (32, 64)
-    assert embedded._predictor_for_video((40, 80)) is landscape  # loaded once
-    assert embedded._predictor_for_video(None) is landscape
-    portrait = embedded._predictor_for_video((80, 40))
-    assert portrait.config.image_size == (64, 32)
-    assert embedded._predictor_for_video((90, 30)) is portrait
-    assert context(embedded) == 3
+    labels = embedded.run_video(*clip(40, 80), "instance")
+    assert [a.shape for a in labels] == [(40, 80)] * 2
+    video = embedded._video
+    landscape = video.predictor
+    assert landscape.config.image_size == (32, 64) and video.context == 3
+    embedded.run_video(*clip(80, 40), "instance")
+    assert video.predictor.config.image_size == (64, 32)  # portrait frames: the size turned
+    embedded.run_video(*clip(30, 90), "instance")
+    assert embedded._video is video and video.predictor is landscape  # each orientation loaded once
+    assert embedded.predictor.config.image_size == (48, 48)  # still images keep theirs
     explicit = Segmenter(None, device="cpu", image_size=32)
-    assert explicit._predictor_for_video((80, 40)) is explicit.predictor
-    assert context(explicit) == 3
+    explicit.run_video(*clip(80, 40), "instance")
+    assert explicit._video is None  # one model serves both
+    context = []
+    monkeypatch.setattr(SegGPTVideoPredictor, "propagate", lambda vp, *a, **k: context.append(vp.context) or [])
+    explicit.run_video([], np.zeros((4, 4), np.int64), "instance")
+    assert context == [3]
     # Video is read at the video threshold whichever predictor runs it; images keep theirs.
     monkeypatch.setattr(ck, "EMBEDDED_THRESHOLD", 0.35)
     monkeypatch.setattr(ck, "EMBEDDED_VIDEO_THRESHOLD", 0.45)
@@ -367,5 +376,7 @@ def test_the_embedded_model_propagates_video_at_its_video_size_and_context(weigh
     other = tmp_path / "other.safetensors"  # the same weights under another name: not the embedded model
     other.write_bytes(weights.read_bytes())
     plain = Segmenter(str(other), device="cpu")
-    assert plain._predictor_for_video((80, 40)) is plain.predictor
-    assert context(plain) == 8
+    seen = []
+    monkeypatch.setattr(SegGPTVideoPredictor, "propagate", lambda vp, *a, **k: seen.append(vp) or [])
+    plain.run_video([], np.zeros((4, 4), np.int64), "instance")
+    assert plain._video is None and seen[0].predictor is plain.predictor and seen[0].context == 8

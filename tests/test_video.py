@@ -291,6 +291,27 @@ def test_a_loaded_model_turns_its_video_size_to_each_videos_orientation(weights,
     assert len([r for r in caplog.records if "squeezed" in r.getMessage()]) == 1
 
 
+def test_a_loaded_model_runs_at_the_size_and_threshold_given(weights, monkeypatch):
+    """image_size and threshold reach the model a video predictor loads (a side or height x width); a predictor
+    passed in keeps its own threshold."""
+    import seggpt.checkpoint as ck
+
+    monkeypatch.setattr(ck, "EMBEDDED_WEIGHTS", weights)
+    monkeypatch.setattr(ck, "EMBEDDED_VIDEO_IMAGE_SIZE", (32, 64))
+    frames = np.random.default_rng(0).integers(0, 256, (3, 40, 80, 3), dtype=np.uint8)
+    first = np.zeros((40, 80), np.int64)
+    first[4:20, 4:30] = 1
+    for size, expected in (((16, 48), (16, 48)), (32, (32, 32))):
+        vp = SegGPTVideoPredictor(device="cpu", image_size=size, threshold=0.65)
+        assert (vp.image_size, vp.predictor.config.image_size, vp.threshold) == (expected, expected, 0.65)
+        assert run(vp, frames, first)[-1].shape == (40, 80)
+        assert vp.image_size == expected  # a given size is not turned
+    vp.threshold = 0.4
+    assert vp.predictor.threshold == 0.4
+    with pytest.raises(ValueError, match="give the predictor you pass its own threshold"):
+        SegGPTVideoPredictor(predictor=ColourKeyPredictor(), threshold=0.6)
+
+
 def test_bad_input_errors():
     frames, gt = synthetic_video(4)
     vp = SegGPTVideoPredictor(predictor=ColourKeyPredictor(), context=2)

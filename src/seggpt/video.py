@@ -150,7 +150,12 @@ class SegGPTVideoPredictor:
             "replace": the annotation is the whole truth for that frame.
         predictor: an image predictor with ``set_prompt_tensors`` and ``predict`` (default: a
             ``SegGPTPredictor`` built from ``model``, ``device`` and ``dtype``).
-        image_size: (h, w) of one image at model resolution; read from the predictor's model if not given.
+        image_size: (h, w) the model runs at. A model this loads is loaded at it; a given ``predictor`` must
+            run at it. None: the predictor's own, and for a model loaded from ``model`` (a path, a hub id or
+            None) its video size turned to each video's orientation at its first frame (the embedded model:
+            288x512 for landscape frames, 512x288 for portrait ones).
+        threshold: how the painted answer is read (:class:`seggpt.predictor.SegGPTPredictor`; None: the model's
+            video threshold). Only for a model this loads: give a ``predictor`` its own.
     """
 
     def __init__(
@@ -162,7 +167,8 @@ class SegGPTVideoPredictor:
         task: str = "instance",
         annotation_mode: AnnotationMode = "merge",
         predictor: FramePredictor | None = None,
-        image_size: tuple[int, int] | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        threshold: float | None = None,
     ) -> None:
         if context is not None and (int(context) != context or context < 0):
             raise ValueError(f"context (K, the number of recent frames kept) must be an integer >= 0, got {context}")
@@ -172,13 +178,19 @@ class SegGPTVideoPredictor:
             raise ValueError(f"annotation_mode must be 'merge' or 'replace', got {annotation_mode!r}")
         # A model this loads from a source runs at its video size (the embedded model: EMBEDDED_VIDEO_IMAGE_SIZE),
         # turned to each video's orientation at its first frame unless image_size is given.
+        if image_size is not None and not isinstance(image_size, (tuple, list)):
+            image_size = (int(image_size), int(image_size))
         self._source = None
         if predictor is None:
             from seggpt.predictor import SegGPTPredictor
 
-            predictor = SegGPTPredictor(model=model, device=device, dtype=dtype, video=True)
+            predictor = SegGPTPredictor(
+                model=model, device=device, dtype=dtype, image_size=image_size, video=True, threshold=threshold
+            )
             if image_size is None and not isinstance(model, torch.nn.Module):
                 self._source = (model, device, dtype)
+        elif threshold is not None:
+            raise ValueError("threshold is for a model this loads; give the predictor you pass its own threshold")
         self.predictor = predictor
         self.image_size = tuple(image_size) if image_size is not None else _model_image_size(predictor)
         self._by_size = {self.image_size: predictor}  # the loaded model at each orientation's size
@@ -212,6 +224,16 @@ class SegGPTVideoPredictor:
     def num_objects(self) -> int:
         """How many objects have been annotated so far (the palette size)."""
         return len(self._object_ids)
+
+    @property
+    def threshold(self) -> float | None:
+        """How the running predictor reads its painted answers; setting it sets the predictor's, and a size
+        turned to at a video's first frame keeps it."""
+        return getattr(self.predictor, "threshold", None)
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.predictor.threshold = value
 
     @property
     def object_ids(self) -> list[int]:

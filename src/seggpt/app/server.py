@@ -270,13 +270,14 @@ class Segmenter:
         device = resolve_device(device)
         from_source = isinstance(model, (str, Path, type(None)))
         # A model whose video size differs (the embedded model's EMBEDDED_VIDEO_IMAGE_SIZE) is loaded again at it
-        # for the first video. Predictors loaded from the source keep its recent frames for video, as `seggpt
-        # video` does (checkpoint.default_video_context).
+        # for the first video, by a video predictor of its own that turns that size to each video's orientation.
+        # Predictors loaded from the source keep its recent frames for video, as `seggpt video` does
+        # (checkpoint.default_video_context).
         own_video_size = (
             image_size is None and from_source and default_image_size(model, video=True) != default_image_size(model)
         )
         self._video_load = (model, device, dtype) if own_video_size else None
-        self._video_predictors: dict[Any, Any] = {}  # by video size: landscape and portrait
+        self._video: Any = None  # that video predictor, once the first video comes
         if model is None:
             self.weights_name = "embedded seggpt_small"
         elif isinstance(model, (str, Path)):
@@ -333,28 +334,17 @@ class Segmenter:
         """Propagate the first frame's objects through the video -> one (H, W) label map per frame."""
         from seggpt.video import SegGPTVideoPredictor
 
+        threshold = self.video_threshold if threshold is None else threshold
         with self._lock:
-            # This app's predictor (and its model), or one at the model's video size; the video predictor replaces
-            # its prompts frame by frame.
-            predictor = self._predictor_for_video(frames[0].shape[:2] if frames else None)
-            with _threshold_for(predictor, self.video_threshold if threshold is None else threshold):
-                vp = SegGPTVideoPredictor(predictor=predictor, task=task)
-                return [np.asarray(labels) for _, labels in vp.propagate(frames, first_masks=first_mask)]
-
-    def _predictor_for_video(self, frame_size: tuple[int, int] | None) -> Any:
-        if self._video_load is None:
-            return self.predictor
-        from seggpt.checkpoint import default_image_size
-
-        source, device, dtype = self._video_load
-        size = default_image_size(source, video=True, frame_size=frame_size)  # portrait frames: a portrait size
-        if size not in self._video_predictors:
-            from seggpt.predictor import SegGPTPredictor
-
-            self._video_predictors[size] = SegGPTPredictor(
-                model=source, device=device, dtype=dtype, image_size=size, video=True, threshold=self.video_threshold
-            )
-        return self._video_predictors[size]
+            if self._video_load is None:  # this app's predictor (and its model), at this request's threshold
+                with _threshold_for(self.predictor, threshold):
+                    vp = SegGPTVideoPredictor(predictor=self.predictor, task=task)
+                    return [np.asarray(labels) for _, labels in vp.propagate(frames, first_masks=first_mask)]
+            if self._video is None:
+                model, device, dtype = self._video_load
+                self._video = SegGPTVideoPredictor(model, device=device, dtype=dtype)
+            self._video.task, self._video.threshold = task, threshold
+            return [np.asarray(labels) for _, labels in self._video.propagate(frames, first_masks=first_mask)]
 
 
 @contextlib.contextmanager

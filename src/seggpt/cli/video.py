@@ -134,23 +134,14 @@ def run(args: argparse.Namespace) -> int:
         predictor = LearnedPromptVideo(model, args.prompt_file)
         frames = predictor.propagate(source)
     else:
-        from seggpt.checkpoint import default_image_size
-        from seggpt.predictor import SegGPTPredictor
-
         # The embedded model propagates at a finer size than it segments images, turned to portrait for portrait
         # frames (a learned prompt, above, keeps the size it was tuned at).
-        image_size = args.image_size
-        if image_size is None:
-            image_size = default_image_size(args.weights, video=True, frame_size=_frame_size(source))
         predictor = SegGPTVideoPredictor(
-            predictor=SegGPTPredictor(
-                args.weights,
-                device=device,
-                dtype=dtype,
-                image_size=image_size,
-                video=True,
-                threshold=args.threshold,
-            ),
+            args.weights,
+            device=device,
+            dtype=dtype,
+            image_size=args.image_size,
+            threshold=args.threshold,
             context=args.context,
             task=args.task,
             annotation_mode=args.annotation_mode,
@@ -179,9 +170,3 @@ def run(args: argparse.Namespace) -> int:
         f"({count / max(seconds, 1e-9):.2f} frames/s)" + (f"; overlay video {args.overlay_video}" if writer else "")
     )
     return 0
-
-
-def _frame_size(source) -> tuple[int, int] | None:
-    """(height, width) of the first frame (one frame decoded), or None for a source without frames."""
-    first = next(iter(source), None)
-    return None if first is None else tuple(first.shape[:2])
