@@ -308,6 +308,8 @@ def test_a_loaded_model_runs_at_the_size_and_threshold_given(weights, monkeypatc
         assert vp.image_size == expected  # a given size is not turned
     vp.threshold = 0.4
     assert vp.predictor.threshold == 0.4
+    with pytest.raises(ValueError, match="threshold"):
+        vp.threshold = 1.5
     with pytest.raises(ValueError, match="give the predictor you pass its own threshold"):
         SegGPTVideoPredictor(predictor=ColourKeyPredictor(), threshold=0.6)
 

@@ -233,7 +233,9 @@ class SegGPTVideoPredictor:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        self.predictor.threshold = value
+        from seggpt.predictor import check_threshold
+
+        self.predictor.threshold = check_threshold(value)
 
     @property
     def object_ids(self) -> list[int]:
