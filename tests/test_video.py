@@ -310,6 +310,10 @@ def test_a_loaded_model_runs_at_the_size_and_threshold_given(weights, monkeypatc
     assert vp.predictor.threshold == 0.4
     with pytest.raises(ValueError, match="threshold"):
         vp.threshold = 1.5
+    with pytest.raises(ValueError, match="task must be 'instance' or 'semantic'"):
+        vp.task = "panoptic"
+    with pytest.raises(ValueError, match="task must be 'instance' or 'semantic'"):
+        SegGPTVideoPredictor(model="no/such/checkpoint", task="panoptic")  # before anything loads
     with pytest.raises(ValueError, match="give the predictor you pass its own threshold"):
         SegGPTVideoPredictor(predictor=ColourKeyPredictor(), threshold=0.6)
 

@@ -172,8 +172,7 @@ class SegGPTVideoPredictor:
     ) -> None:
         if context is not None and (int(context) != context or context < 0):
             raise ValueError(f"context (K, the number of recent frames kept) must be an integer >= 0, got {context}")
-        if task not in ("instance", "semantic"):
-            raise ValueError(f"task must be 'instance' or 'semantic', got {task!r}")
+        self.task = task  # checked by the setter, before a model loads
         if annotation_mode not in ("merge", "replace"):
             raise ValueError(f"annotation_mode must be 'merge' or 'replace', got {annotation_mode!r}")
         # A model this loads from a source runs at its video size (the embedded model: EMBEDDED_VIDEO_IMAGE_SIZE),
@@ -199,7 +198,6 @@ class SegGPTVideoPredictor:
 
             context = getattr(predictor, "video_context", PAPER_VIDEO_CONTEXT)
         self.context = int(context)
-        self.task = task
         self.annotation_mode = annotation_mode
         self.reset()
 
@@ -224,6 +222,17 @@ class SegGPTVideoPredictor:
     def num_objects(self) -> int:
         """How many objects have been annotated so far (the palette size)."""
         return len(self._object_ids)
+
+    @property
+    def task(self) -> str:
+        """The task embedding the frames are segmented with: "instance" or "semantic"."""
+        return self._task
+
+    @task.setter
+    def task(self, value: str) -> None:
+        if value not in ("instance", "semantic"):
+            raise ValueError(f"task must be 'instance' or 'semantic', got {value!r}")
+        self._task = value
 
     @property
     def threshold(self) -> float | None:
