@@ -9,8 +9,9 @@ floating dtype. Everything else in the model stays in floating point. Two kernel
   output dtype and the MLP's GELU fused into the matmul (VNNI / AMX-int8 where the CPU has them). It takes one
   activation scale per call, so activations are quantised per sample (one call per entry of the batch), which
   keeps every sample's answer independent of the others in its batch.
-- ``int_mm`` (elsewhere): ``torch._int_mm`` with activations quantised per token, then rescaled; slower here
-  because the rescaling is separate passes over the output.
+- ``int_mm`` (elsewhere, and on x86 CPUs without VNNI, where oneDNN's int8 products saturate):
+  ``torch._int_mm`` with activations quantised per token, then rescaled; slower there because the rescaling is
+  separate passes over the output.
 
 Why not ``torch.ao.quantization.quantize_dynamic``: it is deprecated (it warns so at every call) and its
 weights are per tensor. Why not torchao: on the CPU its eager int8 path is ``torch._int_mm`` behind a tensor
@@ -19,6 +20,8 @@ measures both against this module (``--variants "int8 torch.ao query-only" "int8
 """
 
 from __future__ import annotations
+
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +34,13 @@ ACTIVATIONS = ("none", "gelu")
 
 
 def _onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+    """oneDNN's int8 kernel, where it computes exactly: x86 without VNNI forms its int8 products in saturating
+    int16 pairs (vpmaddubsw), and on such a CPU (AVX2 only) its answers were measured up to 0.3 off."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")):
+        return False
+    vnni = getattr(torch.cpu, "_is_vnni_supported", None)
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    return not (x86 and vnni is not None and not vnni())
 
 
 def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
