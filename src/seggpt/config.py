@@ -43,6 +43,10 @@ class SegGPTConfig:
     # channel norm, GELU, 1x1 conv). "fpn": upsampling x2 twice with the image encoder's stride-8 and stride-4
     # features (modeling.seggpt.FPNDecoder), then x4 bilinear; finer boundaries for the price of a few convs.
     decoder: str = "patch"
+    # The FPN decoder also reads, at strides 8 and 4, each query pixel's correspondence prior: the example's
+    # painted colours where the example's fine image features match it best (modeling.seggpt.correspondence_prior).
+    # It gives the decoder a full-resolution cue for things thinner than a token. Off in the released models.
+    fine_prior: bool = False
     # Transformer width, depth and heads (ViT-L: 1024, 24, 16).
     embed_dim: int = 1024
     depth: int = 24
@@ -102,6 +106,8 @@ class SegGPTConfig:
             problems.append(f"decoder must be 'patch' or 'fpn', got {self.decoder!r}")
         elif self.decoder == "fpn" and not self.image_encoder:
             problems.append("decoder 'fpn' needs the stride-4 and stride-8 features of an image_encoder")
+        if self.fine_prior and self.decoder != "fpn":
+            problems.append("fine_prior needs decoder 'fpn' (it is read with the image encoder's fine features)")
         if self.window_size < 0:
             problems.append(f"window_size must be >= 0, got {self.window_size}")
         if problems:

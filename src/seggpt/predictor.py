@@ -71,6 +71,7 @@ from seggpt.io import (
     save_rgb,
 )
 from seggpt.modeling import INSTANCE, SEMANTIC, SegGPT
+from seggpt.modeling.seggpt import correspondence_prior
 from seggpt.overlay import OVERLAY_ALPHA, contour_width, draw_overlay, overlay_colours
 from seggpt.transforms import denormalize, normalize, query_half, resize_image, resize_mask, stack_canvas, to_chw
 
@@ -594,6 +595,8 @@ class SegGPTPredictor:
         self._x_top: Tensor | None = None  # (P', Hp/2, Wp, C) patch embedding of the prompt images
         self._y: Tensor | None = None  # (P', Hp, Wp, C) patch embedding of the mask canvas (prompt mask twice)
         self._grid: tuple[int, int] | None = None
+        # With the correspondence prior: what a query reads of the prompts, (P', K, D) and (P', K, 3).
+        self._keys: tuple[Tensor, Tensor] | None = None
 
     # Prompts -----------------------------------------------------------------------------------------------
     def set_prompts(
@@ -718,8 +721,9 @@ class SegGPTPredictor:
         self.prompt_images = img.to(self.device, self.dtype)
         self.prompt_masks = msk.to(self.device, self.dtype)
         with torch.no_grad():
-            self._x_top = self.model.embed_images(self.prompt_images)[0]
+            self._x_top, skips = self.model.embed_images(self.prompt_images)
             y_top = self.model.patch_embed(self.prompt_masks)
+            self._keys = self.model.example_keys(skips[2], self.prompt_masks) if self.config.fine_prior else None
         # The mask canvas is the prompt mask above a copy of it (as the released code builds it); the copy's
         # patches are all replaced by the mask token, so its content never matters.
         self._y = torch.cat([y_top, y_top], dim=1)
@@ -782,12 +786,19 @@ class SegGPTPredictor:
                 x = torch.cat([self._x_top.repeat(t, 1, 1, 1), x_q.repeat_interleave(p, dim=0)], 1)
                 y = self._y.repeat(t, 1, 1, 1)
                 tokens = m.embed(x, y, m.query_mask(self.device), seg_type)
+                prior = None
                 if feature:  # the query half once per target (equal across its P canvases); one decode each
                     taps = m.forward_encoder_shared(tokens, p)
+                    if self._keys is not None:  # each target reads all P examples at once
+                        keys, values = (k.reshape(1, -1, k.shape[-1]).expand(t, -1, -1) for k in self._keys)
+                        prior = correspondence_prior(skips[2], keys, values)
                 else:
                     taps = m.forward_encoder(tokens)
                     skips = [s.repeat_interleave(p, dim=0) for s in skips]
-                out = m.forward_decoder(taps, query_only=True, skips=skips)
+                    if self._keys is not None:  # canvas (target i, example j) reads example j
+                        keys, values = (k.repeat(t, 1, 1) for k in self._keys)
+                        prior = correspondence_prior(skips[2], keys, values)
+                out = m.forward_decoder(taps, query_only=True, skips=skips, prior=prior)
             else:
                 images = stack_canvas(self.prompt_images.repeat(t, 1, 1, 1), q.repeat_interleave(p, dim=0))
                 masks = stack_canvas(self.prompt_masks, self.prompt_masks).repeat(t, 1, 1, 1)

@@ -397,37 +397,50 @@ class Block(nn.Module):
 
 
 class FuseUp(nn.Module):
-    """One step of the FPN decoder: upsample x2 (bilinear), concatenate the image features of that stride,
-    3x3 conv, channel LayerNorm, GELU."""
+    """One step of the FPN decoder: upsample x2 (bilinear), concatenate the image features of that stride (and
+    any ``extra`` maps, resized to it), 3x3 conv, channel LayerNorm, GELU."""
 
-    def __init__(self, in_chans: int, skip_chans: int, out_chans: int, eps: float) -> None:
+    def __init__(self, in_chans: int, skip_chans: int, out_chans: int, eps: float, extra_chans: int = 0) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_chans + skip_chans, out_chans, kernel_size=3, padding=1)
+        self.conv = nn.Conv2d(in_chans + skip_chans + extra_chans, out_chans, kernel_size=3, padding=1)
         self.norm = LayerNorm2d(out_chans, eps=eps)
         self.act = nn.GELU()
 
-    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.act(self.norm(self.conv(torch.cat([x, skip.to(x.dtype)], dim=1))))
+    def forward(self, x: Tensor, skip: Tensor, extra: Tensor | None = None) -> Tensor:
+        size = skip.shape[-2:]
+        parts = [F.interpolate(x, size=size, mode="bilinear", align_corners=False), skip.to(x.dtype)]
+        if extra is not None:
+            if extra.shape[-2:] != size:
+                extra = F.interpolate(extra, size=size, mode="bilinear", align_corners=False)
+            parts.append(extra.to(x.dtype))
+        return self.act(self.norm(self.conv(torch.cat(parts, dim=1))))
 
 
 class FPNDecoder(nn.Module):
     """Tokens at stride 16 -> painted pixels, through the image encoder's stride-8 and stride-4 features.
 
     Each image of the canvas is decoded on its own (the example and the query are different pictures), so
-    decoding only the query is exact. The 3-channel answer at stride 4 is upsampled x4 bilinearly.
+    decoding only the query is exact. The 3-channel answer at stride 4 is upsampled x4 bilinearly. With
+    ``prior_chans`` both steps also read a stride-8 prior map (the correspondence prior), upsampled to stride 4
+    for the second.
     """
 
-    def __init__(self, in_chans: int, skip_chans: tuple[int, int], dims: tuple[int, int, int], eps: float) -> None:
+    def __init__(
+        self, in_chans: int, skip_chans: tuple[int, int], dims: tuple[int, int, int], eps: float, prior_chans: int = 0
+    ) -> None:
         super().__init__()
         s4, s8 = skip_chans
-        self.fuse8 = FuseUp(dims[0], s8, dims[1], eps)
-        self.fuse4 = FuseUp(dims[1], s4, dims[2], eps)
+        self.prior_chans = prior_chans
+        self.fuse8 = FuseUp(dims[0], s8, dims[1], eps, prior_chans)
+        self.fuse4 = FuseUp(dims[1], s4, dims[2], eps, prior_chans)
         self.head = nn.Conv2d(dims[2], 3, kernel_size=1)
 
-    def forward(self, x: Tensor, skips: list[Tensor]) -> Tensor:
-        """x: (N, dims[0], h/16, w/16); skips: [(N, s4, h/4, w/4), (N, s8, h/8, w/8)] -> (N, 3, h, w)."""
-        s4, s8 = skips
-        x = self.fuse4(self.fuse8(x, s8), s4)
+    def forward(self, x: Tensor, skips: list[Tensor], prior: Tensor | None = None) -> Tensor:
+        """x: (N, dims[0], h/16, w/16); skips: [(N, s4, h/4, w/4), (N, s8, h/8, w/8)]; prior: (N, prior_chans,
+        h/8, w/8), or None for none found (zeros) -> (N, 3, h, w)."""
+        s4, s8 = skips[:2]
+        if self.prior_chans and prior is None:
+            prior = s8.new_zeros(s8.shape[0], self.prior_chans, *s8.shape[-2:])
+        x = self.fuse4(self.fuse8(x, s8, prior), s4, prior)
         out = self.head(x)
         return F.interpolate(out, scale_factor=4, mode="bilinear", align_corners=False)

@@ -23,6 +23,12 @@ FPN_DIMS = (128, 64)
 # EfficientNet-Lite was trained on pixels scaled to [-1, 1] ((x - 0.5) / 0.5 of [0, 1]); the canvases are in
 # ImageNet mean/std space. x_lite = x * (2 std) + (2 mean - 1) converts one into the other.
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# The correspondence prior (config.fine_prior): each query pixel at stride 8 reads the painted colours of its
+# PRIOR_TOPK most similar example pixels, softmax-weighted over cosine similarity at temperature PRIOR_TAU.
+# Its PRIOR_CHANS maps: that colour (3, normalised space) and how much of the weight found a pixel to read (1).
+PRIOR_TOPK, PRIOR_TAU, PRIOR_CHANS = 10, 0.1, 4
+# Similarities computed at once in one prior (query pixels x example pixels); more are taken in row chunks.
+PRIOR_CHUNK = 1 << 24
 
 
 def resize_abs_pos(pos_embed: Tensor, cls_slot: bool, grid: tuple[int, int]) -> Tensor:
@@ -35,6 +41,60 @@ def resize_abs_pos(pos_embed: Tensor, cls_slot: bool, grid: tuple[int, int]) -> 
         return table
     resized = F.interpolate(table.permute(0, 3, 1, 2).float(), size=grid, mode="bicubic", align_corners=False)
     return resized.permute(0, 2, 3, 1).to(pos_embed.dtype)
+
+
+def match_features(s8: Tensor, s16: Tensor) -> Tensor:
+    """Unit per-pixel descriptors at stride 8 for the correspondence prior: the image encoder's stride-8
+    features and its stride-16 features (bilinearly upsampled), each unit-normed, concatenated, unit-normed.
+    The fine features place a thing; the coarse ones say what it is. Not trained through (detached)."""
+    s8, s16 = s8.detach().float(), s16.detach().float()
+    up = F.interpolate(s16, size=s8.shape[-2:], mode="bilinear", align_corners=False)
+    return F.normalize(torch.cat([F.normalize(s8, dim=1), F.normalize(up, dim=1)], dim=1), dim=1)
+
+
+def correspondence_prior(query: Tensor, keys: Tensor, values: Tensor, valid: Tensor | None = None) -> Tensor:
+    """What the examples say about each query pixel, read off their best-matching pixels.
+
+    Args:
+        query: (N, D, h, w) unit descriptors of N query images (:func:`match_features`).
+        keys: (N, K, D) unit descriptors of the example pixels each query reads.
+        values: (N, K, 3) the painted mask at those pixels (normalised space).
+        valid: optional (N, K) bool: only these pixels may be read (the visible mask patches in training).
+
+    Returns:
+        (N, PRIOR_CHANS, h, w) float32: the softmax-weighted colour of the PRIOR_TOPK most similar valid example
+        pixels, and the weight that found one (1, or 0 where there was no valid pixel to read).
+    """
+    n, d, h, w = query.shape
+    if keys.shape[0] != n or keys.shape[2] != d or values.shape[:2] != keys.shape[:2]:
+        raise ValueError(
+            f"prior keys {tuple(keys.shape)} / values {tuple(values.shape)} do not fit {tuple(query.shape)}"
+        )
+    with torch.autocast(query.device.type, enabled=False):
+        q = query.float().flatten(2).transpose(1, 2)  # N hw D
+        keys, values = keys.float(), values.float()
+        k = min(PRIOR_TOPK, keys.shape[1])
+        rows = max(1, PRIOR_CHUNK // max(keys.shape[1], 1))
+        out = []
+        for start in range(0, h * w, rows):
+            sim = q[:, start : start + rows] @ keys.transpose(1, 2)  # N r K
+            if valid is not None:
+                sim = sim.masked_fill(~valid[:, None, :], -1e4)
+            top, idx = sim.topk(k, dim=-1)
+            weight = torch.softmax(top / PRIOR_TAU, dim=-1) * (top > -1e3)
+            picked = values[torch.arange(n, device=q.device)[:, None, None], idx]  # N r k 3
+            out.append(torch.cat([(weight[..., None] * picked).sum(2), weight.sum(-1, keepdim=True)], dim=-1))
+        return torch.cat(out, dim=1).transpose(1, 2).reshape(n, PRIOR_CHANS, h, w)
+
+
+def with_fine_prior(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A state dict of an FPN model without the correspondence prior, made to load into one with it: the two
+    decoder convs gain PRIOR_CHANS input channels of zero weight, so the model answers exactly as before."""
+    state = dict(state)
+    for key in ("decoder_pred.fuse8.conv.weight", "decoder_pred.fuse4.conv.weight"):
+        w = state[key]
+        state[key] = torch.cat([w, w.new_zeros(w.shape[0], PRIOR_CHANS, *w.shape[2:])], dim=1)
+    return state
 
 
 def _halves(canvas: Tensor) -> Tensor:
@@ -100,7 +160,13 @@ class SegGPT(nn.Module):
         if cfg.decoder == "fpn":
             self.decoder_embed = nn.Linear(c * len(cfg.out_indices), FPN_DIMS[0])
             chans = self.image_encoder.channels
-            self.decoder_pred = FPNDecoder(FPN_DIMS[0], (chans[0], chans[1]), (*FPN_DIMS, d), cfg.layer_norm_eps)
+            self.decoder_pred = FPNDecoder(
+                FPN_DIMS[0],
+                (chans[0], chans[1]),
+                (*FPN_DIMS, d),
+                cfg.layer_norm_eps,
+                prior_chans=PRIOR_CHANS if cfg.fine_prior else 0,
+            )
         else:
             self.decoder_embed = nn.Linear(c * len(cfg.out_indices), cfg.patch_size**2 * d)
             self.decoder_pred = nn.Sequential(
@@ -201,7 +267,8 @@ class SegGPT(nn.Module):
         """Single images (N, 3, h, w), normalised -> image tokens (N, h/p, w/p, C) and the decoder's skips.
 
         With an ``image_encoder`` the tokens are its stride-16 features projected to the width, and the skips are
-        its stride-4 and stride-8 features for the FPN decoder; otherwise the tokens are the patch embedding (the
+        its stride-4 and stride-8 features for the FPN decoder, then with ``fine_prior`` the descriptors the
+        correspondence prior matches (:func:`match_features`); otherwise the tokens are the patch embedding (the
         mask stream's embedding, shared as in the release) and there are no skips.
         """
         if self.image_encoder is None:
@@ -212,7 +279,46 @@ class SegGPT(nn.Module):
         x = images * scale + shift
         s4, s8, s16 = self.image_encoder(x)
         tokens = self.image_proj(s16).permute(0, 2, 3, 1)  # N C h/16 w/16 -> N h/16 w/16 C
-        return tokens, ([s4, s8] if self.config.decoder == "fpn" else [])
+        if self.config.decoder != "fpn":
+            return tokens, []
+        return tokens, ([s4, s8, match_features(s8, s16)] if self.config.fine_prior else [s4, s8])
+
+    # The correspondence prior ---------------------------------------------------------------------------
+    def example_keys(self, descriptors: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """Example images' descriptors (P, D, h/8, w/8) and their painted masks (P, 3, h, w) -> what a query reads:
+        keys (P, h/8 * w/8, D) and values (P, h/8 * w/8, 3), the mask averaged over each 8x8 cell."""
+        values = F.avg_pool2d(masks.float(), 8)
+        return descriptors.flatten(2).transpose(1, 2), values.flatten(2).transpose(1, 2)
+
+    def canvas_prior(self, descriptors: Tensor, masks: Tensor, bool_masked_pos: Tensor, num_prompts: int = 1) -> Tensor:
+        """The correspondence prior of every image of B canvases, (2B, PRIOR_CHANS, h/8, w/8), example first.
+
+        A query reads the visible mask pixels of the examples of the P canvases of its group (the feature
+        ensemble's; its own example when P = 1); an example reads its own canvas's query, where visible (in
+        training; at inference none is, and its prior is zero).
+
+        Args:
+            descriptors: (2B, D, h/8, w/8) from :meth:`embed_images` (the third skip).
+            masks: the mask canvases (B, 3, H, W).
+            bool_masked_pos: (B or 1, Hp * Wp) bool, True on masked patches.
+            num_prompts: P.
+        """
+        n, d, h, w = descriptors.shape
+        b, p = n // 2, num_prompts
+        keys, values = self.example_keys(descriptors, _halves(masks))
+        keys, values = keys.reshape(b, 2, h * w, d), values.reshape(b, 2, h * w, 3)
+        grid = bool_masked_pos.bool().reshape(-1, 2, h // 2, w // 2)
+        visible = ~grid.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).expand(b, 2, h, w).reshape(b, 2, -1)
+        own = descriptors.reshape(b, 2, d, h, w)
+        examples = correspondence_prior(own[:, 0], keys[:, 1], values[:, 1], visible[:, 1])
+        g = b // p
+        queries = correspondence_prior(
+            own[:, 1],
+            keys[:, 0].reshape(g, p * h * w, d).repeat_interleave(p, dim=0),
+            values[:, 0].reshape(g, p * h * w, 3).repeat_interleave(p, dim=0),
+            visible[:, 0].reshape(g, p * h * w).repeat_interleave(p, dim=0),
+        )
+        return torch.stack([examples, queries], dim=1).flatten(0, 1)
 
     def embed_canvas(self, canvas: Tensor) -> Tensor:
         """Patch-embed a canvas (B, 3, H, W) of two stacked images -> (B, Hp, Wp, C), one image at a time.
@@ -310,17 +416,20 @@ class SegGPT(nn.Module):
         return self.forward_encoder(tokens, num_prompts), skips
 
     # Decoder ------------------------------------------------------------------------------------------
-    def forward_decoder(self, taps: list[Tensor], query_only: bool = False, skips: list[Tensor] = ()) -> Tensor:
+    def forward_decoder(
+        self, taps: list[Tensor], query_only: bool = False, skips: list[Tensor] = (), prior: Tensor | None = None
+    ) -> Tensor:
         """Taps (B, Hp, Wp, C) each -> canvas (B, 3, H, W) in normalised space.
 
         With ``query_only`` only the lower half (B, 3, H/2, W) is decoded. It is exact: the 3x3 conv needs one
         pixel row above the boundary, so one token row of the prompt half is decoded and its pixels dropped.
         The FPN decoder decodes each image on its own; it needs the ``skips`` of the images it decodes: of all
         2B images of the canvases ((2B, ...), example before query, as :meth:`encode` returns them), or of the B
-        queries with ``query_only``.
+        queries with ``query_only``. With ``fine_prior`` it reads the ``prior`` of those images (from
+        :meth:`canvas_prior` or :func:`correspondence_prior`); None reads none found.
         """
         if self.config.decoder == "fpn":
-            return self._decode_fpn(torch.cat(taps, dim=-1), query_only, list(skips))
+            return self._decode_fpn(torch.cat(taps, dim=-1), query_only, list(skips), prior)
         p, d = self.config.patch_size, self.config.decoder_embed_dim
         h = torch.cat(taps, dim=-1)
         if query_only:
@@ -334,14 +443,18 @@ class SegGPT(nn.Module):
         out = out[:, :, p:] if query_only else out
         return out.contiguous()
 
-    def _decode_fpn(self, h: Tensor, query_only: bool, skips: list[Tensor]) -> Tensor:
+    def _decode_fpn(self, h: Tensor, query_only: bool, skips: list[Tensor], prior: Tensor | None) -> Tensor:
         b, hp, wp, _ = h.shape
         # B Hp Wp C -> the query halves, or 2B Hp/2 Wp C: every image of the canvas decoded on its own.
         h = h[:, hp // 2 :] if query_only else h.reshape(b * 2, hp // 2, wp, -1)
-        if len(skips) != 2 or skips[0].shape[0] != h.shape[0]:
+        if len(skips) < 2 or skips[0].shape[0] != h.shape[0]:
             got = [tuple(t.shape) for t in skips]
             raise ValueError(f"the FPN decoder needs the skips of the {h.shape[0]} images it decodes, got {got}")
-        out = self.decoder_pred(self.decoder_embed(h).permute(0, 3, 1, 2), skips)  # N 3 h w
+        if prior is not None and prior.shape[0] != h.shape[0]:
+            raise ValueError(
+                f"the FPN decoder needs the prior of the {h.shape[0]} images it decodes, got {prior.shape}"
+            )
+        out = self.decoder_pred(self.decoder_embed(h).permute(0, 3, 1, 2), skips[:2], prior)  # N 3 h w
         if query_only:
             return out
         return out.reshape(b, 2, *out.shape[1:]).transpose(1, 2).flatten(2, 3)  # B 3 (2 h) w
@@ -402,9 +515,11 @@ class SegGPT(nn.Module):
                 raise ValueError(f"batch of {b} is not a whole number of groups of {p} prompts")
         bool_masked_pos = bool_masked_pos.reshape(bool_masked_pos.shape[0], -1).bool()
         taps, skips = self.encode_with_skips(images, masks, bool_masked_pos, seg_type, p)
+        prior = self.canvas_prior(skips[2], masks, bool_masked_pos, p) if self.config.fine_prior else None
         if query_only and skips:
             skips = [t.reshape(b, 2, *t.shape[1:])[:, 1] for t in skips]
-        pred = self.forward_decoder(taps, query_only=query_only, skips=skips)
+            prior = None if prior is None else prior.reshape(b, 2, *prior.shape[1:])[:, 1]
+        pred = self.forward_decoder(taps, query_only=query_only, skips=skips, prior=prior)
         if return_loss:
             if query_only:
                 raise ValueError("return_loss needs the whole canvas; do not combine it with query_only")

@@ -75,5 +75,8 @@ class WithHead(nn.Module):
         self, images: Tensor, masks: Tensor, bool_masked_pos: Tensor, seg_type: Tensor, num_extra: int
     ) -> tuple[Tensor, Any]:
         taps, skips = self.model.encode_with_skips(images, masks, bool_masked_pos, seg_type)
-        pred = self.model.forward_decoder(taps, skips=skips)
+        prior = None
+        if self.model.config.fine_prior:
+            prior = self.model.canvas_prior(skips[2], masks, bool_masked_pos)
+        pred = self.model.forward_decoder(taps, skips=skips, prior=prior)
         return pred, self.head([t[t.shape[0] - num_extra :] for t in taps])

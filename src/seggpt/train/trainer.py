@@ -40,6 +40,7 @@ from seggpt.config import preset
 from seggpt.data.base import DataError, Source
 from seggpt.data.mixture import Mixture, StepSampler, TrainingSamples, collate
 from seggpt.modeling import SegGPT
+from seggpt.modeling.seggpt import with_fine_prior
 from seggpt.stopping import StopRequest
 from seggpt.train import distributed as D
 from seggpt.train.config import TrainConfig
@@ -163,6 +164,9 @@ def _build_model(cfg: TrainConfig) -> SegGPT:
     state, config = read_checkpoint(EMBEDDED_WEIGHTS if spec.init_from == "embedded" else spec.init_from)
     state, config = scale_resolution(state, config, spec.scale_resolution)
     arch = preset(spec.preset, **overrides) if spec.preset else config.replace(**overrides)
+    if arch.fine_prior and not config.fine_prior:
+        # The correspondence prior starts switched off: its decoder inputs get zero weights.
+        state = with_fine_prior(state)
     if arch.img_size != config.img_size and arch.patch_size == config.patch_size:
         # Another token grid: the relative position tables are resized (the position embedding is at run time).
         state, _ = set_image_size(state, config, arch.image_size)

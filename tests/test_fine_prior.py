@@ -1,0 +1,182 @@
+"""The correspondence prior of the FPN decoder (``config.fine_prior``): its arithmetic against a plain loop, the
+switched-off start it loads from an older model with, and the predictor's cached path against the whole canvas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import randomize_
+from seggpt.config import lite_small
+from seggpt.modeling import SegGPT
+from seggpt.modeling.efficientnet import FrozenBatchNorm2d
+from seggpt.modeling.seggpt import PRIOR_TAU, PRIOR_TOPK, correspondence_prior, with_fine_prior
+from seggpt.predictor import SegGPTPredictor
+
+
+def _lite(fine_prior: bool, seed: int = 0) -> SegGPT:
+    cfg = lite_small(
+        img_size=(128, 64), embed_dim=32, depth=2, num_heads=2, out_indices=(0, 1), merge_index=0, pretrain_img_size=64
+    )
+    torch.manual_seed(seed)
+    m = randomize_(SegGPT(cfg.replace(fine_prior=fine_prior)), std=0.1).eval()
+    with torch.no_grad():  # an encoder whose features differ from pixel to pixel (std 0.1 saturates it)
+        for mod in m.image_encoder.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.weight.normal_(0, 0.5 / mod.weight[0].numel() ** 0.5)
+            elif isinstance(mod, FrozenBatchNorm2d):
+                mod.weight.fill_(1.0)
+                mod.bias.zero_()
+                mod.running_mean.zero_()
+                mod.running_var.fill_(1.0)
+    return m
+
+
+def _loop_prior(query, keys, values, valid):
+    """One query pixel at a time, in float64: sort the valid keys by cosine similarity, softmax the best k."""
+    n, d, h, w = query.shape
+    out = np.zeros((n, 4, h, w))
+    for i in range(n):
+        ok = np.flatnonzero(valid[i])
+        for y in range(h):
+            for x in range(w):
+                if not len(ok):
+                    continue
+                sims = keys[i, ok] @ query[i, :, y, x]
+                best = np.argsort(-sims, kind="stable")[:PRIOR_TOPK]
+                e = np.exp((sims[best] - sims[best].max()) / PRIOR_TAU)
+                wgt = e / e.sum()
+                out[i, :3, y, x] = wgt @ values[i, ok[best]]
+                out[i, 3, y, x] = 1.0
+    return out
+
+
+def test_prior_equals_a_plain_loop():
+    g = torch.Generator().manual_seed(0)
+    n, d, h, w, k = 3, 6, 4, 5, 40
+    query = torch.nn.functional.normalize(torch.randn(n, d, h, w, generator=g), dim=1)
+    keys = torch.nn.functional.normalize(torch.randn(n, k, d, generator=g), dim=2)
+    values = torch.randn(n, k, 3, generator=g)
+    valid = torch.rand(n, k, generator=g) > 0.4
+    valid[1, :] = False  # nothing to read: a zero prior
+    valid[2, :] = False
+    valid[2, :4] = True  # fewer readable pixels than PRIOR_TOPK
+    got = correspondence_prior(query, keys, values, valid)
+    want = _loop_prior(query.double().numpy(), keys.double().numpy(), values.double().numpy(), valid.numpy())
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+    assert got[1].abs().max() == 0
+    torch.testing.assert_close(got[0, 3], torch.ones(h, w))
+    # Row chunks change nothing.
+    import seggpt.modeling.seggpt as modeling
+
+    old, modeling.PRIOR_CHUNK = modeling.PRIOR_CHUNK, 7 * k
+    try:
+        torch.testing.assert_close(correspondence_prior(query, keys, values, valid), got)
+    finally:
+        modeling.PRIOR_CHUNK = old
+
+
+def test_an_older_model_loads_switched_off():
+    """with_fine_prior: the model with the prior answers exactly as the one it was loaded from."""
+    old = _lite(False)
+    new = SegGPT(old.config.replace(fine_prior=True)).eval()
+    new.load_state_dict(with_fine_prior(old.state_dict()))
+    g = torch.Generator().manual_seed(2)
+    images, masks = torch.randn(2, 3, 128, 64, generator=g), torch.randn(2, 3, 128, 64, generator=g)
+    bmp, st = old.query_mask(), torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(new(images, masks, bmp, st), old(images, masks, bmp, st), rtol=0, atol=0)
+    with torch.no_grad():  # and the prior is read once its weights are not zero
+        new.decoder_pred.fuse8.conv.weight[:, -4:].normal_(0, 0.5)
+        assert (new(images, masks, bmp, st) - old(images, masks, bmp, st)).abs().max() > 1e-3
+
+
+def test_what_each_image_reads():
+    """Queries read their examples; at inference an example reads nothing (its query is all masked), in
+    training the visible patches of its own query."""
+    m = _lite(True)
+    g = torch.Generator().manual_seed(3)
+    images, masks = torch.randn(2, 3, 128, 64, generator=g), torch.randn(2, 3, 128, 64, generator=g)
+    _, skips = m.embed_image_canvas(images)
+    prior = m.canvas_prior(skips[2], masks, m.query_mask())  # (4, 4, 8, 8): example, query, example, query
+    assert prior.shape == (4, 4, 8, 8)
+    assert (prior[0::2] == 0).all()
+    torch.testing.assert_close(prior[1::2, 3], torch.ones(2, 8, 8))
+    # An example whose mask is one colour gives every query pixel that colour.
+    flat = masks.clone()
+    flat[:, :, :64] = torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
+    colours = m.canvas_prior(skips[2], flat, m.query_mask())[1::2, :3]
+    torch.testing.assert_close(colours, torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1).expand_as(colours))
+    # Block masking: the top-left token of the query visible, everything else of the query masked.
+    bmp = m.query_mask().clone()
+    bmp[0, 4 * 4] = False
+    prior = m.canvas_prior(skips[2], masks, bmp)
+    torch.testing.assert_close(prior[0::2, 3], torch.ones(2, 8, 8))
+    want = masks[:, :, 64:72, 0:8].mean(dim=(2, 3))  # the one readable cell: the visible token's first 8x8
+    readable = masks[:, :, 64:80, 0:16].reshape(2, 3, 2, 8, 2, 8).mean(dim=(3, 5)).flatten(2)  # its four cells
+    assert want.shape == (2, 3)
+    for b in range(2):  # every example pixel reads a mix of those four cells only
+        mix = prior[2 * b, :3].flatten(1)
+        lo, hi = readable[b].min(dim=1).values, readable[b].max(dim=1).values
+        assert (mix >= lo[:, None] - 1e-5).all() and (mix <= hi[:, None] + 1e-5).all()
+
+
+@pytest.mark.parametrize("ensemble, k", [("feature", 1), ("feature", 3), ("none", 3), ("spatial", 3)])
+def test_cached_path_equals_the_whole_canvas(ensemble, k):
+    m = _lite(True, seed=1)
+    with torch.no_grad():
+        m.decoder_pred.fuse8.conv.weight[:, -4:].normal_(0, 0.5)
+        m.decoder_pred.fuse4.conv.weight[:, -4:].normal_(0, 0.5)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40 + 3 * i, 50 - 2 * i, 3), dtype=np.uint8) for i in range(k)]
+    masks = []
+    for img in images:
+        a = np.zeros(img.shape[:2], np.int64)
+        a[5:20, 10:30] = 1
+        masks.append(a)
+    targets = [rng.integers(0, 256, (30 + 5 * i, 20 + 7 * i, 3), dtype=np.uint8) for i in range(3)]
+    predictor = SegGPTPredictor(m)
+    predictor.set_prompts(images, masks, ensemble=ensemble)
+    queries, _ = predictor.prepare_targets(targets)
+    fast = predictor.paint(queries)
+    torch.testing.assert_close(fast, predictor.paint(queries, cached=False), rtol=0, atol=1e-3)
+    # The prior is read: the same model without it answers otherwise.
+    off = SegGPT(m.config).eval()
+    off.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        off.decoder_pred.fuse8.conv.weight[:, -4:] = 0
+        off.decoder_pred.fuse4.conv.weight[:, -4:] = 0
+    other = SegGPTPredictor(off)
+    other.set_prompts(images, masks, ensemble=ensemble)
+    assert (other.paint(queries) - fast).abs().max() > 1.0
+
+
+def test_training_reaches_the_prior_weights_only_through_the_decoder():
+    m = _lite(True).train()
+    g = torch.Generator().manual_seed(4)
+    images, masks = torch.randn(2, 3, 128, 64, generator=g), torch.randn(2, 3, 128, 64, generator=g)
+    bmp = torch.rand(2, 32, generator=g) > 0.5
+    _, loss = m(images, masks, bmp, torch.zeros(2, dtype=torch.long), return_loss=True)
+    loss.backward()
+    assert m.decoder_pred.fuse8.conv.weight.grad[:, -4:].abs().sum() > 0
+    assert m.decoder_pred.fuse4.conv.weight.grad[:, -4:].abs().sum() > 0
+
+
+def test_training_from_the_shipped_model_starts_where_it_is():
+    """configs/experiments/embedded_fine_prior.yaml: init_from the embedded model with the prior switched on
+    builds a model that answers exactly as the shipped one (its prior inputs at zero weight)."""
+    from seggpt.checkpoint import load_model
+    from seggpt.train import load_config
+    from seggpt.train.trainer import build_model
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs/experiments/embedded_fine_prior.yaml")
+    new = build_model(cfg).eval()
+    shipped = load_model(device="cpu", image_size=new.config.image_size[0]).eval()
+    assert new.config.fine_prior and not shipped.config.fine_prior
+    g = torch.Generator().manual_seed(5)
+    images, masks = torch.randn(1, 3, 384, 192, generator=g), torch.randn(1, 3, 384, 192, generator=g)
+    bmp, st = new.query_mask(), torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(new(images, masks, bmp, st), shipped(images, masks, bmp, st), rtol=0, atol=1e-5)
