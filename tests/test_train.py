@@ -212,6 +212,17 @@ def test_bf16_and_grad_checkpointing(tmp_path):
     assert abs(bf16.last_loss - fp32.last_loss) < 0.1 * fp32.last_loss
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_that_emulates_it_warns(tmp_path, monkeypatch, caplog, native):
+    import seggpt.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger="seggpt.train.trainer"):
+        train(load_config(None, tiny_overrides(tmp_path / "a", steps=1, precision="bf16")))
+    warned = [r.message for r in caplog.records if "emulated" in r.getMessage()]
+    assert len(warned) == (0 if native else 1)
+
+
 def test_stop_and_resume_in_process_is_exact(tmp_path):
     over = {"model.overrides": "{drop_path_rate: 0.2}", "data.masking.half_prob": 0.5, "steps": 6}
     ref = train(load_config(None, tiny_overrides(tmp_path / "ref", **over)))

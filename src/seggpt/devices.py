@@ -94,9 +94,14 @@ def parse_dtype(dtype: str | torch.dtype, device: str | torch.device | None = No
     return dtype
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX; torch.cpu's own cpuinfo checks). Without
+    them oneDNN emulates it: no faster than float32 for inference, ten times slower for training here."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def int8_compute_dtype() -> torch.dtype:
     """The precision of everything but the linear layers in an int8 model: bfloat16 where the CPU computes it
-    natively (AVX512-BF16 or AMX), else float32 (without them oneDNN emulates bf16, no faster than float32)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own (cpuinfo) checks
-    native = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-    return torch.bfloat16 if native else torch.float32
+    natively (:func:`cpu_has_bf16`), else float32."""
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32

@@ -39,6 +39,7 @@ from seggpt.checkpoint import EMBEDDED_WEIGHTS, read_checkpoint, save_native, sc
 from seggpt.config import preset
 from seggpt.data.base import DataError, Source
 from seggpt.data.mixture import Mixture, StepSampler, TrainingSamples, collate
+from seggpt.devices import cpu_has_bf16
 from seggpt.modeling import SegGPT
 from seggpt.modeling.seggpt import with_fine_prior
 from seggpt.stopping import StopRequest
@@ -425,6 +426,11 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: 
     autocast = (
         torch.autocast(info.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
     )
+    if cfg.precision == "bf16" and info.device.type == "cpu" and not cpu_has_bf16():
+        log.warning(
+            "precision bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated here, measured ten times slower "
+            "than fp32 on an AVX2-only CPU; set precision: fp32 (precision=fp32 on the command line)"
+        )
     bar = None
     if progress and info.is_main:
         from tqdm import tqdm
