@@ -422,15 +422,22 @@ class FPNDecoder(nn.Module):
     Each image of the canvas is decoded on its own (the example and the query are different pictures), so
     decoding only the query is exact. The 3-channel answer at stride 4 is upsampled x4 bilinearly. With
     ``prior_chans`` both steps also read a stride-8 prior map (the correspondence prior), upsampled to stride 4
-    for the second.
+    for the second, times ``prior_gain``: its weights start at zero in a trained model, and the gain makes them
+    learn that many times faster than the rest (AdamW moves every weight by about the learning rate).
     """
 
     def __init__(
-        self, in_chans: int, skip_chans: tuple[int, int], dims: tuple[int, int, int], eps: float, prior_chans: int = 0
+        self,
+        in_chans: int,
+        skip_chans: tuple[int, int],
+        dims: tuple[int, int, int],
+        eps: float,
+        prior_chans: int = 0,
+        prior_gain: float = 1.0,
     ) -> None:
         super().__init__()
         s4, s8 = skip_chans
-        self.prior_chans = prior_chans
+        self.prior_chans, self.prior_gain = prior_chans, prior_gain
         self.fuse8 = FuseUp(dims[0], s8, dims[1], eps, prior_chans)
         self.fuse4 = FuseUp(dims[1], s4, dims[2], eps, prior_chans)
         self.head = nn.Conv2d(dims[2], 3, kernel_size=1)
@@ -441,6 +448,8 @@ class FPNDecoder(nn.Module):
         s4, s8 = skips[:2]
         if self.prior_chans and prior is None:
             prior = s8.new_zeros(s8.shape[0], self.prior_chans, *s8.shape[-2:])
+        elif prior is not None and self.prior_gain != 1.0:
+            prior = prior * self.prior_gain
         x = self.fuse4(self.fuse8(x, s8, prior), s4, prior)
         out = self.head(x)
         return F.interpolate(out, scale_factor=4, mode="bilinear", align_corners=False)

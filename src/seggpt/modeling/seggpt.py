@@ -27,6 +27,10 @@ _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # PRIOR_TOPK most similar example pixels, softmax-weighted over cosine similarity at temperature PRIOR_TAU.
 # Its PRIOR_CHANS maps: that colour (3, normalised space) and how much of the weight found a pixel to read (1).
 PRIOR_TOPK, PRIOR_TAU, PRIOR_CHANS = 10, 0.1, 4
+# The decoder reads the prior times PRIOR_GAIN (layers.FPNDecoder): its weights, zero in a model it is added to,
+# then learn ten times faster than the decoder's others. With a gain of 1 they stayed at a fifteenth of the
+# others' size in 300 steps (docs/embedded-model.md).
+PRIOR_GAIN = 10.0
 # Similarities computed at once in one prior (query pixels x example pixels); more are taken in row chunks.
 PRIOR_CHUNK = 1 << 24
 
@@ -166,6 +170,7 @@ class SegGPT(nn.Module):
                 (*FPN_DIMS, d),
                 cfg.layer_norm_eps,
                 prior_chans=PRIOR_CHANS if cfg.fine_prior else 0,
+                prior_gain=PRIOR_GAIN,
             )
         else:
             self.decoder_embed = nn.Linear(c * len(cfg.out_indices), cfg.patch_size**2 * d)
