@@ -163,20 +163,22 @@ def test_training_reaches_the_prior_weights_only_through_the_decoder():
     assert m.decoder_pred.fuse4.conv.weight.grad[:, -4:].abs().sum() > 0
 
 
-def test_training_from_the_shipped_model_starts_where_it_is():
-    """configs/experiments/embedded_fine_prior.yaml: init_from the embedded model with the prior switched on
-    builds a model that answers exactly as the shipped one (its prior inputs at zero weight)."""
-    from seggpt.checkpoint import load_model
+def test_training_adds_the_prior_to_a_model_without_it(tmp_path):
+    """configs/experiments/embedded_fine_prior.yaml: init_from a checkpoint without the prior, the prior switched on in the config,
+    builds a model that answers exactly as the checkpoint does (its prior inputs at zero weight)."""
+    from seggpt.checkpoint import load_model, save_native
     from seggpt.train import load_config
     from seggpt.train.trainer import build_model
 
-    root = __import__("pathlib").Path(__file__).resolve().parents[1]
-    cfg = load_config(root / "configs/experiments/embedded_fine_prior.yaml")
+    old = _lite(False)
+    save_native(old, tmp_path / "stage4.safetensors")
+    cfg = load_config(None, ["model.preset=None", f"model.init_from={tmp_path / 'stage4.safetensors'}"])
+    cfg.model.overrides["fine_prior"] = True
     new = build_model(cfg).eval()
-    shipped = load_model(device="cpu", image_size=new.config.image_size[0]).eval()
-    assert new.config.fine_prior and not shipped.config.fine_prior
+    stored = load_model(tmp_path / "stage4.safetensors", device="cpu").eval()
+    assert new.config.fine_prior and not stored.config.fine_prior
     g = torch.Generator().manual_seed(5)
-    images, masks = torch.randn(1, 3, 384, 192, generator=g), torch.randn(1, 3, 384, 192, generator=g)
+    images, masks = torch.randn(1, 3, 128, 64, generator=g), torch.randn(1, 3, 128, 64, generator=g)
     bmp, st = new.query_mask(), torch.zeros(1, dtype=torch.long)
     with torch.no_grad():
-        torch.testing.assert_close(new(images, masks, bmp, st), shipped(images, masks, bmp, st), rtol=0, atol=1e-5)
+        torch.testing.assert_close(new(images, masks, bmp, st), stored(images, masks, bmp, st), rtol=0, atol=1e-6)
