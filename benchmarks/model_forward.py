@@ -155,8 +155,6 @@ def shared_ensemble(model, images, masks, qmask, seg):
     it: the query embedded, encoded and decoded once -> (1, 3, h, w)."""
     import torch
 
-    from seggpt.modeling.seggpt import correspondence_prior
-
     p, h = images.shape[0], images.shape[2] // 2
     x_p, prompt_skips = model.embed_images(images[:, :, :h])
     x_q, skips = model.embed_images(images[:1, :, h:])
@@ -164,8 +162,7 @@ def shared_ensemble(model, images, masks, qmask, seg):
     tokens = model.embed(x, model.embed_canvas(masks), qmask.expand(p, -1), seg)
     prior = None
     if model.config.fine_prior:  # the query reads all P examples at once
-        keys, values = model.example_keys(prompt_skips[2], masks[:, :, :h])
-        prior = correspondence_prior(skips[2], keys.reshape(1, -1, keys.shape[-1]), values.reshape(1, -1, 3))
+        prior = model.ensemble_prior(skips[2], *model.example_keys(prompt_skips[2], masks[:, :, :h]))
     taps = model.forward_encoder_shared(tokens, p)
     return model.forward_decoder(taps, query_only=True, skips=skips, prior=prior)
 

@@ -790,8 +790,7 @@ class SegGPTPredictor:
                 if feature:  # the query half once per target (equal across its P canvases); one decode each
                     taps = m.forward_encoder_shared(tokens, p)
                     if self._keys is not None:  # each target reads all P examples at once
-                        keys, values = (k.reshape(1, -1, k.shape[-1]).expand(t, -1, -1) for k in self._keys)
-                        prior = correspondence_prior(skips[2], keys, values)
+                        prior = m.ensemble_prior(skips[2], *self._keys)
                 else:
                     taps = m.forward_encoder(tokens)
                     skips = [s.repeat_interleave(p, dim=0) for s in skips]

@@ -295,6 +295,13 @@ class SegGPT(nn.Module):
         values = F.avg_pool2d(masks.float(), 8)
         return descriptors.flatten(2).transpose(1, 2), values.flatten(2).transpose(1, 2)
 
+    def ensemble_prior(self, descriptors: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+        """The prior of T queries (T, D, h/8, w/8) that each read all P examples at once (the feature ensemble):
+        keys (P, K, D) and values (P, K, 3) from :meth:`example_keys` -> (T, PRIOR_CHANS, h/8, w/8)."""
+        t = descriptors.shape[0]
+        keys, values = (k.reshape(1, -1, k.shape[-1]).expand(t, -1, -1) for k in (keys, values))
+        return correspondence_prior(descriptors, keys, values)
+
     def canvas_prior(self, descriptors: Tensor, masks: Tensor, bool_masked_pos: Tensor, num_prompts: int = 1) -> Tensor:
         """The correspondence prior of every image of B canvases, (2B, PRIOR_CHANS, h/8, w/8), example first.
 
