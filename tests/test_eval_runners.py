@@ -3,6 +3,7 @@ the images (see eval_fixtures.py), so every expected score is worked out by hand
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from eval_fixtures import (
@@ -263,6 +264,67 @@ def test_davis2017(tmp_path):
     assert r.metrics["J-Decay"] == pytest.approx(25.0)
     assert r.metrics["F-Recall"] == pytest.approx(200 / 3)
     assert r.details["objects"] == 4
+
+
+# CamVid --------------------------------------------------------------------------------------------------
+def _write_camvid(root, red_classes):
+    """Six training and two val images, 4 x 24: columns 2c..2c+1 hold class c (0..10), the last two void. An
+    image's red channel is 255 over the classes in ``red_classes[stem]`` and over the void columns, else 0: the
+    fake predictor paints just those, whichever class it is asked for."""
+    ids = np.repeat(np.minimum(np.arange(24) // 2, 11)[None], 4, axis=0)
+    stems = {"train": [f"t{i}" for i in range(6)], "val": ["v0", "v1"]}
+    for split, names in stems.items():
+        for stem in names:
+            red = np.where(np.isin(ids, list(red_classes.get(stem, ())) + [11]), 255, 0)
+            save_png(root / split / f"{stem}.png", rgb_from_red(red))
+            save_png(root / f"{split}annot" / f"{stem}.png", ids)
+    return root
+
+
+def test_camvid_val_targets_and_void_ignored(tmp_path):
+    data = _write_camvid(tmp_path / "camvid", {"v0": [0], "v1": [0]})
+    pred = FakePredictor()
+    r = evaluate("camvid", pred, data)
+    # Every class is asked once; only class 0 is painted where it is (void columns painted too, but ignored):
+    # IoU 1 for class 0, 0 for the other 10.
+    assert len(pred.calls) == 11
+    assert r.metrics["mIoU"] == pytest.approx(100 / 11)
+    assert r.details["class_iou"]["sky"] == pytest.approx(100.0)
+    assert r.protocol["targets"] == "val (2 images)"
+    assert all(stem.startswith("t") for stems in r.protocol["examples"].values() for stem in stems)
+
+
+def test_camvid_split_file_takes_targets_from_train(tmp_path):
+    data = _write_camvid(tmp_path / "camvid", {"t1": [0, 3], "t4": [0, 3]})
+    split = tmp_path / "dev.txt"
+    split.write_text("t4\nt1\n")
+    r = evaluate("camvid", FakePredictor(), data, EvalOptions(split_file=split, seed=3))
+    # Targets t1 and t4 (val, painted nowhere, would score 0): every answer paints the sky and road columns, so
+    # sky and road each get IoU 2/4 and the rest 0.
+    assert r.details["class_iou"]["sky"] == pytest.approx(50.0)
+    assert r.details["class_iou"]["road"] == pytest.approx(50.0)
+    assert r.metrics["mIoU"] == pytest.approx(100 / 11)
+    assert "2 images" in r.protocol["targets"]
+    examples = {stem for stems in r.protocol["examples"].values() for stem in stems}
+    assert examples and examples.isdisjoint({"t1", "t4"})
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"), [("t1\nnope\n", "not in"), ("".join(f"t{i}\n" for i in range(6)), "some but not all")]
+)
+def test_camvid_bad_split_file(tmp_path, lines, message):
+    data = _write_camvid(tmp_path / "camvid", {})
+    split = tmp_path / "dev.txt"
+    split.write_text(lines)
+    with pytest.raises(ValueError, match=message):
+        evaluate("camvid", FakePredictor(), data, EvalOptions(split_file=split))
+
+
+def test_camvid_dev_split_is_shipped():
+    from pathlib import Path
+
+    lines = (Path(__file__).parents[1] / "configs" / "splits" / "camvid_dev.txt").read_text().split()
+    assert len(lines) == 92 and len(set(lines)) == 92
 
 
 # CVC-ClinicDB and folders --------------------------------------------------------------------------------

@@ -6,6 +6,12 @@ images are drawn with the seed (default 0) from the training split among those w
 segments that class in every image of the validation split (101 images). Per class, foreground intersection and
 union are summed over the targets (void pixels ignored); mIoU is their mean over the 11 classes, the few-shot
 convention of FSS-1000 and COCO-20i (SEGGPT.md section 7).
+
+With ``--split-file`` (one training image stem a line) the targets are those training images instead and the
+examples come from the rest of the training split: a development protocol that leaves the validation split
+untouched, for choosing between candidates (``configs/splits/camvid_dev.txt``: every 4th training image, 92
+targets, examples from the other 275). Models trained on CamVid train have seen its targets, so it measures
+fit, not transfer.
 """
 
 from __future__ import annotations
@@ -70,10 +76,30 @@ def choose_examples(train: list[tuple[Path, Path]], shots: int, seed: int) -> di
     return out
 
 
+def split_pairs(data: Path, split_file: Path | None) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """(example pool, targets): train and val, or with ``split_file`` the training images it names as targets and
+    the other training images as the pool."""
+    train = _split(data, "train")
+    if split_file is None:
+        return train, _split(data, "val")
+    if not Path(split_file).is_file():
+        raise FileNotFoundError(f"--split-file {split_file} not found")
+    wanted = [ln.split()[0] for ln in Path(split_file).read_text().splitlines() if ln.strip()]
+    by_stem = {img.stem: (img, ann) for img, ann in train}
+    unknown = [w for w in wanted if w not in by_stem]
+    if unknown:
+        raise ValueError(f"{split_file} names {len(unknown)} stem(s) not in {data / 'train'}: {unknown[:3]}")
+    chosen = set(wanted)
+    pool = [pair for pair in train if pair[0].stem not in chosen]
+    if not wanted or not pool:
+        raise ValueError(f"{split_file} must name some but not all of the {len(train)} training images")
+    return pool, [by_stem[w] for w in sorted(chosen)]
+
+
 def collect(predictor: Any, data: Path, options: EvalOptions, shard: Shard, progress: bool) -> dict:
     seed = SEED if options.seed is None else options.seed
-    examples = choose_examples(_split(data, "train"), options.shots, seed)
-    targets = _split(data, "val")
+    pool, targets = split_pairs(data, options.split_file)
+    examples = choose_examples(pool, options.shots, seed)
     targets = targets[: options.limit] if options.limit else targets
     images = {img: read_rgb(img) for img, _ in targets}
     truth = {img: _labels(ann) for img, ann in targets}
@@ -101,6 +127,7 @@ def collect(predictor: Any, data: Path, options: EvalOptions, shard: Shard, prog
         "meter": meter,
         "examples": {CLASSES[c]: [p.stem for p, _ in v] for c, v in examples.items()},
         "targets": len(targets),
+        "target_split": "val" if options.split_file is None else f"train images in {options.split_file}",
     }
 
 
@@ -113,8 +140,8 @@ def summarize(states: list[Any], options: EvalOptions) -> BenchmarkResult:
     details = {"class_iou": {CLASSES[i]: 100 * float(v) for i, v in enumerate(ious[1])}}
     protocol = {
         "examples": states[0]["examples"],
-        "example_split": "train",
-        "targets": f"val ({states[0]['targets']} images)",
+        "example_split": "train" if options.split_file is None else "train, less the targets",
+        "targets": f"{states[0].get('target_split', 'val')} ({states[0]['targets']} images)",
         "shots": options.shots,
         "seed": SEED if options.seed is None else options.seed,
         "min_example_area": MIN_EXAMPLE_AREA,
@@ -130,6 +157,6 @@ BENCHMARK = register(
         LAYOUT,
         collect,
         summarize,
-        check=lambda data, options: _split(data, "val") and None,
+        check=lambda data, options: split_pairs(data, options.split_file) and None,
     )
 )
