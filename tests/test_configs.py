@@ -72,6 +72,18 @@ def test_split_files_are_disjoint_and_cover_the_set(name):
     assert {p.stem if p.is_file() else p.name for p in folder.iterdir()} == set(train) | set(val)
 
 
+def test_dev_lists_are_training_images():
+    """The lists candidates are chosen on (make dev-results) hold training images only, never validation ones."""
+    kvasir = (ROOT / "configs/splits/kvasir_dev.txt").read_text().split()
+    assert len(kvasir) == len(set(kvasir)) == 100
+    assert set(kvasir) <= set((ROOT / "configs/splits/kvasir_train.txt").read_text().split())
+    camvid = (ROOT / "configs/splits/camvid_dev.txt").read_text().split()
+    folder = ROOT.parent / "shared" / "data" / "camvid" / "train"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not here")
+    assert set(camvid) <= {p.stem for p in folder.iterdir()}
+
+
 def test_the_synthcontext_recipe_chains_stage_to_stage():
     """projects/synthcontext: the old embedded model's four stages start where the last ended, run in order."""
     project = ROOT / "projects/synthcontext"
