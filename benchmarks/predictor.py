@@ -21,8 +21,8 @@ agreement here would prove nothing. ``--weights CKPT`` benchmarks a real checkpo
 ``--dtype bf16|int8`` runs the seggpt predictor on a copy of the model in that precision (the peer stays fp32) and
 adds the share of target pixels whose label it gives as the fp32 predictor does (meaningful with real weights).
 
-    python benchmarks/predictor.py [--preset vit_small | --weights CKPT] [--targets 32] [--batch-size 8]
-                                   [--repeat 1] [--threads 2] [--dtype fp32]
+    python benchmarks/predictor.py [--preset vit_small | --weights CKPT [--image-size 256]] [--targets 32]
+                                   [--batch-size 8] [--repeat 1] [--threads 2] [--dtype fp32]
 """
 
 from __future__ import annotations
@@ -105,6 +105,13 @@ def main() -> None:
         default=None,
         help="a checkpoint to benchmark instead of random --preset weights ('embedded': the packaged model)",
     )
+    ap.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="with --weights: the side to run it at (a candidate file otherwise runs at its training size; "
+        "the embedded model at 256)",
+    )
     ap.add_argument("--targets", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=1)
@@ -121,7 +128,8 @@ def main() -> None:
     from seggpt.modeling import SegGPT
 
     if args.weights:
-        model = load_model(None if args.weights == "embedded" else args.weights, device="cpu")
+        source = None if args.weights == "embedded" else args.weights
+        model = load_model(source, device="cpu", image_size=args.image_size)
         cfg, name = model.config, args.weights
     else:
         try:
