@@ -7,8 +7,6 @@ released code, because the feature ensemble and the relative position terms both
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -171,46 +169,8 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: Tensor) -> Tensor:
     return rel_pos[relative.long()]
 
 
-# Logits held at once by the CPU's decomposed-bias attention (attend_rel_terms): a few MB, so that adding the
-# relative terms, the softmax and the product with the values run in cache. Heads are taken in groups of that size.
-CPU_ATTENTION_CHUNK = 1 << 19
-
-
-@dataclass(frozen=True)
-class RelTerms:
-    """The decomposed relative position bias of attention over a key grid (Hk, Wk): for query q and key
-    (kh, kw), bias[q, kh * Wk + kw] = h[q, kh] + w[q, kw].
-
-    Attributes:
-        h: (B, nh, Lq, Hk) the row terms.
-        w: (B, nh, Lq, Wk) the column terms.
-    """
-
-    h: Tensor
-    w: Tensor
-
-    def dense(self) -> Tensor:
-        """The bias itself, (B, nh, Lq, Hk * Wk): a matmul of the terms against the one-hot key row and column,
-        the same sums as a broadcast add but faster in bf16 (0.07 vs 0.14 s per ViT-L block on one core), and
-        accumulated in fp32 by the matmul."""
-        hk, wk = self.h.shape[-1], self.w.shape[-1]
-        rows = torch.arange(hk, device=self.h.device).repeat_interleave(wk)
-        cols = torch.arange(wk, device=self.h.device).repeat(hk)
-        onehot = torch.cat([F.one_hot(rows, hk), F.one_hot(cols, wk)], dim=1).to(self.h.dtype)  # (Hk Wk, Hk + Wk)
-        return torch.cat([self.h, self.w], dim=-1) @ onehot.T
-
-    def key_rows(self, start: int, stop: int) -> RelTerms:
-        """The terms for the keys of grid rows start .. stop - 1 only."""
-        return RelTerms(self.h[..., start:stop], self.w)
-
-    def repeat_interleave(self, repeats: int) -> RelTerms:
-        return RelTerms(self.h.repeat_interleave(repeats, dim=0), self.w.repeat_interleave(repeats, dim=0))
-
-
-def rel_pos_terms(
-    q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[int, int], first_row: int = 0
-) -> RelTerms:
-    """Decomposed relative position terms of attention over the whole grid.
+def rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[int, int], first_row: int = 0) -> Tensor:
+    """Decomposed relative position terms as an additive attention bias.
 
     Args:
         q: unscaled queries (B, nh, Hq * Wq, hd) of the grid rows first_row .. first_row + Hq - 1 (all of them
@@ -220,7 +180,7 @@ def rel_pos_terms(
         first_row: the grid row of q's first row.
 
     Returns:
-        :class:`RelTerms` with h[q, kh] = q . Rh[qh - kh] and w[q, kw] = q . Rw[qw - kw].
+        (B, nh, Hq * Wq, Hp * Wp) with bias[q, k] = q . Rh[qh - kh] + q . Rw[qw - kw].
     """
     h, w = size
     b, nh, lq, hd = q.shape
@@ -230,44 +190,14 @@ def rel_pos_terms(
     r_q = q.reshape(b, nh, hq, w, hd)
     rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh)  # B nh Hq Wq Hk
     rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw)  # B nh Hq Wq Wk
-    return RelTerms(rel_h.reshape(b, nh, lq, h), rel_w.reshape(b, nh, lq, w))
-
-
-def rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[int, int], first_row: int = 0) -> Tensor:
-    """Decomposed relative position terms as an additive attention bias, (B, nh, Hq * Wq, Hp * Wp) with
-    bias[q, k] = q . Rh[qh - kh] + q . Rw[qw - kw]; arguments as :func:`rel_pos_terms`."""
-    return rel_pos_terms(q, rel_pos_h, rel_pos_w, size, first_row).dense()
-
-
-def attend_rel_terms(
-    q: Tensor, k: Tensor, v: Tensor, terms: RelTerms, scale: float, with_lse: bool = False
-) -> Tensor | tuple[Tensor, Tensor]:
-    """softmax(q k^T * scale + bias) v with the bias given by its terms, never built whole: heads are taken a
-    few at a time (:data:`CPU_ATTENTION_CHUNK` logits), the row and column terms added to their logits in place
-    and the softmax taken there. On a CPU in float32 this runs about twice as fast as the fused kernel given the
-    whole bias, most of whose time goes to building and reading it (benchmarks/model_forward.py). No autograd
-    (in-place work); with ``with_lse`` also each row's log-sum-exp (B, nh, Lq)."""
-    b, nh, lq, hd = q.shape
-    lk, hk, wk = k.shape[2], terms.h.shape[-1], terms.w.shape[-1]
-    if hk * wk != lk:
-        raise ValueError(f"relative terms for a {hk}x{wk} key grid, but {lk} keys")
-    n = b * nh
-    qf, kf, vf = q.reshape(n, lq, hd), k.reshape(n, lk, hd), v.reshape(n, lk, v.shape[-1])
-    th, tw = terms.h.reshape(n, lq, hk, 1), terms.w.reshape(n, lq, 1, wk)
-    out = q.new_empty(n, lq, v.shape[-1])
-    lse = q.new_empty(n, lq) if with_lse else None
-    step = max(1, CPU_ATTENTION_CHUNK // (lq * lk))
-    for i in range(0, n, step):
-        part = slice(i, i + step)
-        logits = torch.bmm(qf[part], kf[part].transpose(1, 2)).mul_(scale)
-        grid = logits.view(-1, lq, hk, wk)
-        grid.add_(th[part]).add_(tw[part])
-        norm = torch.logsumexp(logits, dim=-1, keepdim=True)
-        if lse is not None:
-            lse[part] = norm[..., 0]
-        torch.bmm(logits.sub_(norm).exp_(), vf[part], out=out[part])
-    out = out.reshape(b, nh, lq, -1)
-    return (out, lse.reshape(b, nh, lq)) if with_lse else out
+    rel = torch.cat([rel_h, rel_w], dim=-1).reshape(b, nh, lq, h + w)
+    # bias[q, (kh, kw)] = rel_h[q, kh] + rel_w[q, kw], written as one matmul against the one-hot key row and
+    # column: the same sums, but far faster than a broadcast add over the (Hq, Wq, Hk, Wk) grid (bf16: 0.07 vs
+    # 0.14 s per ViT-L block on one core), and accumulated in fp32 by the matmul.
+    rows = torch.arange(h, device=q.device).repeat_interleave(w)
+    cols = torch.arange(w, device=q.device).repeat(h)
+    onehot = torch.cat([F.one_hot(rows, h), F.one_hot(cols, w)], dim=1).to(q.dtype)  # (Hk Wk, Hk + Wk)
+    return rel @ onehot.T
 
 
 class Attention(nn.Module):
@@ -302,7 +232,7 @@ class Attention(nn.Module):
         # B H W 3C -> 3 B nh L hd
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        bias = rel_pos_terms(q, self.rel_pos_h, self.rel_pos_w, (h, w)) if self.use_rel_pos else None
+        bias = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w)) if self.use_rel_pos else None
         out = self._attend(q, k, v, bias)
         out = out.transpose(1, 2).reshape(b, h, w, c)  # B nh L hd -> B H W C
         return self.proj(out)
@@ -333,16 +263,16 @@ class Attention(nn.Module):
         bias_p = bias_q = None
         if self.use_rel_pos:
             size = (2 * hh, w)
-            bias_p = rel_pos_terms(qkv_p[0], self.rel_pos_h, self.rel_pos_w, size)  # over GP nh L/2 L
-            bias_q = rel_pos_terms(qkv_q[0], self.rel_pos_h, self.rel_pos_w, size, first_row=hh)  # over G nh L/2 L
+            bias_p = rel_pos_bias(qkv_p[0], self.rel_pos_h, self.rel_pos_w, size)  # GP nh L/2 L
+            bias_q = rel_pos_bias(qkv_q[0], self.rel_pos_h, self.rel_pos_w, size, first_row=hh)  # G nh L/2 L
         # Prompt rows attend to their canvas's keys: its prompt half, then the group's query half.
         k, v = (torch.cat([a, b.repeat_interleave(p, dim=0)], dim=2) for a, b in zip(qkv_p[1:], qkv_q[1:], strict=True))
         out_p = self._attend(qkv_p[0], k, v, bias_p)  # GP nh L/2 hd
         # Query rows: softmax over [prompt keys of the canvas, query keys] in two parts merged by their
         # log-sum-exp, so the part over the query keys (equal in the P canvases) runs once per group.
-        half = (None, None) if bias_q is None else (bias_q.key_rows(0, hh), bias_q.key_rows(hh, 2 * hh))
+        half = (None, None) if bias_q is None else bias_q.split(hh * w, dim=-1)
         q_rep = qkv_q[0].repeat_interleave(p, dim=0)
-        bias_qp = None if half[0] is None else half[0].repeat_interleave(p)
+        bias_qp = None if half[0] is None else half[0].repeat_interleave(p, dim=0)
         out_a, lse_a = self._attend(q_rep, qkv_p[1], qkv_p[2], bias_qp, with_lse=True)  # GP nh L/2 hd, GP nh L/2
         out_b, lse_b = self._attend(qkv_q[0], qkv_q[1], qkv_q[2], half[1], with_lse=True)  # G nh L/2 hd, G nh L/2
         # out = w * out_a + (1 - w) * out_b with w = e^a / (e^a + e^b); the ensemble's mean over P of it.
@@ -354,34 +284,24 @@ class Attention(nn.Module):
         return self.proj(out_p), self.proj(out_q)
 
     def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, bias: RelTerms | None, with_lse: bool = False
+        self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, with_lse: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
         """softmax(q k^T * scale + bias) v for (B, nh, Lq, hd) q and (B, nh, Lk, hd) k, v, by ``impl``; with
         ``with_lse`` also the log-sum-exp of each row's logits (B, nh, Lq), float32: on the CPU from the fused
-        kernel that SDPA runs there (or :func:`attend_rel_terms`), elsewhere from the explicit softmax. On a CPU
-        in float32 without autograd, "sdpa" with relative terms runs :func:`attend_rel_terms` instead of
-        building the whole bias."""
-        if self.impl == "sdpa" and bias is not None and _rel_terms_kernel_applies(q):
-            return attend_rel_terms(q, k, v, bias, self.scale, with_lse)
-        dense = None if bias is None else bias.dense()
+        kernel that SDPA runs there, elsewhere from the explicit softmax."""
         if self.impl == "sdpa" and not (with_lse and q.device.type != "cpu"):
             if with_lse:
-                out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=dense)
+                out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias)
                 return out, lse.float()
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         if self.impl in ("eager", "sdpa"):
             logits = (q * self.scale) @ k.transpose(-2, -1)
-            if dense is not None:
-                logits = logits + dense
+            if bias is not None:
+                logits = logits + bias
             logits = logits.float()
             out = logits.softmax(dim=-1).to(q.dtype) @ v
             return (out, logits.logsumexp(dim=-1)) if with_lse else out
         raise ValueError(f"unknown attention impl {self.impl!r}; use 'sdpa' or 'eager'")
-
-
-def _rel_terms_kernel_applies(q: Tensor) -> bool:
-    """:func:`attend_rel_terms` serves float32 CPU inference (it works in place, without autograd)."""
-    return q.device.type == "cpu" and q.dtype == torch.float32 and not (torch.is_grad_enabled() and q.requires_grad)
 
 
 def window_partition(x: Tensor, ws: int) -> tuple[Tensor, tuple[int, int]]:
