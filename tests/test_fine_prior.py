@@ -164,7 +164,7 @@ def test_training_reaches_the_prior_weights_only_through_the_decoder():
 
 
 def test_training_adds_the_prior_to_a_model_without_it(tmp_path):
-    """configs/experiments/embedded_fine_prior.yaml: init_from a checkpoint without the prior, the prior switched
+    """configs/embedded_stage5.yaml: init_from a checkpoint without the prior, the prior switched
     on in the config, builds a model that answers exactly as the checkpoint does (its prior inputs at zero weight)."""
     from seggpt.checkpoint import load_model, save_native
     from seggpt.train import load_config
