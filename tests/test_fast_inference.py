@@ -293,3 +293,15 @@ def test_ensemble_flop_bound_counts_the_shared_work():
     ratios = [bench.ensemble_flop_ratio("vit_tiny", p) for p in (1, 2, 4)]
     assert ratios[0] == pytest.approx(1.0)
     assert 1 / 2 < ratios[1] < 1 and 1 / 4 < ratios[2] < ratios[1]
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_int8_without_its_fast_kernel_warns(monkeypatch, caplog, onednn):
+    """On a CPU without VNNI int8 falls back to torch._int_mm, measured far slower than fp32: say so once."""
+    from seggpt.modeling import quant
+
+    monkeypatch.setattr(quant, "_onednn_available", lambda: onednn)
+    with caplog.at_level("WARNING", logger="seggpt.checkpoint"):
+        to_precision(SegGPT(vit_tiny()).eval(), "cpu", "int8")
+    warned = [r for r in caplog.records if "slower than fp32" in r.getMessage()]
+    assert len(warned) == (0 if onednn else 1)
