@@ -91,3 +91,15 @@ def natural_key(s: str) -> tuple:
     import re
 
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s))
+
+
+def split_file_stems(split_file: Path, known: set[str], folder: Path) -> list[str]:
+    """The stems a split file names (one a line, its first word), in the file's order; each must be in ``known``,
+    the stems found in ``folder`` (named in the error)."""
+    if not Path(split_file).is_file():
+        raise FileNotFoundError(f"--split-file {split_file} not found")
+    wanted = [ln.split()[0] for ln in Path(split_file).read_text().splitlines() if ln.strip()]
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        raise ValueError(f"{split_file} names {len(unknown)} stem(s) not in {folder}: {unknown[:3]}")
+    return wanted

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from seggpt.eval._files import layout_error, list_images, read_raw_mask, read_rgb, require_dir
+from seggpt.eval._files import layout_error, list_images, read_raw_mask, read_rgb, require_dir, split_file_stems
 from seggpt.eval.distributed import Shard
 from seggpt.eval.metrics import FewShotMeter
 from seggpt.eval.registry import Benchmark, BenchmarkResult, EvalOptions, register
@@ -82,13 +82,8 @@ def split_pairs(data: Path, split_file: Path | None) -> tuple[list[tuple[Path, P
     train = _split(data, "train")
     if split_file is None:
         return train, _split(data, "val")
-    if not Path(split_file).is_file():
-        raise FileNotFoundError(f"--split-file {split_file} not found")
-    wanted = [ln.split()[0] for ln in Path(split_file).read_text().splitlines() if ln.strip()]
     by_stem = {img.stem: (img, ann) for img, ann in train}
-    unknown = [w for w in wanted if w not in by_stem]
-    if unknown:
-        raise ValueError(f"{split_file} names {len(unknown)} stem(s) not in {data / 'train'}: {unknown[:3]}")
+    wanted = split_file_stems(split_file, set(by_stem), data / "train")
     chosen = set(wanted)
     pool = [pair for pair in train if pair[0].stem not in chosen]
     if not wanted or not pool:
@@ -127,7 +122,6 @@ def collect(predictor: Any, data: Path, options: EvalOptions, shard: Shard, prog
         "meter": meter,
         "examples": {CLASSES[c]: [p.stem for p, _ in v] for c, v in examples.items()},
         "targets": len(targets),
-        "target_split": "val" if options.split_file is None else f"train images in {options.split_file}",
     }
 
 
@@ -138,10 +132,11 @@ def summarize(states: list[Any], options: EvalOptions) -> BenchmarkResult:
     ious = meter.class_iou()
     metrics = {"mIoU": 100 * meter.miou(), "FB-IoU": 100 * meter.fb_iou()}
     details = {"class_iou": {CLASSES[i]: 100 * float(v) for i, v in enumerate(ious[1])}}
+    target_split = "val" if options.split_file is None else f"train images in {options.split_file}"
     protocol = {
         "examples": states[0]["examples"],
         "example_split": "train" if options.split_file is None else "train, less the targets",
-        "targets": f"{states[0].get('target_split', 'val')} ({states[0]['targets']} images)",
+        "targets": f"{target_split} ({states[0]['targets']} images)",
         "shots": options.shots,
         "seed": SEED if options.seed is None else options.seed,
         "min_example_area": MIN_EXAMPLE_AREA,

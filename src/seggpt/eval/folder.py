@@ -32,6 +32,7 @@ from seggpt.eval._files import (
     read_raw_mask,
     read_rgb,
     require_dir,
+    split_file_stems,
 )
 from seggpt.eval.distributed import Shard
 from seggpt.eval.metrics import IGNORE, FewShotMeter, SemanticMeter, binary_intersection_union
@@ -90,13 +91,8 @@ def folder_pairs(data: Path, split_file: Path | None = None) -> list[Pair]:
     pairs = _pairs(data / "images", data / "masks", FOLDER_LAYOUT)
     if split_file is None:
         return pairs
-    if not Path(split_file).is_file():
-        raise FileNotFoundError(f"--split-file {split_file} not found")
-    wanted = [ln.split()[0] for ln in Path(split_file).read_text().splitlines() if ln.strip()]
     by_stem = {p.stem: p for p in pairs}
-    unknown = [s for s in wanted if s not in by_stem]
-    if unknown:
-        raise ValueError(f"{split_file} names {len(unknown)} stem(s) not in {data / 'images'}: {unknown[:3]}")
+    wanted = split_file_stems(split_file, set(by_stem), data / "images")
     if len(wanted) < 2:
         raise ValueError(f"{split_file} lists {len(wanted)} image(s); need at least 2 (examples + targets)")
     return [by_stem[s] for s in sorted(set(wanted), key=natural_key)]
