@@ -305,3 +305,60 @@ def test_int8_without_its_fast_kernel_warns(monkeypatch, caplog, onednn):
         to_precision(SegGPT(vit_tiny()).eval(), "cpu", "int8")
     warned = [r for r in caplog.records if "slower than fp32" in r.getMessage()]
     assert len(warned) == (0 if onednn else 1)
+
+
+# The relative position bias, expanded a chunk at a time on the CPU ---------------------------------------------
+def test_rel_pos_bias_terms_equal_the_definition():
+    """bias[q, k] = q . Rh[qh - kh + Hp - 1] + q . Rw[qw - kw + Wp - 1], written out with loops, for every query of
+    the lower rows (first_row) and every key of the grid, and for a part of the key rows."""
+    from seggpt.modeling.layers import rel_pos_bias
+
+    g = torch.Generator().manual_seed(0)
+    hp, wp, hd, first = 4, 3, 5, 2
+    q = torch.randn(2, 2, (hp - first) * wp, hd, generator=g, dtype=torch.float64)
+    rh, rw = (
+        torch.randn(2 * hp - 1, hd, generator=g, dtype=torch.float64),
+        torch.randn(2 * wp - 1, hd, generator=g, dtype=torch.float64),
+    )
+    bias = rel_pos_bias(q, rh, rw, (hp, wp), first_row=first)
+    want = torch.empty(2, 2, (hp - first) * wp, hp * wp, dtype=torch.float64)
+    for i in range((hp - first) * wp):
+        qh, qw = first + i // wp, i % wp
+        for j in range(hp * wp):
+            kh, kw = j // wp, j % wp
+            want[:, :, i, j] = q[:, :, i] @ rh[qh - kh + hp - 1] + q[:, :, i] @ rw[qw - kw + wp - 1]
+    torch.testing.assert_close(bias.dense(), want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(bias.key_rows(1, 3).dense(), want[..., wp : 3 * wp], rtol=0, atol=1e-12)
+
+
+def test_bias_chunks_cover_every_canvas_and_head_once():
+    from seggpt.modeling.layers import RelBias
+
+    bias = RelBias(torch.zeros(3, 2, 16, 8), torch.zeros(3, 2, 16, 4))  # 2 x 16 x 32 = 1024 elements a canvas
+    for budget, n in [(1, 6), (512, 6), (1024, 3), (2048, 2), (1 << 20, 1)]:
+        seen = torch.zeros(3, 2, dtype=torch.long)
+        chunks = bias.chunks(budget)
+        for index in chunks:
+            seen[index] += 1
+        assert len(chunks) == n and (seen == 1).all(), (budget, chunks)
+
+
+@pytest.mark.parametrize("budget", [1, 2048, 4096], ids=["a-head", "a-canvas", "two-canvases"])
+def test_attention_in_chunks_equals_one_call(monkeypatch, budget):
+    """The forward and the shared ensemble with the bias expanded a head, a canvas or two canvases at a time
+    (vit_tiny: 2 heads, 8x4 tokens, 2 x 32 x 32 bias elements a canvas) answer as with the whole bias at once."""
+    import seggpt.modeling.layers as layers
+
+    torch.manual_seed(0)
+    m = randomize_(SegGPT(vit_tiny()), std=0.2).eval()
+    t, p = 2, 3
+    images, masks = _ensemble_inputs(m, t, p)
+    monkeypatch.setattr(layers, "BIAS_CHUNK", 1 << 40)
+    with torch.no_grad():
+        ref, _, _ = _released(m, images, masks, p, False)
+        ref_shared, _ = _shared(m, images, masks, p, False)
+        monkeypatch.setattr(layers, "BIAS_CHUNK", budget)
+        out, _, _ = _released(m, images, masks, p, False)
+        shared, _ = _shared(m, images, masks, p, False)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(shared, ref_shared, rtol=0, atol=1e-6)

@@ -7,6 +7,8 @@ released code, because the feature ensemble and the relative position terms both
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -169,8 +171,55 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: Tensor) -> Tensor:
     return rel_pos[relative.long()]
 
 
-def rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[int, int], first_row: int = 0) -> Tensor:
-    """Decomposed relative position terms as an additive attention bias.
+# Bias elements expanded at once in a CPU attention call (see RelBias.chunks): about 8 MB in float32. A bias this
+# size stays in cache between being written and SDPA reading it, and its allocation is reused instead of faulted
+# in afresh; the whole (B, nh, L, L) bias of the embedded model is 50 MB. One attention layer of the embedded
+# model (8 canvases, 6 heads, 512 tokens, two threads of an AVX2 CPU): 20 ms in chunks against 42 ms with the whole
+# bias built by a one-hot matmul (docs/model.md).
+BIAS_CHUNK = 1 << 21
+
+
+class RelBias(NamedTuple):
+    """The decomposed relative position terms, unexpanded: bias[..., q, (kh, kw)] = rows[..., q, kh] + cols[..., q, kw].
+
+    rows: (B, nh, Lq, Hk) and cols: (B, nh, Lq, Wk), keys a grid of Hk x Wk in row-major order. Attention
+    expands it (:meth:`dense`) a few canvases at a time on the CPU (:meth:`chunks`), all at once elsewhere.
+    """
+
+    rows: Tensor
+    cols: Tensor
+
+    def dense(self) -> Tensor:
+        """The bias (B, nh, Lq, Hk * Wk): each element one sum, rounded once in the dtype of the terms."""
+        b, nh, lq, hk = self.rows.shape
+        return (self.rows[..., :, None] + self.cols[..., None, :]).reshape(b, nh, lq, hk * self.cols.shape[-1])
+
+    def key_rows(self, start: int, stop: int) -> RelBias:
+        """The bias for the keys of grid rows start .. stop - 1 only."""
+        return RelBias(self.rows[..., start:stop], self.cols)
+
+    def repeat_interleave(self, repeats: int) -> RelBias:
+        return RelBias(self.rows.repeat_interleave(repeats, dim=0), self.cols.repeat_interleave(repeats, dim=0))
+
+    def chunks(self, budget: int | None = None) -> list[tuple[slice, slice]]:
+        """(batch, head) slices that cover the bias with about ``budget`` (:data:`BIAS_CHUNK`) elements each:
+        whole canvases where one fits, else a few heads of one canvas."""
+        budget = BIAS_CHUNK if budget is None else budget
+        b, nh, lq, hk = self.rows.shape
+        per_head = lq * hk * self.cols.shape[-1]
+        if per_head * nh <= budget:
+            step = max(1, budget // (per_head * nh))
+            return [(slice(i, i + step), slice(None)) for i in range(0, b, step)]
+        step = max(1, budget // per_head)
+        return [(slice(i, i + 1), slice(j, j + step)) for i in range(b) for j in range(0, nh, step)]
+
+    def part(self, index: tuple[slice, slice]) -> RelBias:
+        """The bias of the canvases and heads ``index`` picks (one of :meth:`chunks`)."""
+        return RelBias(self.rows[index], self.cols[index])
+
+
+def rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[int, int], first_row: int = 0) -> RelBias:
+    """Decomposed relative position terms of an attention bias.
 
     Args:
         q: unscaled queries (B, nh, Hq * Wq, hd) of the grid rows first_row .. first_row + Hq - 1 (all of them
@@ -180,7 +229,7 @@ def rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[in
         first_row: the grid row of q's first row.
 
     Returns:
-        (B, nh, Hq * Wq, Hp * Wp) with bias[q, k] = q . Rh[qh - kh] + q . Rw[qw - kw].
+        The terms of bias[q, k] = q . Rh[qh - kh] + q . Rw[qw - kw] (B, nh, Hq * Wq, Hp * Wp), unexpanded.
     """
     h, w = size
     b, nh, lq, hd = q.shape
@@ -190,14 +239,7 @@ def rel_pos_bias(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, size: tuple[in
     r_q = q.reshape(b, nh, hq, w, hd)
     rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh)  # B nh Hq Wq Hk
     rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw)  # B nh Hq Wq Wk
-    rel = torch.cat([rel_h, rel_w], dim=-1).reshape(b, nh, lq, h + w)
-    # bias[q, (kh, kw)] = rel_h[q, kh] + rel_w[q, kw], written as one matmul against the one-hot key row and
-    # column: the same sums, but far faster than a broadcast add over the (Hq, Wq, Hk, Wk) grid (bf16: 0.07 vs
-    # 0.14 s per ViT-L block on one core), and accumulated in fp32 by the matmul.
-    rows = torch.arange(h, device=q.device).repeat_interleave(w)
-    cols = torch.arange(w, device=q.device).repeat(h)
-    onehot = torch.cat([F.one_hot(rows, h), F.one_hot(cols, w)], dim=1).to(q.dtype)  # (Hk Wk, Hk + Wk)
-    return rel @ onehot.T
+    return RelBias(rel_h.reshape(b, nh, lq, h), rel_w.reshape(b, nh, lq, w))
 
 
 class Attention(nn.Module):
@@ -270,9 +312,9 @@ class Attention(nn.Module):
         out_p = self._attend(qkv_p[0], k, v, bias_p)  # GP nh L/2 hd
         # Query rows: softmax over [prompt keys of the canvas, query keys] in two parts merged by their
         # log-sum-exp, so the part over the query keys (equal in the P canvases) runs once per group.
-        half = (None, None) if bias_q is None else bias_q.split(hh * w, dim=-1)
+        half = (None, None) if bias_q is None else (bias_q.key_rows(0, hh), bias_q.key_rows(hh, 2 * hh))
         q_rep = qkv_q[0].repeat_interleave(p, dim=0)
-        bias_qp = None if half[0] is None else half[0].repeat_interleave(p, dim=0)
+        bias_qp = None if half[0] is None else half[0].repeat_interleave(p)
         out_a, lse_a = self._attend(q_rep, qkv_p[1], qkv_p[2], bias_qp, with_lse=True)  # GP nh L/2 hd, GP nh L/2
         out_b, lse_b = self._attend(qkv_q[0], qkv_q[1], qkv_q[2], half[1], with_lse=True)  # G nh L/2 hd, G nh L/2
         # out = w * out_a + (1 - w) * out_b with w = e^a / (e^a + e^b); the ensemble's mean over P of it.
@@ -284,24 +326,46 @@ class Attention(nn.Module):
         return self.proj(out_p), self.proj(out_q)
 
     def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, with_lse: bool = False
+        self, q: Tensor, k: Tensor, v: Tensor, bias: RelBias | None, with_lse: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
         """softmax(q k^T * scale + bias) v for (B, nh, Lq, hd) q and (B, nh, Lk, hd) k, v, by ``impl``; with
         ``with_lse`` also the log-sum-exp of each row's logits (B, nh, Lq), float32: on the CPU from the fused
-        kernel that SDPA runs there, elsewhere from the explicit softmax."""
+        kernel that SDPA runs there, elsewhere from the explicit softmax. On the CPU the bias is expanded and
+        attended a chunk of canvases (or heads) at a time (:data:`BIAS_CHUNK`); the results are the same."""
+        if self.impl not in ("eager", "sdpa"):
+            raise ValueError(f"unknown attention impl {self.impl!r}; use 'sdpa' or 'eager'")
+        if bias is None or q.device.type != "cpu":
+            return self._attend_dense(q, k, v, None if bias is None else bias.dense(), with_lse)
+        parts = [self._attend_dense(q[i], k[i], v[i], bias.part(i).dense(), with_lse) for i in bias.chunks()]
+        if len(parts) == 1:
+            return parts[0]
+        out = self._merge(q, [p[0] if with_lse else p for p in parts], bias.chunks())
+        return (out, self._merge(q[..., 0], [p[1] for p in parts], bias.chunks())) if with_lse else out
+
+    @staticmethod
+    def _merge(like: Tensor, parts: list[Tensor], index: list[tuple[slice, slice]]) -> Tensor:
+        """The chunks' results laid out as one (B, nh, ...) tensor."""
+        if all(j == slice(None) for _, j in index):
+            return torch.cat(parts)
+        out = like.new_empty(like.shape[:2] + parts[0].shape[2:], dtype=parts[0].dtype)
+        for i, part in zip(index, parts, strict=True):
+            out[i] = part
+        return out
+
+    def _attend_dense(
+        self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, with_lse: bool
+    ) -> Tensor | tuple[Tensor, Tensor]:
         if self.impl == "sdpa" and not (with_lse and q.device.type != "cpu"):
             if with_lse:
                 out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias)
                 return out, lse.float()
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        if self.impl in ("eager", "sdpa"):
-            logits = (q * self.scale) @ k.transpose(-2, -1)
-            if bias is not None:
-                logits = logits + bias
-            logits = logits.float()
-            out = logits.softmax(dim=-1).to(q.dtype) @ v
-            return (out, logits.logsumexp(dim=-1)) if with_lse else out
-        raise ValueError(f"unknown attention impl {self.impl!r}; use 'sdpa' or 'eager'")
+        logits = (q * self.scale) @ k.transpose(-2, -1)
+        if bias is not None:
+            logits = logits + bias
+        logits = logits.float()
+        out = logits.softmax(dim=-1).to(q.dtype) @ v
+        return (out, logits.logsumexp(dim=-1)) if with_lse else out
 
 
 def window_partition(x: Tensor, ws: int) -> tuple[Tensor, tuple[int, int]]:
