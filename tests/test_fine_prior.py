@@ -101,6 +101,7 @@ def test_what_each_image_reads():
     _, skips = m.embed_image_canvas(images)
     prior = m.canvas_prior(skips[2], masks, m.query_mask())  # (4, 4, 8, 8): example, query, example, query
     assert prior.shape == (4, 4, 8, 8)
+    torch.testing.assert_close(m.canvas_prior(skips[2], masks, m.query_mask(), query_only=True), prior[1::2])
     assert (prior[0::2] == 0).all()
     torch.testing.assert_close(prior[1::2, 3], torch.ones(2, 8, 8))
     # An example whose mask is one colour gives every query pixel that colour.
@@ -120,6 +121,19 @@ def test_what_each_image_reads():
         mix = prior[2 * b, :3].flatten(1)
         lo, hi = readable[b].min(dim=1).values, readable[b].max(dim=1).values
         assert (mix >= lo[:, None] - 1e-5).all() and (mix <= hi[:, None] + 1e-5).all()
+
+
+def test_query_only_forward_is_the_lower_half():
+    """forward(query_only) computes the queries' prior alone; its answer is the whole canvas's lower half."""
+    m = _lite(True)
+    g = torch.Generator().manual_seed(4)
+    images, masks = torch.randn(2, 3, 128, 64, generator=g), torch.randn(2, 3, 128, 64, generator=g)
+    st = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        full = m(images, masks, m.query_mask(), st)
+        lower = m(images, masks, m.query_mask(), st, query_only=True)
+    torch.testing.assert_close(lower, full[:, :, 64:], rtol=0, atol=1e-6)
+    assert full[:, :, 64:].abs().mean() > 1e-3
 
 
 @pytest.mark.parametrize("ensemble, k", [("feature", 1), ("feature", 3), ("none", 3), ("spatial", 3)])

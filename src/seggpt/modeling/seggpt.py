@@ -302,8 +302,16 @@ class SegGPT(nn.Module):
         keys, values = (k.reshape(1, -1, k.shape[-1]).expand(t, -1, -1) for k in (keys, values))
         return correspondence_prior(descriptors, keys, values)
 
-    def canvas_prior(self, descriptors: Tensor, masks: Tensor, bool_masked_pos: Tensor, num_prompts: int = 1) -> Tensor:
-        """The correspondence prior of every image of B canvases, (2B, PRIOR_CHANS, h/8, w/8), example first.
+    def canvas_prior(
+        self,
+        descriptors: Tensor,
+        masks: Tensor,
+        bool_masked_pos: Tensor,
+        num_prompts: int = 1,
+        query_only: bool = False,
+    ) -> Tensor:
+        """The correspondence prior of every image of B canvases, (2B, PRIOR_CHANS, h/8, w/8), example first; with
+        ``query_only`` that of the B queries only, (B, PRIOR_CHANS, h/8, w/8).
 
         A query reads the visible mask pixels of the examples of the P canvases of its group (the feature
         ensemble's; its own example when P = 1); an example reads its own canvas's query, where visible (in
@@ -322,7 +330,6 @@ class SegGPT(nn.Module):
         grid = bool_masked_pos.bool().reshape(-1, 2, h // 2, w // 2)
         visible = ~grid.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).expand(b, 2, h, w).reshape(b, 2, -1)
         own = descriptors.reshape(b, 2, d, h, w)
-        examples = correspondence_prior(own[:, 0], keys[:, 1], values[:, 1], visible[:, 1])
         g = b // p
         queries = correspondence_prior(
             own[:, 1],
@@ -330,6 +337,9 @@ class SegGPT(nn.Module):
             values[:, 0].reshape(g, p * h * w, 3).repeat_interleave(p, dim=0),
             visible[:, 0].reshape(g, p * h * w).repeat_interleave(p, dim=0),
         )
+        if query_only:
+            return queries
+        examples = correspondence_prior(own[:, 0], keys[:, 1], values[:, 1], visible[:, 1])
         return torch.stack([examples, queries], dim=1).flatten(0, 1)
 
     def embed_canvas(self, canvas: Tensor) -> Tensor:
@@ -527,10 +537,11 @@ class SegGPT(nn.Module):
                 raise ValueError(f"batch of {b} is not a whole number of groups of {p} prompts")
         bool_masked_pos = bool_masked_pos.reshape(bool_masked_pos.shape[0], -1).bool()
         taps, skips = self.encode_with_skips(images, masks, bool_masked_pos, seg_type, p)
-        prior = self.canvas_prior(skips[2], masks, bool_masked_pos, p) if self.config.fine_prior else None
+        prior = None
+        if self.config.fine_prior:  # the queries' alone where only they are decoded
+            prior = self.canvas_prior(skips[2], masks, bool_masked_pos, p, query_only=query_only and bool(skips))
         if query_only and skips:
             skips = [t.reshape(b, 2, *t.shape[1:])[:, 1] for t in skips]
-            prior = None if prior is None else prior.reshape(b, 2, *prior.shape[1:])[:, 1]
         pred = self.forward_decoder(taps, query_only=query_only, skips=skips, prior=prior)
         if return_loss:
             if query_only:
