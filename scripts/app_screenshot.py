@@ -1,10 +1,11 @@
 """Take the screenshot of `seggpt app` in docs/app.md (docs/app.png) in headless Chromium.
 
-    python scripts/app_screenshot.py [docs/app.png] [--weights W]
+    python scripts/app_screenshot.py [docs/app.png] [--weights W] [--data ../shared/data]
 
 Uses the embedded model when it exists (else --weights, else a random vit_small, which the page then shows as
-"random weights" and whose answers are noise). The examples and targets are SynthContext scenes: one example
-with an uploaded mask, one with a mask painted by mouse strokes, two targets.
+"random weights" and whose answers are noise). One example with an uploaded mask, one with a mask painted by
+mouse strokes, two targets: with --data, frames of DAVIS-2016's dog (a validation sequence: the model never
+trained on it), read in place; without, SynthContext scenes.
 """
 
 from __future__ import annotations
@@ -30,10 +31,19 @@ from seggpt.modeling import SegGPT  # noqa: E402
 from test_app_browser import start_chromium, start_server, stop_server  # noqa: E402
 
 
+def davis_frames(data: Path, sequence: str, frames: tuple[str, ...]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """DAVIS-2016 frames of one sequence (RGB) and their object masks (bool), from ``data``/davis2016."""
+    root = data / "davis2016"
+    images = [np.asarray(Image.open(root / "JPEGImages/480p" / sequence / f"{f}.jpg").convert("RGB")) for f in frames]
+    masks = [np.asarray(Image.open(root / "Annotations/480p" / sequence / f"{f}.png")) > 0 for f in frames[:2]]
+    return images, [m if m.ndim == 2 else m.any(axis=-1) for m in masks]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="?", default="docs/app.png")
     ap.add_argument("--weights", default=None)
+    ap.add_argument("--data", default=None, help="../shared/data: real photographs (DAVIS-2016 dog) instead")
     args = ap.parse_args()
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -51,15 +61,19 @@ def main() -> int:
             cfg = vit_small(merge_index=1)
         save_native(SegGPT(cfg), weights)
 
-    ep = sample_semantic(np.random.default_rng(3), size=256, k_shots=2, split="eval", attribute="shape")
-    queries = [sample_semantic(np.random.default_rng(s), 256, 1, "eval", "shape", ep.value).query_image for s in (5, 6)]
+    if args.data:
+        images, masks = davis_frames(Path(args.data), "dog", ("00000", "00020", "00040", "00059"))
+    else:
+        ep = sample_semantic(np.random.default_rng(3), size=256, k_shots=2, split="eval", attribute="shape")
+        queries = [sample_semantic(np.random.default_rng(s), 256, 1, "eval", "shape", ep.value) for s in (5, 6)]
+        images, masks = [*ep.images, *(q.query_image for q in queries)], [m > 0 for m in ep.masks]
     paths = {}
     for name, arr in [
-        ("example_1.png", ep.images[0]),
-        ("example_1_mask.png", ep.masks[0] * 255),
-        ("example_2.png", ep.images[1]),
-        ("target_1.png", queries[0]),
-        ("target_2.png", queries[1]),
+        ("example_1.png", images[0]),
+        ("example_1_mask.png", masks[0].astype(np.uint8) * 255),
+        ("example_2.png", images[1]),
+        ("target_1.png", images[2]),
+        ("target_2.png", images[3]),
     ]:
         paths[name] = tmp / name
         Image.fromarray(arr).save(paths[name])
@@ -78,8 +92,8 @@ def main() -> int:
         )
         # paint the second example's object: strokes over its mask's bounding box
         canvas = driver.find_elements(By.CSS_SELECTOR, ".example canvas.paint")[1]
-        ys, xs = np.nonzero(ep.masks[1])
-        scale = canvas.size["width"] / ep.masks[1].shape[1]
+        ys, xs = np.nonzero(masks[1])
+        scale = canvas.size["width"] / masks[1].shape[1]
         for y in range(int(ys.min()) + 4, int(ys.max()) - 2, 8):
             row = xs[ys == y]
             if len(row) < 2:
