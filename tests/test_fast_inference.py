@@ -184,6 +184,23 @@ def test_int8_linear_equals_its_integer_arithmetic(kernel, dtype, activation):
     assert (out.float() - ref).abs().mean() < 0.01 * ref.abs().mean()  # int8 is within 1 % of float32
 
 
+@pytest.mark.parametrize("k", [48, 1040, 2500])
+def test_int8_matmul_is_exact(k):
+    """The CPU's float32 route to the integer product against int64 arithmetic: random values, and the worst case
+    (every product 127 * 127, sums far beyond float32's 2**24 when K > 1040)."""
+    from seggpt.modeling.quant import int8_matmul
+
+    g = torch.Generator().manual_seed(k)
+    q = torch.randint(-127, 128, (33, k), generator=g, dtype=torch.int8)
+    w = torch.randint(-127, 128, (17, k), generator=g, dtype=torch.int8)
+    q[0], w[0], w[1] = 127, 127, -127
+    w[2], w[2, 0] = 127, 1  # an odd sum: float32 could not hold it above 2**24
+    got = int8_matmul(q, w)
+    assert got.dtype == torch.int32
+    assert torch.equal(got.long(), q.long() @ w.long().t())
+    assert got[0, 0] == 127 * 127 * k and got[0, 1] == -127 * 127 * k and got[0, 2] == 127 * (127 * (k - 1) + 1)
+
+
 def test_int8_scales_and_bias_stay_float32_and_the_model_copies():
     m = quantize_linears_(nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Sequential(nn.Linear(8, 4))))
     assert isinstance(m[0], Int8Linear) and isinstance(m[2][0], Int8Linear) and is_quantized(m)
@@ -297,13 +314,13 @@ def test_ensemble_flop_bound_counts_the_shared_work():
 
 @pytest.mark.parametrize("onednn", [True, False])
 def test_int8_without_its_fast_kernel_warns(monkeypatch, caplog, onednn):
-    """On a CPU without VNNI int8 falls back to torch._int_mm, measured far slower than fp32: say so once."""
+    """On a CPU without VNNI int8 computes its products as float32 matmuls, no faster than fp32: say so once."""
     from seggpt.modeling import quant
 
     monkeypatch.setattr(quant, "_onednn_available", lambda: onednn)
     with caplog.at_level("WARNING", logger="seggpt.checkpoint"):
         to_precision(SegGPT(vit_tiny()).eval(), "cpu", "int8")
-    warned = [r for r in caplog.records if "slower than fp32" in r.getMessage()]
+    warned = [r for r in caplog.records if "no faster than fp32" in r.getMessage()]
     assert len(warned) == (0 if onednn else 1)
 
 

@@ -537,8 +537,9 @@ def to_precision(model: SegGPT, device: str | torch.device, dtype: str | torch.d
         return model.to(device=device, dtype=dtype)
     if not quant._onednn_available():
         log.warning(
-            "int8 on a CPU without VNNI (or without oneDNN) runs torch._int_mm token by token: measured 6.5 times "
-            "slower than fp32 on an AVX2-only CPU (embedded model, 1.4 against 9.4 images/s); use fp32 there"
+            "int8 on a CPU without VNNI (or without oneDNN) computes its integer products as float32 matmuls: no "
+            "faster than fp32 there (embedded model on an AVX2-only CPU: 10.2 against 11 images/s); fp32 is the "
+            "better choice on this CPU"
         )
     if not is_quantized(model):
         quantize_linears_(model.to(device=device, dtype=torch.float32))
