@@ -174,8 +174,8 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: Tensor) -> Tensor:
 # Bias elements expanded at once in a CPU attention call (see RelBias.chunks): about 8 MB in float32. A bias this
 # size stays in cache between being written and SDPA reading it, and its allocation is reused instead of faulted
 # in afresh; the whole (B, nh, L, L) bias of the embedded model is 50 MB. One attention layer of the embedded
-# model (8 canvases, 6 heads, 512 tokens, two threads of an AVX2 CPU): 20 ms in chunks against 42 ms with the whole
-# bias built by a one-hot matmul (docs/model.md).
+# model (8 canvases, 6 heads, 512 tokens, two threads of an AVX2 CPU): 32 ms in chunks against 58 ms with the whole
+# bias built by a one-hot matmul; the same answers to the bit (docs/model.md).
 BIAS_CHUNK = 1 << 21
 
 
