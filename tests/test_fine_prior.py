@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from conftest import randomize_
+from seggpt.coloring import build_palette, paint
 from seggpt.config import lite_small
 from seggpt.modeling import SegGPT
 from seggpt.modeling.efficientnet import FrozenBatchNorm2d
 from seggpt.modeling.seggpt import PRIOR_TAU, PRIOR_TOPK, correspondence_prior, with_fine_prior
 from seggpt.predictor import SegGPTPredictor
+from seggpt.transforms import normalize, resize_mask, to_chw
 
 
 def _lite(fine_prior: bool, seed: int = 0) -> SegGPT:
@@ -196,3 +198,66 @@ def test_training_adds_the_prior_to_a_model_without_it(tmp_path):
     bmp, st = new.query_mask(), torch.zeros(1, dtype=torch.long)
     with torch.no_grad():
         torch.testing.assert_close(new(images, masks, bmp, st), stored(images, masks, bmp, st), rtol=0, atol=1e-6)
+
+
+def test_embeddings_are_reused_by_content():
+    """The predictor embeds each image once while it stays among its latest (video: the annotated frame and the frames
+    just segmented prompt the next); the answers equal a predictor that embeds everything every time, and a model
+    changed in place embeds afresh."""
+    import seggpt.predictor as predictor_module
+
+    m = _lite(True, seed=2)
+    embedded = []
+    real = m.embed_images
+
+    def counting(images):
+        embedded.append(images.shape[0])
+        return real(images)
+
+    m.embed_images = counting
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (48, 40, 3), dtype=np.uint8) for _ in range(4)]
+    first = np.zeros((48, 40), np.int64)
+    first[10:30, 5:25] = 1
+
+    def run(p: SegGPTPredictor) -> list[torch.Tensor]:
+        """Frame 0 annotated; each next frame prompted by frame 0 and the frame before, with its answer."""
+
+        def painted(labels: np.ndarray) -> torch.Tensor:
+            small = resize_mask(torch.from_numpy(labels), p.config.image_size).numpy()
+            return normalize(to_chw(paint(small, build_palette(1))))
+
+        examples, answers = [(p.prepare_target(frames[0])[0], painted(first))], []
+        for t in range(1, 4):
+            p.set_prompt_tensors(torch.stack([e[0] for e in examples]), torch.stack([e[1] for e in examples]))
+            q = p.prepare_target(frames[t])[0]
+            answer = p.paint(q[None])[0]
+            answers.append(answer)
+            labels = p.decode(answer, (48, 40)).labels
+            examples = [examples[0], (q, painted(labels))]
+        return answers
+
+    cached = run(SegGPTPredictor(m))
+    assert embedded == [1, 1, 1, 1]  # frame 0 once as an example; then each target once, reused as an example
+    embedded.clear()
+    predictor_module.EMBED_CACHE, keep = 0, predictor_module.EMBED_CACHE
+    try:
+        plain = run(SegGPTPredictor(m))
+    finally:
+        predictor_module.EMBED_CACHE = keep
+    assert embedded == [1, 1, 2, 1, 2, 1]
+    for a, b in zip(cached, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-3)
+    p = SegGPTPredictor(m)
+    q = p.prepare_target(frames[1])[0][None]
+    p.set_prompt_tensors(q, q)
+    embedded.clear()
+    p.set_prompt_tensors(q, q)
+    assert embedded == []
+    with torch.no_grad():
+        m.image_proj.weight.mul_(2.0)
+    p.set_prompt_tensors(q, q)
+    assert embedded == [1]
+    for i in range(predictor_module.EMBED_CACHE + 3):  # only the latest are kept
+        p.set_prompt_tensors(q + i, q)
+    assert len(p._embedded) == predictor_module.EMBED_CACHE

@@ -39,11 +39,14 @@ Design choices (each is a documented parameter or constant):
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
 import json
 import logging
 import math
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -92,6 +95,11 @@ OVERLAY_MAX_PIXELS = 40_000_000
 # a canvas) painted 84-92 ms a target 8 canvases at a time against 69-75 ms 4 at a time, on this project's 2-core
 # CPU; at 192 px (288 tokens) 8 at a time is the fast case. GPUs take the whole batch.
 CPU_TOKENS_PER_FORWARD = 2304
+# Images whose embeddings the predictor keeps, by content (SegGPTPredictor._embedded): the image tokens and the
+# correspondence prior's descriptors of its latest examples and targets. In video the examples of a frame are the
+# annotated frames and the frames segmented just before, so each frame's image encoder runs once instead of once
+# per frame it prompts. Keeping none (0) embeds every image every time.
+EMBED_CACHE = 16
 
 
 # Results ---------------------------------------------------------------------------------------------------
@@ -583,6 +591,7 @@ class SegGPTPredictor:
         self.upsample = upsample
         self.threshold = default if threshold is None else threshold
         self.config = model.config
+        self._embedded: OrderedDict[bytes, tuple[Tensor, Tensor | None]] = OrderedDict()
         self._reset()
 
     def _reset(self) -> None:
@@ -721,9 +730,9 @@ class SegGPTPredictor:
         self.prompt_images = img.to(self.device, self.dtype)
         self.prompt_masks = msk.to(self.device, self.dtype)
         with torch.no_grad():
-            self._x_top, skips = self.model.embed_images(self.prompt_images)
+            self._x_top, descriptors = self._embed(self.prompt_images)
             y_top = self.model.patch_embed(self.prompt_masks)
-            self._keys = self.model.example_keys(skips[2], self.prompt_masks) if self.config.fine_prior else None
+            self._keys = self.model.example_keys(descriptors, self.prompt_masks) if self.config.fine_prior else None
         # The mask canvas is the prompt mask above a copy of it (as the released code builds it); the copy's
         # patches are all replaced by the mask token, so its content never matters.
         self._y = torch.cat([y_top, y_top], dim=1)
@@ -732,6 +741,40 @@ class SegGPTPredictor:
         self.task = task
         self.palette = palette
         log.info("prompts set: %d example(s), task %s, ensemble %s, %d label(s)", k, task, ensemble, len(palette) - 1)
+
+    def _fingerprints(self, images: Tensor) -> list[bytes]:
+        """A key per image (P, 3, h, w): its bytes, shape and dtype, and the model's weights' in-place version
+        (a model changed in place embeds afresh)."""
+        version = sum(t._version for t in itertools.chain(self.model.parameters(), self.model.buffers()))
+        out = []
+        for image in images.detach():
+            digest = hashlib.blake2b(f"{tuple(image.shape)} {image.dtype} {version}".encode(), digest_size=20)
+            digest.update(image.contiguous().view(torch.uint8).cpu().numpy().data)
+            out.append(digest.digest())
+        return out
+
+    def _keep(self, keys: list[bytes], tokens: Tensor, descriptors: Tensor | None) -> None:
+        """Remember the embeddings of images (the :data:`EMBED_CACHE` most recent)."""
+        for i, key in enumerate(keys):
+            self._embedded[key] = (tokens[i].clone(), None if descriptors is None else descriptors[i].clone())
+            self._embedded.move_to_end(key)
+        while len(self._embedded) > EMBED_CACHE:
+            self._embedded.popitem(last=False)
+
+    def _embed(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Image tokens (P, h/p, w/p, C) and, with the correspondence prior, descriptors (P, D, h/8, w/8) of
+        prompt images: those embedded before (as examples or targets) from the cache, the rest in one call."""
+        if EMBED_CACHE <= 0:
+            tokens, skips = self.model.embed_images(images)
+            return tokens, skips[2] if self.config.fine_prior else None
+        keys = self._fingerprints(images)
+        missing = [i for i, k in enumerate(keys) if k not in self._embedded]
+        if missing:
+            tokens, skips = self.model.embed_images(images[missing])
+            self._keep([keys[i] for i in missing], tokens, skips[2] if self.config.fine_prior else None)
+        found = [self._embedded[k] for k in keys]
+        tokens = torch.stack([t for t, _ in found])
+        return tokens, torch.stack([d for _, d in found]) if self.config.fine_prior else None
 
     # Targets -----------------------------------------------------------------------------------------------
     def prepare_target(self, target: ImageSource) -> tuple[Tensor, tuple[int, int]]:
@@ -783,6 +826,8 @@ class SegGPTPredictor:
             if cached:
                 # T x P canvases, P fastest: the cached prompt tokens above each query's tokens.
                 x_q, skips = m.embed_images(q)
+                if EMBED_CACHE > 0 and self._grid is None:  # a target may prompt the next (video)
+                    self._keep(self._fingerprints(q), x_q, skips[2] if self.config.fine_prior else None)
                 x = torch.cat([self._x_top.repeat(t, 1, 1, 1), x_q.repeat_interleave(p, dim=0)], 1)
                 y = self._y.repeat(t, 1, 1, 1)
                 tokens = m.embed(x, y, m.query_mask(self.device), seg_type)
