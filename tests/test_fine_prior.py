@@ -237,7 +237,11 @@ def test_embeddings_are_reused_by_content():
             examples = [examples[0], (q, painted(labels))]
         return answers
 
-    cached = run(SegGPTPredictor(m))
+    from seggpt.video import SegGPTVideoPredictor
+
+    fast = SegGPTVideoPredictor(predictor=SegGPTPredictor(m)).predictor
+    assert fast.keep_targets and not SegGPTPredictor(m).keep_targets  # video keeps its targets' embeddings
+    cached = run(fast)
     assert embedded == [1, 1, 1, 1]  # frame 0 once as an example; then each target once, reused as an example
     embedded.clear()
     predictor_module.EMBED_CACHE, keep = 0, predictor_module.EMBED_CACHE

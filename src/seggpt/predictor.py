@@ -96,9 +96,10 @@ OVERLAY_MAX_PIXELS = 40_000_000
 # CPU; at 192 px (288 tokens) 8 at a time is the fast case. GPUs take the whole batch.
 CPU_TOKENS_PER_FORWARD = 2304
 # Images whose embeddings the predictor keeps, by content (SegGPTPredictor._embedded): the image tokens and the
-# correspondence prior's descriptors of its latest examples and targets. In video the examples of a frame are the
-# annotated frames and the frames segmented just before, so each frame's image encoder runs once instead of once
-# per frame it prompts. Keeping none (0) embeds every image every time.
+# correspondence prior's descriptors of its latest examples, and of its targets with keep_targets. In video the
+# examples of a frame are the annotated frames and the frames segmented just before, so each frame's image encoder
+# runs once instead of once per frame it prompts (DAVIS blackswan, 2 recent frames: 1.6 against 1.1-1.3 frames/s).
+# Keeping none (0) embeds every image every time.
 EMBED_CACHE = 16
 
 
@@ -592,6 +593,8 @@ class SegGPTPredictor:
         self.threshold = default if threshold is None else threshold
         self.config = model.config
         self._embedded: OrderedDict[bytes, tuple[Tensor, Tensor | None]] = OrderedDict()
+        # Keep the targets' embeddings too (EMBED_CACHE), for when a target prompts the next: set by video.
+        self.keep_targets = False
         self._reset()
 
     def _reset(self) -> None:
@@ -826,7 +829,7 @@ class SegGPTPredictor:
             if cached:
                 # T x P canvases, P fastest: the cached prompt tokens above each query's tokens.
                 x_q, skips = m.embed_images(q)
-                if EMBED_CACHE > 0 and self._grid is None:  # a target may prompt the next (video)
+                if self.keep_targets and EMBED_CACHE > 0 and self._grid is None:  # it prompts the next
                     self._keep(self._fingerprints(q), x_q, skips[2] if self.config.fine_prior else None)
                 x = torch.cat([self._x_top.repeat(t, 1, 1, 1), x_q.repeat_interleave(p, dim=0)], 1)
                 y = self._y.repeat(t, 1, 1, 1)

@@ -191,6 +191,7 @@ class SegGPTVideoPredictor:
         elif threshold is not None:
             raise ValueError("threshold is for a model this loads; give the predictor you pass its own threshold")
         self.predictor = predictor
+        predictor.keep_targets = True  # each frame segmented prompts the next ones: embed it once
         self.image_size = tuple(image_size) if image_size is not None else _model_image_size(predictor)
         self._by_size = {self.image_size: predictor}  # the loaded model at each orientation's size
         if context is None:
@@ -396,6 +397,7 @@ class SegGPTVideoPredictor:
             return
         if size not in self._by_size:
             self._by_size[size] = SegGPTPredictor(model=model, device=device, dtype=dtype, image_size=size, video=True)
+            self._by_size[size].keep_targets = True
         self._by_size[size].threshold = self.predictor.threshold
         self.predictor, self.image_size = self._by_size[size], size
 
