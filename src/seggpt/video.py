@@ -191,7 +191,8 @@ class SegGPTVideoPredictor:
         elif threshold is not None:
             raise ValueError("threshold is for a model this loads; give the predictor you pass its own threshold")
         self.predictor = predictor
-        predictor.keep_targets = True  # each frame segmented prompts the next ones: embed it once
+        if hasattr(predictor, "keep_targets"):  # each frame segmented prompts the next ones: embed it once
+            predictor.keep_targets = True
         self.image_size = tuple(image_size) if image_size is not None else _model_image_size(predictor)
         self._by_size = {self.image_size: predictor}  # the loaded model at each orientation's size
         if context is None:
