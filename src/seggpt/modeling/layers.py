@@ -336,11 +336,12 @@ class Attention(nn.Module):
             raise ValueError(f"unknown attention impl {self.impl!r}; use 'sdpa' or 'eager'")
         if bias is None or q.device.type != "cpu":
             return self._attend_dense(q, k, v, None if bias is None else bias.dense(), with_lse)
-        parts = [self._attend_dense(q[i], k[i], v[i], bias.part(i).dense(), with_lse) for i in bias.chunks()]
+        index = bias.chunks()
+        parts = [self._attend_dense(q[i], k[i], v[i], bias.part(i).dense(), with_lse) for i in index]
         if len(parts) == 1:
             return parts[0]
-        out = self._merge(q, [p[0] if with_lse else p for p in parts], bias.chunks())
-        return (out, self._merge(q[..., 0], [p[1] for p in parts], bias.chunks())) if with_lse else out
+        out = self._merge(q, [p[0] if with_lse else p for p in parts], index)
+        return (out, self._merge(q[..., 0], [p[1] for p in parts], index)) if with_lse else out
 
     @staticmethod
     def _merge(like: Tensor, parts: list[Tensor], index: list[tuple[slice, slice]]) -> Tensor:
