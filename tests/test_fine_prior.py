@@ -265,3 +265,6 @@ def test_embeddings_are_reused_by_content():
     for i in range(predictor_module.EMBED_CACHE + 3):  # only the latest are kept
         p.set_prompt_tensors(q + i, q)
     assert len(p._embedded) == predictor_module.EMBED_CACHE
+    many = torch.cat([q + i for i in range(predictor_module.EMBED_CACHE + 2)])  # more examples than it keeps
+    p.set_prompt_tensors(many, many)
+    assert p._x_top.shape[0] == many.shape[0] and len(p._embedded) == predictor_module.EMBED_CACHE

@@ -771,13 +771,16 @@ class SegGPTPredictor:
             tokens, skips = self.model.embed_images(images)
             return tokens, skips[2] if self.config.fine_prior else None
         keys = self._fingerprints(images)
-        missing = [i for i, k in enumerate(keys) if k not in self._embedded]
+        found = {i: self._embedded[k] for i, k in enumerate(keys) if k in self._embedded}
+        missing = [i for i in range(len(keys)) if i not in found]
         if missing:
             tokens, skips = self.model.embed_images(images[missing])
-            self._keep([keys[i] for i in missing], tokens, skips[2] if self.config.fine_prior else None)
-        found = [self._embedded[k] for k in keys]
-        tokens = torch.stack([t for t, _ in found])
-        return tokens, torch.stack([d for _, d in found]) if self.config.fine_prior else None
+            descriptors = skips[2] if self.config.fine_prior else None
+            for j, i in enumerate(missing):
+                found[i] = (tokens[j], None if descriptors is None else descriptors[j])
+            self._keep([keys[i] for i in missing], tokens, descriptors)
+        tokens = torch.stack([found[i][0] for i in range(len(keys))])
+        return tokens, torch.stack([found[i][1] for i in range(len(keys))]) if self.config.fine_prior else None
 
     # Targets -----------------------------------------------------------------------------------------------
     def prepare_target(self, target: ImageSource) -> tuple[Tensor, tuple[int, int]]:
