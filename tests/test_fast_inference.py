@@ -379,3 +379,28 @@ def test_attention_in_chunks_equals_one_call(monkeypatch, budget):
         shared, _ = _shared(m, images, masks, p, False)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
     torch.testing.assert_close(shared, ref_shared, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("budget", [1, 2048], ids=["a-head", "a-canvas"])
+def test_attention_in_chunks_trains_as_one_call(monkeypatch, budget):
+    """Gradients through the chunked attention (training on the CPU) equal those of one call."""
+    import seggpt.modeling.layers as layers
+
+    torch.manual_seed(0)
+    m = randomize_(SegGPT(vit_tiny()), std=0.2).train()
+    images, masks = _ensemble_inputs(m, 2, 1)
+    st = torch.zeros(images.shape[0], dtype=torch.long)
+
+    def grads() -> list[torch.Tensor]:
+        m.zero_grad()
+        _, loss = m(images, masks, m.query_mask(), st, return_loss=True)
+        loss.backward()
+        return [p.grad.clone() for p in m.parameters() if p.grad is not None]
+
+    monkeypatch.setattr(layers, "BIAS_CHUNK", 1 << 40)
+    whole = grads()
+    monkeypatch.setattr(layers, "BIAS_CHUNK", budget)
+    chunked = grads()
+    assert len(whole) == len(chunked) > 0
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
