@@ -346,8 +346,6 @@ class Attention(nn.Module):
     @staticmethod
     def _merge(like: Tensor, parts: list[Tensor], index: list[tuple[slice, slice]]) -> Tensor:
         """The chunks' results laid out as one (B, nh, ...) tensor."""
-        if all(j == slice(None) for _, j in index):
-            return torch.cat(parts)
         out = like.new_empty(like.shape[:2] + parts[0].shape[2:], dtype=parts[0].dtype)
         for i, part in zip(index, parts, strict=True):
             out[i] = part
