@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from seggpt.app import create_app  # noqa: E402
 from seggpt.checkpoint import EMBEDDED_WEIGHTS, save_native  # noqa: E402
 from seggpt.config import vit_small  # noqa: E402
+from seggpt.data.readers.base import read_index_png  # noqa: E402
 from seggpt.data.synth import sample_semantic  # noqa: E402
-from seggpt.io import atomic_write  # noqa: E402
+from seggpt.io import atomic_write, read_image  # noqa: E402
 from seggpt.modeling import SegGPT  # noqa: E402
 from test_app_browser import start_chromium, start_server, stop_server  # noqa: E402
 
@@ -34,9 +35,8 @@ from test_app_browser import start_chromium, start_server, stop_server  # noqa: 
 def davis_frames(data: Path, sequence: str, frames: tuple[str, ...]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """DAVIS-2016 frames of one sequence (RGB) and their object masks (bool), from ``data``/davis2016."""
     root = data / "davis2016"
-    images = [np.asarray(Image.open(root / "JPEGImages/480p" / sequence / f"{f}.jpg").convert("RGB")) for f in frames]
-    masks = [np.asarray(Image.open(root / "Annotations/480p" / sequence / f"{f}.png")) > 0 for f in frames[:2]]
-    return images, [m if m.ndim == 2 else m.any(axis=-1) for m in masks]
+    images = [read_image(root / "JPEGImages/480p" / sequence / f"{f}.jpg") for f in frames]
+    return images, [read_index_png(root / "Annotations/480p" / sequence / f"{f}.png") > 0 for f in frames[:2]]
 
 
 def main() -> int:
