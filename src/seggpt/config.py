@@ -46,7 +46,7 @@ class SegGPTConfig:
     # The FPN decoder also reads, at strides 8 and 4, each query pixel's correspondence prior: the example's
     # painted colours where the example's fine image features match it best (modeling.seggpt.correspondence_prior).
     # It gives the decoder a full-resolution cue for things thinner than a token. Off in the released models, on in
-    # the embedded model (its stage 5, configs/embedded_stage5.yaml).
+    # the embedded model (since its stage 5, configs/embedded_stage5.yaml).
     fine_prior: bool = False
     # Transformer width, depth and heads (ViT-L: 1024, 24, 16).
     embed_dim: int = 1024
