@@ -20,7 +20,7 @@ from seggpt.config import lite_small, vit_tiny
 from seggpt.devices import int8_compute_dtype, parse_dtype
 from seggpt.modeling import SegGPT
 from seggpt.modeling.efficientnet import FrozenBatchNorm2d
-from seggpt.modeling.quant import Int8Linear, _onednn_available, is_quantized, quantize_linears_
+from seggpt.modeling.quant import Int8Linear, _onednn_exact, is_quantized, quantize_linears_
 from seggpt.predictor import SegGPTPredictor
 
 
@@ -149,14 +149,39 @@ def test_int8_kernel_is_not_onednn_on_x86_without_vnni(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False, raising=False)
     assert Int8Linear(8, 4).kernel == "int_mm"
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True, raising=False)
+    monkeypatch.setattr(quant, "_onednn_fast", lambda: True)
     assert Int8Linear(8, 4).kernel == ("onednn" if torch.backends.mkldnn.is_available() else "int_mm")
+
+
+@pytest.mark.parametrize(("onednn_s", "int_mm_s", "kernel"), [(0.05, 0.0002, "int_mm"), (0.0001, 0.0002, "onednn")])
+def test_int8_kernel_is_not_onednn_where_its_probe_finds_it_slow(monkeypatch, onednn_s, int_mm_s, kernel):
+    """oneDNN ran its reference int8 kernel on an AMD EPYC with AVX512-VNNI (800 times slower than fp32): a probe
+    times it once per process against the int_mm path, and int_mm is used where oneDNN is far slower."""
+    import seggpt.modeling.quant as quant
+
+    monkeypatch.setattr(quant, "_onednn_exact", lambda: True)
+    monkeypatch.setattr(quant, "_probe_seconds", lambda: (onednn_s, int_mm_s))
+    quant._onednn_fast.cache_clear()
+    try:
+        assert Int8Linear(8, 4).kernel == kernel
+    finally:
+        quant._onednn_fast.cache_clear()  # the next call probes this CPU again
+
+
+def test_int8_kernel_probe_times_both_kernels():
+    import seggpt.modeling.quant as quant
+
+    if not _onednn_exact():
+        pytest.skip("no oneDNN int8 kernel that is exact here (no oneDNN, or an x86 CPU without VNNI)")
+    onednn_s, int_mm_s = quant._probe_seconds()
+    assert 0 < onednn_s < 10 and 0 < int_mm_s < 10
 
 
 @pytest.mark.parametrize("activation", ["none", "gelu"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("kernel", ["onednn", "int_mm"])
 def test_int8_linear_equals_its_integer_arithmetic(kernel, dtype, activation):
-    if kernel == "onednn" and not _onednn_available():
+    if kernel == "onednn" and not _onednn_exact():
         pytest.skip("no oneDNN int8 kernel that is exact here (no oneDNN, or an x86 CPU without VNNI)")
     torch.manual_seed(0)
     lin = nn.Linear(48, 40)

@@ -537,9 +537,9 @@ def to_precision(model: SegGPT, device: str | torch.device, dtype: str | torch.d
         return model.to(device=device, dtype=dtype)
     if not quant._onednn_available():
         log.warning(
-            "int8 on a CPU without VNNI (or without oneDNN) computes its integer products as float32 matmuls: no "
-            "faster than fp32 there (embedded model on an AVX2-only CPU: 10.2 against 11 images/s); fp32 is the "
-            "better choice on this CPU"
+            "int8 on a CPU without VNNI (or without oneDNN, or where oneDNN has no fast int8 kernel for the CPU) "
+            "computes its integer products as float32 matmuls: no faster than fp32 there (embedded model on an "
+            "AVX2-only CPU: 10.2 against 11 images/s); fp32 is the better choice on this CPU"
         )
     if not is_quantized(model):
         quantize_linears_(model.to(device=device, dtype=torch.float32))

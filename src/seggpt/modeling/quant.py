@@ -9,7 +9,8 @@ floating dtype. Everything else in the model stays in floating point. Two kernel
   output dtype and the MLP's GELU fused into the matmul (VNNI / AMX-int8 where the CPU has them). It takes one
   activation scale per call, so activations are quantised per sample (one call per entry of the batch), which
   keeps every sample's answer independent of the others in its batch.
-- ``int_mm`` (elsewhere, and on x86 CPUs without VNNI, where oneDNN's int8 products saturate): activations
+- ``int_mm`` (elsewhere, on x86 CPUs without VNNI, where oneDNN's int8 products saturate, and where a probe finds
+  oneDNN's kernel slow for the CPU, :func:`_onednn_fast`): activations
   quantised per token, the exact integer product (:func:`int8_matmul`), then rescaled in separate passes. On the CPU
   the product is a float32 matmul of the int8 values, exact because every partial sum is an integer below 2**24:
   ``torch._int_mm`` there was measured 20 times slower than float32 (AVX2-only CPU, 4096x192 by 192x768: 400 ms
@@ -23,7 +24,9 @@ measures both against this module (``--variants "int8 torch.ao query-only" "int8
 
 from __future__ import annotations
 
+import functools
 import platform
+import time
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +55,7 @@ def int8_matmul(q: Tensor, w: Tensor) -> Tensor:
     return acc
 
 
-def _onednn_available() -> bool:
+def _onednn_exact() -> bool:
     """oneDNN's int8 kernel, where it computes exactly: x86 without VNNI forms its int8 products in saturating
     int16 pairs (vpmaddubsw), and on such a CPU (AVX2 only) its answers were measured up to 0.3 off."""
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")):
@@ -60,6 +63,53 @@ def _onednn_available() -> bool:
     vnni = getattr(torch.cpu, "_is_vnni_supported", None)
     x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
     return not (x86 and vnni is not None and not vnni())
+
+
+def _onednn_available() -> bool:
+    """oneDNN's int8 kernel, where it is exact and fast (:func:`_onednn_exact`, :func:`_onednn_fast`)."""
+    return _onednn_exact() and _onednn_fast()
+
+
+# oneDNN has no fast int8 matmul for every CPU that has VNNI: on an AMD EPYC with AVX512-VNNI and no AMX (torch
+# 2.13, session 26) it packed the weight in a layout no kernel of that CPU reads and ran every product in its
+# reference implementation (``ref_int8`` in ONEDNN_VERBOSE), 800 times slower than fp32. A probe finds that once.
+# The reference kernel is two orders of magnitude slower; a fast one is faster than the int_mm path.
+ONEDNN_SLOWER_LIMIT = 4.0
+
+
+def _probe_seconds() -> tuple[float, float]:
+    """Seconds for one (64, 256) x (256, 256) int8 product with oneDNN's kernel and with the int_mm path (best
+    of three, after one untimed call each)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randint(-127, 128, (256, 256), generator=g, dtype=torch.int8)
+    x = torch.randint(-127, 128, (64, 256), generator=g, dtype=torch.int8)
+    packed = torch.ops.onednn.qlinear_prepack(w, None)
+    ones, zeros = torch.ones(256), torch.zeros(256, dtype=torch.long)
+    one, zero = torch.ones(()), torch.zeros((), dtype=torch.long)
+
+    def onednn():
+        args = (x, one, zero, packed, ones, zeros, None, 1.0, 0, torch.float32, "none", [], "")
+        return torch.ops.onednn.qlinear_pointwise.tensor(*args)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    with torch.no_grad():
+        return best(onednn), best(lambda: int8_matmul(x, w))
+
+
+@functools.cache
+def _onednn_fast() -> bool:
+    """Whether oneDNN's int8 kernel is no more than :data:`ONEDNN_SLOWER_LIMIT` times slower than the int_mm path
+    on this CPU, measured once per process (about a millisecond; a tenth of a second where it is not)."""
+    onednn, int_mm = _probe_seconds()
+    return onednn <= ONEDNN_SLOWER_LIMIT * int_mm
 
 
 def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
