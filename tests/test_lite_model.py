@@ -14,7 +14,14 @@ import torch.nn.functional as F
 from seggpt.checkpoint import load_model, save_native
 from seggpt.config import SegGPTConfig, lite_small
 from seggpt.modeling import SegGPT
-from seggpt.modeling.efficientnet import EfficientNetLite0, FrozenBatchNorm2d, imagenet_state_dict, lite0_blocks
+from seggpt.modeling.efficientnet import (
+    EfficientNetLite0,
+    FrozenBatchNorm2d,
+    SameConv2d,
+    conv_bn,
+    imagenet_state_dict,
+    lite0_blocks,
+)
 from seggpt.predictor import SegGPTPredictor
 
 
@@ -63,6 +70,34 @@ def test_imagenet_weights_name_a_cat_and_an_espresso():
     trunk.load_state_dict(imagenet_state_dict(path), strict=True)
     feats = trunk(torch.zeros(1, 3, 64, 96))
     assert [tuple(f.shape) for f in feats] == [(1, 24, 16, 24), (1, 40, 8, 12), (1, 112, 4, 6)]
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("groups", [1, 6])
+def test_same_padding_matches_tensorflow(kernel, stride, groups):
+    """TensorFlow's "SAME": out = ceil(in / stride), the total padding split with the odd pixel at the bottom and
+    right. The reference pads a copy of x that way and convolves without padding."""
+    torch.manual_seed(kernel * 10 + stride + groups)
+    conv = SameConv2d(6, 12, kernel, stride=stride, groups=groups, bias=False)
+    bn = FrozenBatchNorm2d(12)
+    with torch.no_grad():
+        bn.running_mean.normal_(0, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.normal_(1, 0.2)
+        bn.bias.normal_(0, 0.2)
+    for h, w in ((16, 16), (15, 17), (16, 13), (7, 10)):
+        x = torch.randn(2, 6, h, w)
+        ph = max((-(-h // stride) - 1) * stride + kernel - h, 0)
+        pw = max((-(-w // stride) - 1) * stride + kernel - w, 0)
+        padded = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        with torch.no_grad():
+            want = F.conv2d(padded, conv.weight, None, stride, 0, 1, groups)
+            got = conv(x)
+            fused = conv_bn(conv, bn, x)
+        assert got.shape == (2, 12, -(-h // stride), -(-w // stride))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fused, bn(want), rtol=1e-5, atol=1e-5)
 
 
 def _canvases(cfg: SegGPTConfig, b: int, seed: int = 0):
