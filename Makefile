@@ -40,12 +40,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/model_forward.py
 
 # Reproduce the embedded default model, then ship it into the package: six stages from the ImageNet
-# EfficientNet-Lite0 initialisation, configs/embedded.yaml (2000 steps of 16 pairs, 82 min on two cores),
-# configs/embedded_stage2.yaml (2500 steps from stage 1, more SynthContext and one-class CamVid pairs, about 100 min)
+# EfficientNet-Lite0 initialisation, configs/embedded.yaml (2000 steps of 16 pairs, about 52 min on two threads),
+# configs/embedded_stage2.yaml (2500 steps from stage 1, more SynthContext and one-class CamVid pairs, about 62 min),
 # configs/embedded_stage3.yaml (3750 steps from stage 2 with the encoder's stride-16 stages trained too, 91 min),
 # configs/embedded_stage4.yaml (3750 steps from stage 3 with the stride-8 stages trained too, about 97 min) and
 # configs/embedded_stage5.yaml (300 steps from stage 4 with the correspondence prior, about 25 min) and
-# configs/embedded_stage6.yaml (2000 steps from stage 5, about 90 min).
+# configs/embedded_stage6.yaml (2000 steps from stage 5, about 90 min): about 7 hours.
 # Each stage resumes from its last checkpoint when stopped; run again, it skips a finished stage. Needs ../shared/data
 # beside the checkout and the train extra (in .[dev]).
 train-default: $(STAMP)

@@ -77,6 +77,25 @@ def _onednn_available() -> bool:
 ONEDNN_SLOWER_LIMIT = 4.0
 
 
+def _qlinear(
+    q: Tensor,
+    scale: Tensor,
+    packed: Tensor,
+    weight_scale: Tensor,
+    zero_points: Tensor,
+    bias: Tensor | None,
+    dtype: torch.dtype,
+    activation: str,
+) -> Tensor:
+    """oneDNN's int8 linear layer: int8 q (one scale) by the packed int8 weight (a scale per output channel), the
+    bias and ``activation`` fused, output in ``dtype``."""
+    algorithm = "none" if activation == "gelu" else ""  # "none": exact GELU (erf), as nn.GELU()
+    zero = torch.zeros((), dtype=torch.long)
+    return torch.ops.onednn.qlinear_pointwise.tensor(
+        q, scale, zero, packed, weight_scale, zero_points, bias, 1.0, 0, dtype, activation, [], algorithm
+    )
+
+
 def _probe_seconds() -> tuple[float, float]:
     """Seconds for one (64, 256) x (256, 256) int8 product with oneDNN's kernel and with the int_mm path (best
     of three, after one untimed call each)."""
@@ -85,11 +104,9 @@ def _probe_seconds() -> tuple[float, float]:
     x = torch.randint(-127, 128, (64, 256), generator=g, dtype=torch.int8)
     packed = torch.ops.onednn.qlinear_prepack(w, None)
     ones, zeros = torch.ones(256), torch.zeros(256, dtype=torch.long)
-    one, zero = torch.ones(()), torch.zeros((), dtype=torch.long)
 
     def onednn():
-        args = (x, one, zero, packed, ones, zeros, None, 1.0, 0, torch.float32, "none", [], "")
-        return torch.ops.onednn.qlinear_pointwise.tensor(*args)
+        return _qlinear(x, torch.ones(()), packed, ones, zeros, None, torch.float32, "none")
 
     def best(fn) -> float:
         fn()
@@ -186,28 +203,10 @@ class Int8Linear(nn.Module):
             packed = torch.ops.onednn.qlinear_prepack(self.weight, None)
             self._packed = packed, torch.zeros(self.out_features, dtype=torch.long, device=x.device)
         packed, zero_points = self._packed
-        zero = torch.zeros((), dtype=torch.long)
-        algorithm = "none" if self.activation == "gelu" else ""  # "none": exact GELU (erf), as nn.GELU()
         out = []
         for sample in x if x.ndim > 2 else [x]:
             q, scale = quantize_tensor(sample)
-            out.append(
-                torch.ops.onednn.qlinear_pointwise.tensor(
-                    q,
-                    scale,
-                    zero,
-                    packed,
-                    self.weight_scale,
-                    zero_points,
-                    self.bias,
-                    1.0,
-                    0,
-                    x.dtype,
-                    self.activation,
-                    [],
-                    algorithm,
-                )  # fmt: skip
-            )
+            out.append(_qlinear(q, scale, packed, self.weight_scale, zero_points, self.bias, x.dtype, self.activation))
         return torch.stack(out) if x.ndim > 2 else out[0]
 
     def _forward_int_mm(self, x: Tensor) -> Tensor:
