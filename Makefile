@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format bench train-default embedded-results dev-results clean
+.PHONY: demo test test-slow test-cuda lint format bench train-default embedded-results dev-results clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# On a machine with a CUDA GPU (skipped elsewhere; scripts/gpu_stage.sh runs them on a lent one)
+test-cuda: $(STAMP)
+	$(PY) -m pytest -q -m cuda
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts projects
