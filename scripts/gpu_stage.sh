@@ -59,6 +59,7 @@ per_step = (rows[60]["elapsed_s"] - rows[20]["elapsed_s"]) / 40
 print(max(100, int(0.9 * float(sys.argv[2]) / per_step) // 100 * 100))
 EOF
 ) || { echo "error: the probe did not run 60 steps; see probe.log" >&2; exit 1; }
+rm -rf "$probe"
 since "stage: $steps steps" >&2
 echo "probe: $steps steps fit in the $seconds s left" >> "$out/probe.log"
 
@@ -70,4 +71,5 @@ since "stage done: $?" >&2
 for f in model.safetensors metrics.jsonl config.yaml; do
     [ -f "$run_dir/$f" ] && cp "$run_dir/$f" "$out/"
 done
+rm -rf "$(dirname "$run_dir")"
 ls -la "$out"
