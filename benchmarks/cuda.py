@@ -10,7 +10,7 @@ the speed-up against transformers fp32 at the same batch, and the mean |output -
 (normalised space; the transformers fp32 row is the two implementations' agreement). fp32 rows run without TF32.
 
 Embedded rows: ``SegGPTPredictor()`` (the shipped model, 256 px, one example) on 64 synthetic targets of mixed
-sizes, targets/s (best of ``--repeat`` passes, capped at 5), on the GPU in each dtype and on ``--threads`` CPU
+sizes, targets/s (best of ``--repeat`` passes, capped at 3), on the GPU in each dtype and on ``--threads`` CPU
 threads in fp32, with the share of pixels labelled as the CPU labels them. Prints two Markdown tables.
 """
 
@@ -116,7 +116,7 @@ def embedded_rows(repeat: int, threads: int) -> list[tuple]:
         torch.set_num_threads(threads)
         p = SegGPTPredictor(device=device, dtype=dtype)
         best, answers = float("inf"), None
-        for _ in range(min(repeat, 5)):
+        for _ in range(min(repeat, 3)):
             t0 = time.perf_counter()
             p.set_prompts([image], [labels], num_labels=3)
             answers = [np.asarray(x.labels) for x in p.predict_batch(targets, batch_size=16)]

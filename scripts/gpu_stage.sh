@@ -39,12 +39,12 @@ fi
     nvidia-smi -L
     $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
     since "pytest -m cuda"
-    timeout 150 $py -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py
+    timeout 180 $py -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py
     since "done: $?"
 } > "$out/checks.log" 2>&1
 
 since "benchmark" >&2
-timeout 120 $py benchmarks/cuda.py --repeat 20 > "$out/cuda_bench.md" 2>&1
+timeout 150 $py benchmarks/cuda.py --repeat 20 > "$out/cuda_bench.md" 2>&1
 
 # Time 40 steps after 20 of warm-up (workers starting, kernels tuned), then size the stage to the time left.
 probe=$(mktemp -d)
@@ -52,13 +52,18 @@ since "probe" >&2
 timeout 150 $py -m seggpt.cli train "$config" ${STAGE_OVERRIDES:-} "run_dir=$probe" steps=60 checkpoint_every=1000 log_every=20 \
     plot=false --no-progress > "$out/probe.log" 2>&1
 seconds=$((deadline - $(date +%s) - 90))
+if [ "$seconds" -lt 120 ]; then
+    echo "error: $seconds s left for the stage; give more MINUTES (the checks and the probe took the rest)" >&2
+    rm -rf "$probe"
+    exit 1
+fi
 steps=$($py - "$probe/metrics.jsonl" "$seconds" <<'EOF'
 import json, sys
 rows = {r["step"]: r for r in map(json.loads, open(sys.argv[1]))}
 per_step = (rows[60]["elapsed_s"] - rows[20]["elapsed_s"]) / 40
 print(max(100, int(0.9 * float(sys.argv[2]) / per_step) // 100 * 100))
 EOF
-) || { echo "error: the probe did not run 60 steps; see probe.log" >&2; exit 1; }
+) || { echo "error: the probe did not run 60 steps; see probe.log" >&2; rm -rf "$probe"; exit 1; }
 rm -rf "$probe"
 since "stage: $steps steps" >&2
 echo "probe: $steps steps fit in the $seconds s left" >> "$out/probe.log"
