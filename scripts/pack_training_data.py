@@ -29,20 +29,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from seggpt.data.readers.base import files_with, read_index_png, read_list
+from seggpt.data.readers.photos import IMAGE_SUFFIXES, keep_only, shrink
+
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ROOT / "configs" / "splits"
 SHORT_SIDE = 320  # the readers' max_side
 
 
-def _stems(splits: Path, name: str) -> list[str]:
-    return [s for s in (splits / name).read_text().split() if s]
-
-
 def _pack(image_path: Path, label_path: Path | None, image_out: Path, label_out: Path | None, quality: int) -> None:
     """One image (and its label image) shrunk as the readers shrink them, written in the pack."""
-    from seggpt.data.readers.base import read_index_png
-    from seggpt.data.readers.photos import shrink
-
     image = np.asarray(Image.open(image_path).convert("RGB"))
     if label_path is None:  # polygons in normalised coordinates: the image alone changes size
         h, w = image.shape[:2]
@@ -58,34 +54,34 @@ def _pack(image_path: Path, label_path: Path | None, image_out: Path, label_out:
     Image.fromarray(image).save(image_out, quality=quality)
 
 
-def _find(folder: Path, stem: str) -> Path:
-    found = [p for p in folder.glob(f"{stem}.*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
-    if not found:
-        raise FileNotFoundError(f"no image {stem}.* in {folder}")
-    return found[0]
+Job = tuple[Path, Path | None, Path, Path | None]
 
 
-def jobs(data: Path, out: Path, splits: Path = SPLITS) -> list[tuple[Path, Path | None, Path, Path | None]]:
-    """(image, label or None, image in the pack, label in the pack or None) for everything the recipe trains on."""
-    work = []
+def jobs(data: Path, out: Path, splits: Path = SPLITS) -> tuple[list[Job], list[tuple[Path, Path]]]:
+    """What the recipe trains on: (image, label or None, image in the pack, label in the pack or None) to shrink,
+    and (file, copy in the pack) to copy as they are (COCO128's polygons)."""
+    work, copies = [], []
     kv = data / "kvasir-seg"
-    for s in _stems(splits, "kvasir_train.txt"):
-        work.append((_find(kv / "images", s), kv / "masks" / f"{s}.png", out / "kvasir-seg/images" / f"{s}.jpg",
-                     out / "kvasir-seg/masks" / f"{s}.png"))  # fmt: skip
+    for img in keep_only(files_with(kv / "images", IMAGE_SUFFIXES), splits / "kvasir_train.txt", "images"):
+        work.append((img, kv / "masks" / f"{img.stem}.png", out / "kvasir-seg/images" / f"{img.stem}.jpg",
+                     out / "kvasir-seg/masks" / f"{img.stem}.png"))  # fmt: skip
     cv = data / "camvid"
-    for img in sorted((cv / "train").iterdir()):
+    for img in files_with(cv / "train", IMAGE_SUFFIXES):
         work.append((img, cv / "trainannot" / f"{img.stem}.png", out / "camvid/train" / f"{img.stem}.jpg",
                      out / "camvid/trainannot" / f"{img.stem}.png"))  # fmt: skip
     co = data / "coco128-seg"
-    for s in _stems(splits, "coco128_train.txt"):
-        work.append((_find(co / "images/train2017", s), None, out / "coco128-seg/images/train2017" / f"{s}.jpg", None))
+    for img in keep_only(files_with(co / "images/train2017", IMAGE_SUFFIXES), splits / "coco128_train.txt", "images"):
+        work.append((img, None, out / "coco128-seg/images/train2017" / f"{img.stem}.jpg", None))
+        polygons = co / "labels/train2017" / f"{img.stem}.txt"
+        if polygons.is_file():
+            copies.append((polygons, out / "coco128-seg/labels/train2017" / polygons.name))
     dv = data / "davis2016"
-    for seq in _stems(splits, "davis2016_train.txt"):
+    for seq in read_list(splits / "davis2016_train.txt"):
         for img in sorted((dv / "JPEGImages/480p" / seq).glob("*.jpg")):
             work.append((img, dv / "Annotations/480p" / seq / f"{img.stem}.png",
                          out / "davis2016/JPEGImages/480p" / seq / img.name,
                          out / "davis2016/Annotations/480p" / seq / f"{img.stem}.png"))  # fmt: skip
-    return work
+    return work, copies
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {out} is not empty; pass --overwrite to replace it", file=sys.stderr)
         return 2
     try:
-        work = jobs(data, out, splits)
+        work, copies = jobs(data, out, splits)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -115,11 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     for image, label, image_out, label_out in tqdm(work, desc="packing", unit="image", disable=None):
         _pack(image, label, tmp / image_out.relative_to(out), label_out and tmp / label_out.relative_to(out),
               args.quality)  # fmt: skip
-    labels = data / "coco128-seg/labels/train2017"
-    (tmp / "coco128-seg/labels/train2017").mkdir(parents=True)
-    for s in _stems(splits, "coco128_train.txt"):
-        if (labels / f"{s}.txt").is_file():
-            shutil.copy(labels / f"{s}.txt", tmp / "coco128-seg/labels/train2017" / f"{s}.txt")
+    for src, dst in copies:
+        (tmp / dst.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, tmp / dst.relative_to(out))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -8,45 +8,38 @@ import pytest
 from PIL import Image
 
 from conftest import load_script
+from test_data_readers import write_grey, write_image, write_palette_png
 
 
-def _image(path, h, w, seed):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
-
-
-def _labels(path, h, w, values):
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _stripes(h, w, values):
+    """Label ids in horizontal stripes over the left half."""
     lab = np.zeros((h, w), np.uint8)
     for k, v in enumerate(values):
         lab[k * h // len(values) : (k + 1) * h // len(values), : w // 2] = v
-    im = Image.fromarray(lab, mode="L")
-    if values == [1]:  # DAVIS ships palette PNGs
-        im = im.convert("P")
-    im.save(path)
+    return lab
 
 
 @pytest.fixture
 def data(tmp_path):
     d, splits = tmp_path / "data", tmp_path / "splits"
     splits.mkdir()
-    for i, stem in enumerate(("k1", "k2", "kval")):  # kval: a validation image, not in the split
-        _image(d / "kvasir-seg/images" / f"{stem}.jpg", 530, 620, i)
-        _labels(d / "kvasir-seg/masks" / f"{stem}.png", 530, 620, [1])
+    for stem in ("k1", "k2", "kval"):  # kval: a validation image, not in the split
+        write_image(d / "kvasir-seg/images" / f"{stem}.jpg", 530, 620)
+        write_grey(d / "kvasir-seg/masks" / f"{stem}.png", _stripes(530, 620, [1]))
     (splits / "kvasir_train.txt").write_text("k1\nk2\n")
     for split in ("train", "val"):
-        _image(d / f"camvid/{split}/c_{split}.jpg", 360, 480, 5)
-        _labels(d / f"camvid/{split}annot/c_{split}.png", 360, 480, [0, 3, 8, 11])
+        write_image(d / f"camvid/{split}/c_{split}.jpg", 360, 480)
+        write_grey(d / f"camvid/{split}annot/c_{split}.png", _stripes(360, 480, [0, 3, 8, 11]))
     for stem in ("a", "b"):
-        _image(d / "coco128-seg/images/train2017" / f"{stem}.jpg", 480, 640, 7)
+        write_image(d / "coco128-seg/images/train2017" / f"{stem}.jpg", 480, 640)
         (d / "coco128-seg/labels/train2017").mkdir(parents=True, exist_ok=True)
         (d / "coco128-seg/labels/train2017" / f"{stem}.txt").write_text("3 0.1 0.1 0.5 0.1 0.5 0.6\n")
     (splits / "coco128_train.txt").write_text("a\n")
     for seq in ("seq_train", "seq_val"):
         for f in range(3):
-            _image(d / "davis2016/JPEGImages/480p" / seq / f"{f:05d}.jpg", 480, 854, f)
-            _labels(d / "davis2016/Annotations/480p" / seq / f"{f:05d}.png", 480, 854, [1])
+            write_image(d / "davis2016/JPEGImages/480p" / seq / f"{f:05d}.jpg", 480, 854)
+            # a palette PNG, as DAVIS ships its annotations
+            write_palette_png(d / "davis2016/Annotations/480p" / seq / f"{f:05d}.png", _stripes(480, 854, [1]))
     (splits / "davis2016_train.txt").write_text("seq_train\n")
     return d, splits
 
