@@ -26,20 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_forward import _build  # noqa: E402
 from predictor import make_data  # noqa: E402
-
-
-def _vit_large():
-    from seggpt.config import vit_large
-    from seggpt.modeling import SegGPT
-
-    torch.manual_seed(0)
-    model = SegGPT(vit_large()).eval()
-    with torch.no_grad():  # tokens and relative tables start at zero: give every path something to do
-        for name, p in model.named_parameters():
-            if "token" in name or "rel_pos" in name or "pos_embed" in name:
-                p.normal_(0, 0.02)
-    return model
 
 
 def _time(forward, repeat: int) -> tuple[float, torch.Tensor]:
@@ -60,10 +48,10 @@ def vit_large_rows(batches: list[int], repeat: int) -> list[tuple]:
 
     from seggpt.checkpoint import config_to_hf, official_to_hf, to_precision
 
-    base = _vit_large()
+    base = _build("vit_large")
     cfg = base.config
     h, w = cfg.image_size
-    state = {k: v.clone() for k, v in base.state_dict().items()}
+    state = base.state_dict()  # base stays as built: each variant gets these weights
     rows = []
     for b in batches:
         g = torch.Generator().manual_seed(b)
@@ -84,7 +72,7 @@ def vit_large_rows(batches: list[int], repeat: int) -> list[tuple]:
                 def forward(hf=hf, args=args):
                     return hf(**args).pred_masks[:, :, h:]
             else:
-                model = _vit_large()
+                model = _build("vit_large")
                 model.load_state_dict(state)
                 model = to_precision(model, "cuda", dtype_name)
                 images = torch.cat([prompt, query], 2).to(dtype)
