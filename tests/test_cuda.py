@@ -15,10 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import hf_config_for, randomize_
-from seggpt.checkpoint import hf_to_official
-from seggpt.config import vit_large
-from seggpt.modeling import SegGPT
+from test_model import _inputs, _ours, _vit_large_pair
 
 pytestmark = [
     pytest.mark.cuda,
@@ -36,39 +33,15 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-def _vit_large_pair():
-    """Ours and transformers' ViT-L with the same random weights, scaled so 24 random blocks stay in range."""
-    from transformers import SegGptForImageSegmentation
-
-    torch.manual_seed(0)
-    cfg = vit_large()
-    hf = randomize_(SegGptForImageSegmentation(hf_config_for(cfg))).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.mul_(0.1)
-    ours = SegGPT(cfg).eval()
-    ours.load_state_dict(hf_to_official(hf.state_dict()), strict=True)
-    h, w = cfg.image_size
-    g = torch.Generator().manual_seed(1)
-    query, prompt, mask = (torch.randn(2, 3, h, w, generator=g) for _ in range(3))
-    return ours, hf, (query, prompt, mask)
-
-
-def _ours(model, query, prompt, mask):
-    images = torch.cat([prompt, query], dim=2)
-    masks = torch.cat([mask, mask], dim=2)
-    seg = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
-    return model(images, masks, model.query_mask().to(images.device), seg)
-
-
 def test_vit_large_on_cuda_equals_transformers():
-    ours, hf, inputs = _vit_large_pair()
+    ours, hf = _vit_large_pair()
+    inputs = _inputs(ours.config, b=2)
     ours, hf = ours.cuda(), hf.cuda()
     query, prompt, mask = (t.cuda() for t in inputs)
     with torch.no_grad():
         ref = hf(pixel_values=query, prompt_pixel_values=prompt, prompt_masks=mask, embedding_type="semantic")
-        out = _ours(ours, query, prompt, mask)
-        on_cpu = _ours(ours.cpu(), *inputs)
+        out = _ours(ours, query, prompt, mask, 0)
+        on_cpu = _ours(ours.cpu(), *inputs, 0)
     torch.testing.assert_close(out, ref.pred_masks, atol=2e-4, rtol=0)
     torch.testing.assert_close(out.cpu(), on_cpu, atol=2e-4, rtol=0)
 
@@ -77,12 +50,12 @@ def test_vit_large_on_cuda_equals_transformers():
 def test_half_precision_vit_large_on_cuda_close_to_fp32(dtype):
     from seggpt.checkpoint import to_precision
 
-    ours, _, inputs = _vit_large_pair()
-    query, prompt, mask = (t.cuda() for t in inputs)
+    ours, _ = _vit_large_pair()
+    query, prompt, mask = (t.cuda() for t in _inputs(ours.config, b=2))
     with torch.no_grad():
-        ref = _ours(ours.cuda(), query, prompt, mask)
+        ref = _ours(ours.cuda(), query, prompt, mask, 0)
         half = to_precision(ours, "cuda", "bf16" if dtype == torch.bfloat16 else "fp16")
-        out = _ours(half, query.to(dtype), prompt.to(dtype), mask.to(dtype))
+        out = _ours(half, query.to(dtype), prompt.to(dtype), mask.to(dtype), 0)
     assert out.dtype == dtype and torch.isfinite(out).all()
     err = (out.float() - ref).abs().mean() / ref.abs().mean()
     assert err < (0.02 if dtype == torch.bfloat16 else 0.005), f"mean relative error {err:.4f}"

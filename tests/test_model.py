@@ -31,8 +31,18 @@ def _inputs(cfg: SegGPTConfig, b: int, same_query: bool = False):
 def _ours(model, query, prompt_img, prompt_mask, seg_type, **kw):
     images = torch.cat([prompt_img, query], dim=2)
     masks = torch.cat([prompt_mask, prompt_mask], dim=2)
-    st = torch.full((images.shape[0],), seg_type)
-    return model(images, masks, model.query_mask(), st, **kw)
+    st = torch.full((images.shape[0],), seg_type, device=images.device)
+    return model(images, masks, model.query_mask(images.device), st, **kw)
+
+
+def _vit_large_pair():
+    """_pair for the released architecture, its weights scaled so that 24 random blocks keep their activations in a
+    sane range."""
+    ours, hf = _pair(vit_large())
+    with torch.no_grad():
+        for p in list(ours.parameters()) + list(hf.parameters()):
+            p.mul_(0.1)
+    return ours, hf
 
 
 @pytest.mark.parametrize("task,seg_type", [("semantic", 0), ("instance", 1)])
@@ -60,12 +70,8 @@ def test_equals_transformers_other_shapes():
 
 @pytest.mark.slow
 def test_equals_transformers_vit_large():
-    cfg = vit_large()
-    ours, hf = _pair(cfg)
-    with torch.no_grad():
-        for p in list(ours.parameters()) + list(hf.parameters()):
-            p.mul_(0.1)  # keep activations of 24 random blocks in a sane range
-    query, pimg, pmask = _inputs(cfg, b=1)
+    ours, hf = _vit_large_pair()
+    query, pimg, pmask = _inputs(ours.config, b=1)
     with torch.no_grad():
         ref = hf(pixel_values=query, prompt_pixel_values=pimg, prompt_masks=pmask, embedding_type="semantic")
         out = _ours(ours, query, pimg, pmask, 0)
