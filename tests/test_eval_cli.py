@@ -211,3 +211,44 @@ def test_the_embedded_model_decodes_at_its_own_threshold(tmp_path, tiny_weights,
         err = capsys.readouterr().err
         assert "--threshold" in err and bad in err and "Traceback" not in err
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_a_stopped_davis_run_stops_inside_the_sequence_and_resumes_to_the_same_report(
+    tmp_path, tiny_weights, monkeypatch, capsys
+):
+    """Was: Ctrl-C or SIGTERM waited for the sequence under way to finish (minutes for a DAVIS video)."""
+    import signal
+
+    from seggpt.video import SegGPTVideoPredictor
+
+    davis = write_davis(tmp_path / "davis", sequences=("bear", "camel"))
+    argv = ["eval", "davis2017", "--data", str(davis), "--weights", str(tiny_weights), "--context-frames", "2"]
+    argv += ["--no-progress", "--device", "cpu"]
+    assert main([*argv, "--json", str(tmp_path / "whole.json")]) == 0
+
+    frames, resumed = [], []
+    propagate = SegGPTVideoPredictor.propagate
+
+    def stopping(self, paths, *a, **kw):
+        for t, labels in propagate(self, paths, *a, **kw):
+            frames.append((paths[t].split(os.sep)[-2], t))
+            if frames[-1] == ("camel", 1) and not resumed:
+                os.kill(os.getpid(), signal.SIGTERM)  # the second sequence's second frame
+            yield t, labels
+
+    monkeypatch.setattr(SegGPTVideoPredictor, "propagate", stopping)
+    report = tmp_path / "part.json"
+    assert main([*argv, "--json", str(report)]) == 130
+    assert "stopped after 1 work unit(s)" in capsys.readouterr().out and not report.exists()
+    assert frames[-1] == ("camel", 1)  # not the camel's last frame (4)
+    frames.clear()
+    resumed.append(True)
+    assert main([*argv, "--json", str(report), "--resume"]) == 0
+    assert [s for s, _ in frames] == ["camel"] * 5  # the stopped sequence again, from its first frame
+
+    def scores(path):
+        r = json.loads(path.read_text())
+        return r["metrics"], r["details"]
+
+    assert scores(report) == scores(tmp_path / "whole.json")
+    assert not (tmp_path / "part.json.state").exists()

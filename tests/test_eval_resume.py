@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seggpt.eval.metrics import FewShotMeter
-from seggpt.eval.resume import EvalStopped, Journal, activate, units
+from seggpt.eval.resume import EvalStopped, Journal, activate, stop_point, units
 
 
 class Stop:
@@ -101,3 +101,44 @@ def test_without_a_journal_units_is_a_plain_loop():
     state = {}
     loop = units([3, 1, 2], state)
     assert len(loop) == 3 and list(loop) == [3, 1, 2]
+
+
+def _frames(journal, stop=None, stop_at=None):
+    """Two 'videos' of four frames, each frame checking for a stop; asks to stop at frame ``stop_at``."""
+    previous = activate(journal)
+    seen = []
+    try:
+        scores = {}
+        for video in units(["v0", "v1"], scores):
+            frames = []
+            for t in range(4):
+                stop_point()
+                seen.append((video, t))
+                frames.append(t + len(video))
+                if stop is not None and (video, t) == stop_at:
+                    stop.requested = True
+            scores[video] = frames
+        return scores, seen
+    finally:
+        activate(previous)
+
+
+def test_a_stop_inside_a_long_unit_drops_that_unit_and_resume_does_it_again(tmp_path):
+    """Was: a stop waited for the whole sequence (a DAVIS video at 288x512 takes minutes)."""
+    whole, _ = _frames(None)
+    stop = Stop()
+    with pytest.raises(EvalStopped) as e:
+        _frames(Journal(tmp_path / "s", {"run": 1}, stop=stop), stop, ("v1", 1))
+    assert e.value.done == 1  # v0 finished; v1 stopped at its third frame, not finished
+    journal = Journal(tmp_path / "s", {"run": 1}, resume=True)
+    state, seen = _frames(journal)
+    assert seen == [("v1", t) for t in range(4)]  # v1 again from its first frame
+    assert state == whole
+    stop_point()  # no journal: nothing to stop
+
+
+def test_a_stop_before_any_unit_is_finished_keeps_an_empty_journal(tmp_path):
+    stop = Stop()
+    with pytest.raises(EvalStopped) as e:
+        _frames(Journal(tmp_path / "s", {"run": 1}, stop=stop), stop, ("v0", 0))
+    assert e.value.done == 0 and Journal(tmp_path / "s", {"run": 1}, resume=True).resumed == 0

@@ -19,7 +19,7 @@ from seggpt.eval._files import layout_error, read_raw_mask, require_dir, require
 from seggpt.eval.distributed import Shard
 from seggpt.eval.metrics import IGNORE, ObjectScores, davis_f, davis_j, davis_summary
 from seggpt.eval.registry import Benchmark, BenchmarkResult, EvalOptions, register
-from seggpt.eval.resume import units
+from seggpt.eval.resume import stop_point, units
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ def score_sequence(data: Path, seq: str, vp: Any) -> list[ObjectScores]:
     f: dict[int, list[float]] = {o: [] for o in range(1, num_objects + 1)}
     last = len(frames) - 1
     for t, labels in vp.propagate([str(p) for p in frames], first_masks=first):
+        stop_point()  # a stop drops this sequence (done again on resume) rather than waiting for its last frame
         if t == 0 or t == last:
             continue
         gt = read_raw_mask(anns[frames[t].stem])

@@ -9,7 +9,9 @@ are sums or records of finished units, so the resumed run reports exactly what a
 
 Loops are told apart by their order in the run (the third loop of a resumed run is the third loop of the first
 one) and checked by their length; a journal written by another run (other options, weights, data) is refused.
-Without an active journal :func:`units` is a plain iteration.
+Without an active journal :func:`units` is a plain iteration. A unit that takes long (a video of many frames)
+calls :func:`stop_point` as it goes, so that a stop does not wait for the whole unit: the unit's partial work is
+dropped and done again on resume.
 """
 
 from __future__ import annotations
@@ -159,6 +161,18 @@ def units(items: Sequence[T], *state: Any) -> _Units:
     next is asked for, and a unit whose body raised is not counted.
     """
     return _Units(list(items), state, _ACTIVE)
+
+
+def stop_point() -> None:
+    """Inside a long work unit (a video's frames): stop now if asked to, with the journal of the units finished.
+
+    The unit under way is dropped, not finished: a resumed run does it again from its start. Without an active
+    journal, or with no stop asked for, it does nothing.
+    """
+    journal = _ACTIVE
+    if journal is not None and journal.stop is not None and journal.stop.requested:
+        journal.save()
+        raise EvalStopped(journal.done, journal.path)
 
 
 def activate(journal: Journal | None) -> Journal | None:
