@@ -4,12 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-cuda lint format bench train-default embedded-results dev-results clean
+.PHONY: install-venv demo test test-slow test-cuda lint format bench train-default embedded-results dev-results clean
 
+# Two makes started at once (make demo & make test on a fresh clone) would both install into .venv and trip over
+# each other: where flock exists, the second waits for the first and then finds .venv installed.
+LOCK := $(if $(shell command -v flock 2>/dev/null),flock $(VENV).lock,)
 $(STAMP): pyproject.toml
+	@$(LOCK) $(SHELL) -c '[ $(STAMP) -nt pyproject.toml ] || $(MAKE) --no-print-directory install-venv'
+
+# torch first, pinned: the local CPU wheel. Anything that asks for torch afterwards finds it satisfied.
+install-venv:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first, pinned: the local CPU wheel. Anything that asks for torch afterwards finds it satisfied.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
@@ -118,4 +124,4 @@ dev-results: $(STAMP)
 	$(EVAL) synthcontext --shots 1 --episodes 300 --seed 1 $(IMAGE_AS_EMBEDDED) --json $(DEV_RESULTS)/synthcontext_dev.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV).lock build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
