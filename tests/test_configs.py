@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from seggpt.train import load_config
-from seggpt.train.trainer import build_sources
+from seggpt.train.trainer import build_sources, checkpoint_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([*(ROOT / "configs").rglob("*.yaml"), *(ROOT / "projects").rglob("configs/**/*.yaml")])
@@ -27,9 +27,9 @@ def test_every_config_loads(path):
 def test_the_embedded_recipe_trains_on_training_parts_only_and_ships_its_run():
     """configs/embedded.yaml starts from ImageNet features, each later stage from the stage before; none reads a
     validation part, the encoder is unfrozen from the top down (stride 16 in stage 3, stride 8 in stage 4; the
-    stride-4 features stay ImageNet's), stage 5 adds the correspondence prior and stage 6 keeps it, and
-    `make train-default` runs the stages in order and ships the model of the last."""
-    names = ["embedded", "embedded_stage2", "embedded_stage3", "embedded_stage4", "embedded_stage5", "embedded_stage6"]
+    stride-4 features stay ImageNet's), stage 5 adds the correspondence prior and stages 6 and 7 keep it, and
+    `make train-default` runs the stages in order and ships the mean of stage 6 and stage 7's averaged checkpoints."""
+    names = ["embedded", *(f"embedded_stage{i}" for i in range(2, 8))]
     stages = [load_config(ROOT / "configs" / f"{name}.yaml") for name in names]
     stage1 = stages[0]
     assert stage1.model.preset == "lite_small" and stage1.model.init_from is None
@@ -41,7 +41,7 @@ def test_the_embedded_recipe_trains_on_training_parts_only_and_ships_its_run():
     assert stages[2].model.freeze == stem + [f"image_encoder._blocks.{i}." for i in range(5)]
     for cfg in stages[3:]:
         assert cfg.model.freeze == stem + [f"image_encoder._blocks.{i}." for i in range(3)]
-    assert stages[4].model.overrides == stages[5].model.overrides == {"fine_prior": True}
+    assert stages[4].model.overrides == stages[5].model.overrides == stages[6].model.overrides == {"fine_prior": True}
     assert not stages[3].model.overrides
     for cfg in stages:
         for source in cfg.data.sources:
@@ -54,7 +54,18 @@ def test_the_embedded_recipe_trains_on_training_parts_only_and_ships_its_run():
     recipe = make[make.index("\ntrain-default:") : make.index("\n\n", make.index("\ntrain-default:"))]
     where = [recipe.index(f"seggpt train configs/{name}.yaml") for name in names]
     assert where == sorted(where)
-    assert f"ship_embedded.py {stages[-1].run_dir}/model.safetensors" in recipe
+    last, before = stages[-1], stages[-2]
+    foreach = re.search(r"\$\(foreach s,([\d ]+),(\S+)\)", recipe)
+    steps, path = foreach.group(1).split(), foreach.group(2)
+    assert [path.replace("$(s)", s) for s in steps] == [
+        f"{last.run_dir}/checkpoints/{checkpoint_name(int(s))}" for s in steps
+    ]
+    assert [int(s) for s in steps] == list(range(300, last.steps + 1, last.checkpoint_every))
+    assert len(steps) <= last.keep_checkpoints  # all of them are still there when the run ends
+    assert f"average_weights.py {last.run_dir}/average.safetensors" in recipe
+    mean = f"average_weights.py {last.run_dir}/shipped.safetensors --overwrite \\\n\t\t"
+    assert mean + f"{before.run_dir}/model.safetensors {last.run_dir}/average.safetensors" in recipe
+    assert f"ship_embedded.py {last.run_dir}/shipped.safetensors" in recipe
 
 
 @pytest.mark.parametrize("name", ["kvasir", "coco128", "davis2016"])

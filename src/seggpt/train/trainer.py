@@ -52,6 +52,13 @@ from seggpt.train.optim import WarmupCosine, param_groups
 log = logging.getLogger(__name__)
 
 _CKPT = re.compile(r"^step_(\d+)\.pt$")
+
+
+def checkpoint_name(step: int) -> str:
+    """The file name of the checkpoint written after ``step`` optimiser steps (in the run's ``checkpoints/``)."""
+    return f"step_{step:07d}.pt"
+
+
 # The metadata format of a conv branch's weights (model.branch_init; see load_branch).
 BRANCH_FORMAT = "seggpt-conv-branch"
 
@@ -461,7 +468,7 @@ def _train(cfg, info, sources, weights, progress, time_limit, stop_after, stop: 
                 "config": cfg.to_dict(),
                 "model_config": mcfg.to_dict(),
             }
-            _save_atomic(state, ckpt_dir / f"step_{step:07d}.pt")
+            _save_atomic(state, ckpt_dir / checkpoint_name(step))
             old = sorted((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT.match(p.name)))
             for _, p in old[: max(0, len(old) - cfg.keep_checkpoints)]:
                 p.unlink(missing_ok=True)
