@@ -239,7 +239,9 @@ def test_a_stopped_davis_run_stops_inside_the_sequence_and_resumes_to_the_same_r
     monkeypatch.setattr(SegGPTVideoPredictor, "propagate", stopping)
     report = tmp_path / "part.json"
     assert main([*argv, "--json", str(report)]) == 130
-    assert "stopped after 1 work unit(s)" in capsys.readouterr().out and not report.exists()
+    out, err = capsys.readouterr()
+    assert "stopped after 1 work unit(s)" in out and not report.exists()
+    assert "SIGTERM: stopping after this work unit (a video at its next frame)" in err
     assert frames[-1] == ("camel", 1)  # not the camel's last frame (4)
     frames.clear()
     resumed.append(True)

@@ -13,15 +13,17 @@ class StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM asks a loop to stop after the step it is on, with a checkpoint to resume from,
     instead of losing the steps since the last one; a second signal raises KeyboardInterrupt at once.
 
-    Use as a context manager around the loop and check ``requested`` between steps.
+    Use as a context manager around the loop and check ``requested`` between steps; ``what`` is the line the first
+    signal prints (what the loop does next).
 
     Installed only in the main thread (Python runs signal handlers there); elsewhere it never asks to stop.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "stopping after this step, with a checkpoint") -> None:
         self.requested = False
+        self.what = what
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
@@ -39,4 +41,4 @@ class StopRequest:
             raise KeyboardInterrupt
         self.requested = True
         name = signal.Signals(signum).name
-        print(f"\n{name}: stopping after this step, with a checkpoint; again to stop at once", file=sys.stderr)
+        print(f"\n{name}: {self.what}; again to stop at once", file=sys.stderr)

@@ -189,7 +189,7 @@ def _collect(benchmark, predictor, args, options, shard, journal, start: float):
 
     previous = activate(journal)
     try:
-        with StopRequest() as stop:
+        with StopRequest("stopping after this work unit (a video at its next frame), keeping the work done") as stop:
             journal.stop = stop
             return benchmark.collect(predictor, args.data, options, shard, shard.is_main and not args.no_progress)
     except EvalStopped:
