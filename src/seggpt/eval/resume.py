@@ -108,6 +108,12 @@ class Journal:
         atomic_write(self.path, lambda tmp: Path(tmp).write_bytes(data), overwrite=True)
         self._written = time.monotonic()
 
+    def stop_if_asked(self) -> None:
+        """If a stop was asked for: write the journal (the units finished) and raise :class:`EvalStopped`."""
+        if self.stop is not None and self.stop.requested:
+            self.save()
+            raise EvalStopped(self.done, self.path)
+
     def begin(self, items: Sequence[T], state: tuple) -> tuple[int, int]:
         """Start the next loop: restore its state if an earlier run began it; returns (its index, units done)."""
         i = self._next
@@ -128,9 +134,7 @@ class Journal:
     def finished(self, i: int, length: int, done: int, state: tuple) -> None:
         """Unit ``done - 1`` of loop ``i`` is finished and in ``state``: record it; stop if asked to."""
         self.loops[i] = (length, done, pickle.dumps(state))
-        if self.stop is not None and self.stop.requested:
-            self.save()
-            raise EvalStopped(self.done, self.path)
+        self.stop_if_asked()
         if time.monotonic() - self._written >= self.every:
             self.save()
 
@@ -169,10 +173,8 @@ def stop_point() -> None:
     The unit under way is dropped, not finished: a resumed run does it again from its start. Without an active
     journal, or with no stop asked for, it does nothing.
     """
-    journal = _ACTIVE
-    if journal is not None and journal.stop is not None and journal.stop.requested:
-        journal.save()
-        raise EvalStopped(journal.done, journal.path)
+    if _ACTIVE is not None:
+        _ACTIVE.stop_if_asked()
 
 
 def activate(journal: Journal | None) -> Journal | None:
