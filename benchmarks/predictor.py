@@ -20,9 +20,12 @@ the tests' job (tests/test_model.py, tests/test_predictor.py); random weights pa
 agreement here would prove nothing. ``--weights CKPT`` benchmarks a real checkpoint instead of random weights.
 ``--dtype bf16|int8`` runs the seggpt predictor on a copy of the model in that precision (the peer stays fp32) and
 adds the share of target pixels whose label it gives as the fp32 predictor does (meaningful with real weights).
+``--scales 1,1.5`` / ``--flip`` time the predictor with those test-time views (the peer stays at one view): what
+the accuracy they add costs.
 
     python benchmarks/predictor.py [--preset vit_small | --weights CKPT [--image-size 256]] [--targets 32]
                                    [--batch-size 8] [--repeat 1] [--threads 2] [--dtype fp32]
+                                   [--scales 1,1.5] [--flip]
 """
 
 from __future__ import annotations
@@ -56,10 +59,12 @@ def make_data(n_targets: int, n_prompts: int, seed: int = 0):
     return prompts, targets
 
 
-def run_ours(model, prompts, targets, batch_size):
+def run_ours(model, prompts, targets, batch_size, views=None):
     from seggpt.predictor import SegGPTPredictor
 
-    p = SegGPTPredictor(model)  # defaults, as users run it (bilinear upsampling costs a little more than nearest)
+    p = SegGPTPredictor(
+        model, **(views or {})
+    )  # defaults, as users run it (bilinear upsampling costs a little more than nearest)
     t0 = time.perf_counter()
     p.set_prompts([i for i, _ in prompts], [m for _, m in prompts], num_labels=3)
     preds = p.predict_batch(targets, batch_size=batch_size)
@@ -117,7 +122,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8"), help="of the seggpt predictor")
+    ap.add_argument("--scales", default=None, help="test-time scales of the seggpt predictor, like 1,1.5")
+    ap.add_argument("--flip", action="store_true", help="the seggpt predictor also paints mirrored targets")
     args = ap.parse_args()
+    views = {"scales": [float(v) for v in args.scales.split(",")] if args.scales else None, "flip": args.flip}
     torch.set_num_threads(args.threads)
 
     from transformers import SegGptConfig, SegGptForImageSegmentation
@@ -167,9 +175,9 @@ def main() -> None:
     rows = []
     for k in (1, 4):
         prompts, targets = make_data(args.targets, k)
-        run_ours(ours_model, prompts, targets[:2], args.batch_size)  # warm-up
+        run_ours(ours_model, prompts, targets[:2], args.batch_size, views)  # warm-up
         peer(model, prompts, targets[:2])
-        ours = [run_ours(ours_model, prompts, targets, args.batch_size) for _ in range(args.repeat)]
+        ours = [run_ours(ours_model, prompts, targets, args.batch_size, views) for _ in range(args.repeat)]
         theirs = [peer(model, prompts, targets)[0] for _ in range(args.repeat)]
         times = [t for t, _ in ours]
         agree = ""
@@ -181,7 +189,8 @@ def main() -> None:
 
     print(f"\n{name} ({cfg.img_size[0] // 2}x{cfg.img_size[1]} images), {args.targets} targets, "
           f"{args.threads} threads, batch size {args.batch_size}, best of {args.repeat}, "
-          f"seggpt in {args.dtype}")  # fmt: skip
+          f"seggpt in {args.dtype}"
+          + (f", test-time scales {args.scales}" if args.scales else "") + (", flip" if args.flip else ""))  # fmt: skip
     extra = (" labels as fp32 |", "---:|") if args.dtype != "fp32" else ("", "")
     print(
         f"| examples | {peer_name} (targets/s) | seggpt predictor (targets/s) | speed-up | predictor, every run (s) |"

@@ -34,11 +34,18 @@ Design choices (each is a documented parameter or constant):
   the examples again; cells follow patch boundaries), the query tiled the same way below, and the answer is the
   mean of the query cells, each resized back to full size. ``none``: every example answers on its own and the
   painted answers are averaged (no interaction inside the network); with one example all three are the same.
+- Test-time views (``scales``, ``flip``; off by default). Each target is also painted at other sizes (relative to
+  the model's, on the same weights: only the token grid changes) and mirrored left to right; the painted answers
+  are brought to the largest view's size (bilinear; a mirrored answer mirrored back) and averaged as colours before
+  they are read. Each view costs a forward pass of its size: ``scales=(1, 1.5)`` about 3.3 times the time of one.
+  On CamVid one-shot it finds more of what is small at the model's own size (signs, bicyclists, pedestrians;
+  docs/embedded-model.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import itertools
 import json
@@ -515,6 +522,29 @@ def untile(answer: Tensor, grid: tuple[int, int], patch: int) -> Tensor:
     return torch.stack(cells).mean(0)
 
 
+def check_scales(scales: Sequence[float] | None) -> tuple[float, ...]:
+    """The test-time scales, checked: a non-empty sequence of distinct positive numbers holding 1 (the model's own
+    size, which every other view is averaged with); None is ``(1.0,)``."""
+    if scales is None:
+        return (1.0,)
+    try:
+        out = tuple(float(s) for s in scales)
+    except (TypeError, ValueError):
+        raise ValueError(f"scales must be numbers, like (1, 1.5); got {scales!r}") from None
+    if not out or any(not math.isfinite(s) or s <= 0 for s in out):
+        raise ValueError(f"scales must be positive numbers, like (1, 1.5); got {scales!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"scales must not repeat; got {scales!r}")
+    if 1.0 not in out:
+        raise ValueError(f"scales must hold 1 (the model's own size), like (1, 1.5); got {scales!r}")
+    return out
+
+
+def scaled_size(size: tuple[int, int], scale: float, patch: int) -> tuple[int, int]:
+    """``size`` (h, w) times ``scale``, each side rounded to the nearest multiple of ``patch`` (at least one)."""
+    return tuple(max(patch, round(v * scale / patch) * patch) for v in size)  # type: ignore[return-value]
+
+
 # The predictor ---------------------------------------------------------------------------------------------
 def _as_list(x) -> list:
     if isinstance(x, (list, tuple)):
@@ -545,6 +575,11 @@ class SegGPTPredictor:
             :data:`seggpt.checkpoint.EMBEDDED_THRESHOLD`, or :data:`seggpt.checkpoint.EMBEDDED_VIDEO_THRESHOLD`
             with ``video``; 0.5, the nearest colour as the released code decodes, for any other checkpoint and for
             a given :class:`SegGPT`).
+        scales: test-time views at other sizes, relative to the model's image size (it must hold 1), like
+            ``(1, 1.5)``: each target is painted at each size (each side rounded to the patch size) and the
+            answers averaged (the module docstring). None: the model's size alone. Examples must be given as images
+            (:meth:`set_prompts`), and the spatial ensemble tiles the query itself: neither goes with other scales.
+        flip: also paint each target mirrored left to right (at every scale) and average the answers.
 
     ``video_context`` is the number of recent frames :class:`seggpt.video.SegGPTVideoPredictor` keeps with this
     predictor when none is asked for (:func:`seggpt.checkpoint.default_video_context`: 2 for the embedded model,
@@ -560,6 +595,8 @@ class SegGPTPredictor:
         image_size: int | tuple[int, int] | None = None,
         video: bool = False,
         threshold: float | None = None,
+        scales: Sequence[float] | None = None,
+        flip: bool = False,
     ) -> None:
         from seggpt.checkpoint import (
             NEAREST_COLOUR_THRESHOLD,
@@ -573,8 +610,10 @@ class SegGPTPredictor:
 
         device, dtype = resolve_device(device), None if dtype is None else parse_dtype(dtype)
         threshold = None if threshold is None else check_threshold(threshold)  # fails before any model loads
+        scales = check_scales(scales)
 
-        if isinstance(model, SegGPT):
+        given, source = isinstance(model, SegGPT), model
+        if given:
             if image_size is not None:
                 raise ValueError("image_size applies when the predictor loads the model; pass a path or None")
             model = to_precision(model, device, dtype) if dtype is not None else model.to(device)
@@ -595,7 +634,29 @@ class SegGPTPredictor:
         self._embedded: OrderedDict[bytes, tuple[Tensor, Tensor | None]] = OrderedDict()
         # Keep the targets' embeddings too (EMBED_CACHE), for when a target prompts the next: set by video.
         self.keep_targets = False
+        self.scales, self.flip = scales, bool(flip)
+        # The other scales' views, each a predictor at its size. A model this loads is loaded again at that size
+        # (exactly `--image-size`: the checkpoint's relative position tables resized once; one more copy of the
+        # weights per scale). A given model's view shares its modules and weights under a config of another size,
+        # and attention resizes the tables it holds to the grid it meets.
+        self._views: list[SegGPTPredictor] = []
+        for scale in sorted(s for s in scales if s != 1.0):
+            size = scaled_size(self.config.image_size, scale, self.config.patch_size)
+            if size == tuple(self.config.image_size):
+                raise ValueError(f"scale {scale:g} of {self.config.image_size} rounds to the model's own size")
+            if given:
+                twin = copy.copy(self.model)  # shares every submodule and weight; only the config differs
+                twin.config = self.config.replace(img_size=(2 * size[0], size[1]))
+            else:
+                twin = load_model(source, device=device, dtype=dtype or torch.float32, image_size=size, video=video)
+            self._views.append(SegGPTPredictor(twin, device=device, upsample=upsample, threshold=self.threshold))
         self._reset()
+
+    @property
+    def answer_size(self) -> tuple[int, int]:
+        """(h, w) of the queries :meth:`prepare_target` makes and of the answers :meth:`paint` returns: the model's
+        image size, or with other ``scales`` the largest view's."""
+        return max([tuple(self.config.image_size)] + [tuple(v.config.image_size) for v in self._views])
 
     def _reset(self) -> None:
         self.num_prompts = 0
@@ -641,7 +702,7 @@ class SegGPTPredictor:
             )
         if not images:
             raise ValueError("no prompts: give at least one example image and its mask")
-        read = [read_image_reduced(im, max(self.config.image_size)) for im in images]
+        read = [read_image_reduced(im, max(self.answer_size)) for im in images]
         arrays, sizes = [a for a, _ in read], [hw for _, hw in read]
         loaded = [load_mask_array(m) for m in masks]
         labels = [a for a, _ in loaded]
@@ -670,14 +731,8 @@ class SegGPTPredictor:
             raise ValueError(f"the masks hold label {top} but num_labels is {num_labels}; raise num_labels")
         palette = checked_palette(num_labels)
         painted = [to_chw(paint(lab, palette)) for lab in labels]
-        self._set(
-            [to_chw(a) for a in arrays],
-            painted,
-            task,
-            ensemble,
-            palette,
-            resized=False,
-        )
+        for view in [self, *self._views]:
+            view._set([to_chw(a) for a in arrays], painted, task, ensemble, palette, resized=False)
 
     def set_prompt_tensors(
         self,
@@ -693,6 +748,11 @@ class SegGPTPredictor:
             images, masks: (P, 3, h, w) at ``config.image_size``, normalised (ImageNet mean/std of [0, 1]).
             num_labels: how many foreground labels the masks paint with the palette; None = 1 (binary).
         """
+        if self._views:
+            raise ValueError(
+                "prompt tensors are made at the model's own size; other scales need examples given as images "
+                "(set_prompts), or a predictor without scales"
+            )
         h, w = self.config.image_size
         if images.ndim == 3:
             images, masks = images[None], masks[None]
@@ -715,6 +775,11 @@ class SegGPTPredictor:
             raise ValueError(f"unknown ensemble {ensemble!r}; use one of {ENSEMBLES}")
         size, patch = self.config.image_size, self.config.patch_size
         if ensemble == "spatial":
+            if self._views or self.flip:
+                raise ValueError(
+                    "the spatial ensemble tiles the query itself: use ensemble 'feature' or 'none' with scales or "
+                    "flip, or a predictor without them"
+                )
             self._grid = grid_layout(k)
             if resized:  # tensors are normalised already: tile them as they are
                 img = tile(images, size, self._grid, patch, "normalised")
@@ -784,7 +849,8 @@ class SegGPTPredictor:
 
     # Targets -----------------------------------------------------------------------------------------------
     def prepare_target(self, target: ImageSource) -> tuple[Tensor, tuple[int, int]]:
-        """Read one target as the model sees it: ((3, h, w) normalised, model dtype; its full size (H, W)).
+        """Read one target as the model sees it: ((3, h, w) normalised, model dtype, at :attr:`answer_size`; its
+        full size (H, W)).
 
         Files are decoded only as finely as the model needs (:func:`seggpt.io.read_image_reduced`): a
         12000 x 12000 JPEG costs a few MB here. The full size is where :meth:`decode` puts the answer.
@@ -792,8 +858,8 @@ class SegGPTPredictor:
         Raises:
             FileNotFoundError / ValueError: a target that cannot be read, or over the pixel limit (named).
         """
-        a, size = read_image_reduced(target, max(self.config.image_size))
-        image_size = self.config.image_size
+        a, size = read_image_reduced(target, max(self.answer_size))
+        image_size = self.answer_size
         if self._grid is not None:
             q = tile([to_chw(a)], image_size, self._grid, self.config.patch_size, "image")
         else:
@@ -809,20 +875,41 @@ class SegGPTPredictor:
         """The model's painted answers for prepared queries.
 
         Args:
-            queries: (T, 3, h, w) normalised query images (from :meth:`prepare_targets`).
+            queries: (T, 3, h, w) normalised query images at :attr:`answer_size` (from :meth:`prepare_targets`).
             cached: use the cached prompt embeddings (the fast path); False runs the plain full-canvas
                 ``model(...)`` on stacked canvases (the reference the fast path is tested against).
 
         Returns:
-            (T, 3, h, w) float32 in [0, 255]: the answer after the ensemble (and un-tiling for ``spatial``).
+            (T, 3, h, w) float32 in [0, 255]: the answer after the ensemble (and un-tiling for ``spatial``), with
+            ``scales`` or ``flip`` the mean of every view's answer at the largest view's size.
         """
         self._require_prompts()
+        if not self._views and not self.flip:
+            return self._paint_view(queries, cached)
+        size = tuple(queries.shape[-2:])
+        total, count = None, 0
+        for view in [self, *self._views]:
+            own = tuple(view.config.image_size)
+            q = queries if own == size else resize_image(queries.float(), own).to(queries.dtype)
+            answers = [view._paint_view(q, cached)]
+            if self.flip:
+                answers.append(view._paint_view(q.flip(-1), cached).flip(-1))
+            for a in answers:
+                a = a if own == size else F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+                total = a if total is None else total + a
+                count += 1
+        return total / count
+
+    def _paint_view(self, queries: Tensor, cached: bool) -> Tensor:
+        """One view's answers: :meth:`paint` at this predictor's own size, queries at that size."""
         p = self.prompt_images.shape[0]  # examples per query as the network sees them (1 when spatial)
         if self.device.type == "cpu":
             gh, gw = self.config.grid_size
             step = max(1, CPU_TOKENS_PER_FORWARD // (gh * gw * p))
             if queries.shape[0] > step:
-                return torch.cat([self.paint(queries[i : i + step], cached) for i in range(0, len(queries), step)])
+                return torch.cat(
+                    [self._paint_view(queries[i : i + step], cached) for i in range(0, len(queries), step)]
+                )
         m = self.model
         q = queries.to(self.device, self.dtype)
         t = q.shape[0]

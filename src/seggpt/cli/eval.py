@@ -16,7 +16,14 @@ import os
 import time
 from pathlib import Path
 
-from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, add_threshold, device_and_dtype
+from seggpt.cli.options import (
+    add_device,
+    add_image_size,
+    add_max_megapixels,
+    add_test_views,
+    add_threshold,
+    device_and_dtype,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_image_size(p)
     add_threshold(p)
+    add_test_views(p)
     p.add_argument("--shots", type=int, default=1, help="examples per query (k); default 1")
     p.add_argument(
         "--ensemble", choices=["feature", "spatial", "none"], default=None, help="how k > 1 examples combine"
@@ -107,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
             "--overwrite to start afresh"
         )
     benchmark = get(args.benchmark)
+    if benchmark.video and args.scales is not None and len(args.scales) > 1:
+        raise ValueError(f"--scales is for still images; {args.benchmark} is video, which runs at one size: drop it")
     if benchmark.check is not None:
         benchmark.check(args.data, options)  # a wrong folder fails before the model loads
     if device.type == "cuda" and device.index is None and shard.world_size > 1:
@@ -121,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         video=benchmark.video,
         threshold=args.threshold,
+        scales=args.scales,
+        flip=args.flip,
     )
     journal = Journal(state_path, _fingerprint(args, options, predictor, shard), resume=args.resume)
     if journal.resumed:
@@ -141,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
                 "weights": args.weights or "embedded",
                 "image_size": list(predictor.config.image_size),
                 "threshold": predictor.threshold,
+                "scales": list(predictor.scales),
+                "flip": predictor.flip,
                 "data": str(args.data),
                 "device": str(device),
                 "dtype": str(dtype).removeprefix("torch."),
@@ -175,6 +189,8 @@ def _fingerprint(args: argparse.Namespace, options, predictor, shard) -> dict:
         "model": model_fingerprint(predictor.model),
         "image_size": list(predictor.config.image_size),
         "threshold": predictor.threshold,
+        "scales": list(predictor.scales),
+        "flip": predictor.flip,
         "dtype": str(predictor.dtype),
         "device": predictor.device.type,
         "shard": [shard.rank, shard.world_size],

@@ -16,7 +16,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from seggpt.cli.options import add_device, add_image_size, add_max_megapixels, add_threshold, device_and_dtype
+from seggpt.cli.options import (
+    add_device,
+    add_image_size,
+    add_max_megapixels,
+    add_test_views,
+    add_threshold,
+    device_and_dtype,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "each with an optional @REVISION); default: the embedded model")  # fmt: skip
     add_image_size(p)
     add_threshold(p)
+    add_test_views(p)
     add_device(p)
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="targets per forward pass")
     p.add_argument(
@@ -178,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
             upsample=args.upsample,
             image_size=args.image_size,
             threshold=args.threshold,
+            scales=args.scales,
+            flip=args.flip,
         )
     except FileNotFoundError as e:
         if args.weights is None:
