@@ -16,7 +16,6 @@ from seggpt.cli import main
 from seggpt.config import vit_tiny
 from seggpt.modeling import SegGPT
 from seggpt.predictor import SegGPTPredictor, check_scales, scaled_size
-from seggpt.transforms import resize_image
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +75,11 @@ def test_views_average_to_the_models_at_each_size(model, data, flip):
     for p in (small, large):
         p.set_prompts(image, mask)
     answers = []
-    for p, query in ((small, resize_image(q, (32, 32))), (large, q)):
+    # The smaller view's query: the larger one resized as an image, in [0, 255] (ImageNet statistics written out).
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    pixels = (q * std + mean).clamp(0, 1) * 255
+    shrunk = F.interpolate(pixels[None], size=(32, 32), mode="bicubic", align_corners=False)[0].clamp(0, 255)
+    for p, query in ((small, (shrunk / 255 - mean) / std), (large, q)):
         views = [p.paint(query[None])[0]]
         if flip:
             views.append(p.paint(query.flip(-1)[None])[0].flip(-1))

@@ -886,11 +886,12 @@ class SegGPTPredictor:
         self._require_prompts()
         if not self._views and not self.flip:
             return self._paint_view(queries, cached)
-        size = tuple(queries.shape[-2:])
+        size, q_dtype = tuple(queries.shape[-2:]), queries.dtype
         total, count = None, 0
         for view in [self, *self._views]:
             own = tuple(view.config.image_size)
-            q = queries if own == size else resize_image(queries.float(), own).to(queries.dtype)
+            # Smaller views are the query resized as an image (in [0, 255], as prepare_target resizes it).
+            q = queries if own == size else normalize(resize_image(denormalize(queries.float()), own)).to(q_dtype)
             answers = [view._paint_view(q, cached)]
             if self.flip:
                 answers.append(view._paint_view(q.flip(-1), cached).flip(-1))
