@@ -38,8 +38,8 @@ Design choices (each is a documented parameter or constant):
   the model's, on the same weights: only the token grid changes) and mirrored left to right; the painted answers
   are brought to the largest view's size (bilinear; a mirrored answer mirrored back) and averaged as colours before
   they are read. Each view costs a forward pass of its size: ``scales=(1, 1.5)`` about 3.3 times the time of one.
-  On CamVid one-shot it finds more of what is small at the model's own size (signs, bicyclists, pedestrians;
-  docs/embedded-model.md).
+  With the embedded model on CamVid one-shot it finds more bicyclists, pedestrians and cars, which are small at the
+  model's own size (docs/embedded-model.md, "Test-time views").
 """
 
 from __future__ import annotations
