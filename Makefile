@@ -112,7 +112,7 @@ embedded-results: $(STAMP)
 	$(EVAL) synthcontext --shots 1 --episodes 300 --seed 0 $(IMAGE_AS_EMBEDDED) --json $(RESULTS)/synthcontext_1shot.json
 
 # The still-image benchmarks again with test-time views (--scales 1,1.5: each target painted at 256 and at 384 px,
-# the answers averaged; about 3.3 times the time; docs/embedded-model.md): make embedded-results-views
+# the answers averaged; about 4 times the time; docs/embedded-model.md): make embedded-results-views
 VIEWS ?= --scales 1,1.5
 VIEW_RESULTS ?= docs/results/embedded/scales
 embedded-results-views: $(STAMP)

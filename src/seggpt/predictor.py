@@ -37,7 +37,7 @@ Design choices (each is a documented parameter or constant):
 - Test-time views (``scales``, ``flip``; off by default). Each target is also painted at other sizes (relative to
   the model's, on the same weights: only the token grid changes) and mirrored left to right; the painted answers
   are brought to the largest view's size (bilinear; a mirrored answer mirrored back) and averaged as colours before
-  they are read. Each view costs a forward pass of its size: ``scales=(1, 1.5)`` about 3.3 times the time of one.
+  they are read. Each view costs a forward pass of its size: ``scales=(1, 1.5)`` about 4 times the time of one.
   With the embedded model on CamVid one-shot it finds more bicyclists, pedestrians and cars, which are small at the
   model's own size (docs/embedded-model.md, "Test-time views").
 """

@@ -63,7 +63,7 @@ def add_test_views(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="S,S",
         help="also paint each target at these sizes relative to the model's (1 must be among them), and average the "
-        "answers: 1,1.5 finds more of what is small, at about 3.3 times the time (default: the model's size alone)",
+        "answers: 1,1.5 finds more of what is small, at about 4 times the time (default: the model's size alone)",
     )
     p.add_argument(
         "--flip",
