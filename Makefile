@@ -95,21 +95,25 @@ EMBEDDED = $(shell $(PY) -c 'import seggpt.checkpoint as c; v = c.$(1); print("x
 IMAGE_AS_EMBEDDED = $(if $(WEIGHTS),--image-size $(call EMBEDDED,EMBEDDED_IMAGE_SIZE) --threshold $(call EMBEDDED,EMBEDDED_THRESHOLD),)
 VIDEO_AS_EMBEDDED = $(if $(WEIGHTS),--image-size $(call EMBEDDED,EMBEDDED_VIDEO_IMAGE_SIZE) --threshold $(call EMBEDDED,EMBEDDED_VIDEO_THRESHOLD),)
 EVAL := $(VENV)/bin/seggpt eval --overwrite --no-progress --dtype $(DTYPE) $(W)
+# The still-image benchmarks, reports into $(1), each run with the extra options $(2) (the two targets below).
+define IMAGE_RESULTS
+for seed in 0 1 2; do \
+  $(EVAL) folder --data $(DATA)/kvasir-seg --split-file configs/splits/kvasir_val.txt --shots 1 --seed $$seed \
+    $(IMAGE_AS_EMBEDDED) $(2) --json $(1)/kvasir_val_1shot_seed$$seed.json || exit 1; \
+done
+for seed in 0 1 2; do \
+  $(EVAL) camvid --data $(DATA)/camvid --shots 1 --seed $$seed $(IMAGE_AS_EMBEDDED) $(2) \
+    --json $(1)/camvid_val_1shot_seed$$seed.json || exit 1; \
+done
+$(EVAL) synthcontext --shots 1 --episodes 300 --seed 0 $(IMAGE_AS_EMBEDDED) $(2) --json $(1)/synthcontext_1shot.json
+endef
 embedded-results: $(STAMP)
 	mkdir -p $(RESULTS)
 	$(EVAL) davis2017 --data $(DATA)/davis2016 --split-file configs/splits/davis2016_val.txt $(VIDEO_AS_EMBEDDED) \
 	  --json $(RESULTS)/davis2016_val.json
 	$(EVAL) davis2017 --data $(DATA)/davis2016 --split-file configs/splits/davis2016_val.txt $(VIDEO_AS_EMBEDDED) \
 	  --context-frames 2 --json $(RESULTS)/davis2016_val_context2.json
-	for seed in 0 1 2; do \
-	  $(EVAL) folder --data $(DATA)/kvasir-seg --split-file configs/splits/kvasir_val.txt --shots 1 --seed $$seed \
-	    $(IMAGE_AS_EMBEDDED) --json $(RESULTS)/kvasir_val_1shot_seed$$seed.json || exit 1; \
-	done
-	for seed in 0 1 2; do \
-	  $(EVAL) camvid --data $(DATA)/camvid --shots 1 --seed $$seed $(IMAGE_AS_EMBEDDED) \
-	    --json $(RESULTS)/camvid_val_1shot_seed$$seed.json || exit 1; \
-	done
-	$(EVAL) synthcontext --shots 1 --episodes 300 --seed 0 $(IMAGE_AS_EMBEDDED) --json $(RESULTS)/synthcontext_1shot.json
+	$(call IMAGE_RESULTS,$(RESULTS),)
 
 # The still-image benchmarks again with test-time views (--scales 1,1.5: each target painted at 256 and at 384 px,
 # the answers averaged; about 4 times the time; docs/embedded-model.md): make embedded-results-views
@@ -117,16 +121,7 @@ VIEWS ?= --scales 1,1.5
 VIEW_RESULTS ?= docs/results/embedded/scales
 embedded-results-views: $(STAMP)
 	mkdir -p $(VIEW_RESULTS)
-	for seed in 0 1 2; do \
-	  $(EVAL) folder --data $(DATA)/kvasir-seg --split-file configs/splits/kvasir_val.txt --shots 1 --seed $$seed \
-	    $(IMAGE_AS_EMBEDDED) $(VIEWS) --json $(VIEW_RESULTS)/kvasir_val_1shot_seed$$seed.json || exit 1; \
-	done
-	for seed in 0 1 2; do \
-	  $(EVAL) camvid --data $(DATA)/camvid --shots 1 --seed $$seed $(IMAGE_AS_EMBEDDED) $(VIEWS) \
-	    --json $(VIEW_RESULTS)/camvid_val_1shot_seed$$seed.json || exit 1; \
-	done
-	$(EVAL) synthcontext --shots 1 --episodes 300 --seed 0 $(IMAGE_AS_EMBEDDED) $(VIEWS) \
-	  --json $(VIEW_RESULTS)/synthcontext_1shot.json
+	$(call IMAGE_RESULTS,$(VIEW_RESULTS),$(VIEWS))
 
 # Choose between candidates here, never on the validation parts: the same measures on parts of the training data
 # (CamVid: configs/splits/camvid_dev.txt as targets, examples from the other training images; Kvasir: the 100
