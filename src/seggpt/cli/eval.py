@@ -151,10 +151,7 @@ def run(args: argparse.Namespace) -> int:
             result = benchmark.summarize(states, options)
             run_info = {
                 "weights": args.weights or "embedded",
-                "image_size": list(predictor.config.image_size),
-                "threshold": predictor.threshold,
-                "scales": list(predictor.scales),
-                "flip": predictor.flip,
+                **_reading(predictor),
                 "data": str(args.data),
                 "device": str(device),
                 "dtype": str(dtype).removeprefix("torch."),
@@ -178,6 +175,16 @@ def state_file(report: Path, rank: int = 0) -> Path:
     return report.with_name(report.name + (".state" if rank == 0 else f".rank{rank}.state"))
 
 
+def _reading(predictor) -> dict:
+    """How the predictor reads the images, as the report records it and a resumed run must repeat it."""
+    return {
+        "image_size": list(predictor.config.image_size),
+        "threshold": predictor.threshold,
+        "scales": list(predictor.scales),
+        "flip": predictor.flip,
+    }
+
+
 def _fingerprint(args: argparse.Namespace, options, predictor, shard) -> dict:
     """What must be equal for a state file to be resumed: the benchmark as run, the model and the shard."""
     from seggpt.tuning import model_fingerprint
@@ -187,10 +194,7 @@ def _fingerprint(args: argparse.Namespace, options, predictor, shard) -> dict:
         "options": options.to_dict(),
         "data": str(Path(args.data).resolve()) if args.data else None,
         "model": model_fingerprint(predictor.model),
-        "image_size": list(predictor.config.image_size),
-        "threshold": predictor.threshold,
-        "scales": list(predictor.scales),
-        "flip": predictor.flip,
+        **_reading(predictor),
         "dtype": str(predictor.dtype),
         "device": predictor.device.type,
         "shard": [shard.rank, shard.world_size],
