@@ -111,3 +111,15 @@ def test_same_stem_twice_is_refused(files, weights, capsys):
     code = main(["segment", *prompt_args(root, 1), "--weights", str(weights), "--out", str(root / "o"),
                  str(root / "targets"), str(root / "more")])  # fmt: skip
     assert code == 2 and "a.png" in capsys.readouterr().err
+
+
+def test_targets_may_come_before_and_after_options(files, weights, capsys):
+    """argparse alone ends TARGET... at the first option and refuses the targets after it."""
+    root, _ = files
+    out = root / "mixed"
+    argv = ["segment", str(root / "targets" / "a.jpg"), *prompt_args(root, 1), "--weights", str(weights)]
+    assert main([*argv, "--out", str(out), str(root / "targets" / "b.png"), "--no-progress"]) == 0
+    assert sorted(p.name for p in out.glob("*_color.png")) == ["a_color.png", "b_color.png"]
+    with pytest.raises(SystemExit) as e:  # an unknown option is still refused, as argparse refuses it
+        main([*argv, "--out", str(out), "--bogus", str(root / "targets" / "b.png")])
+    assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -202,6 +202,15 @@ def test_run_folder_cli_and_init_from(tmp_path):
     assert main(["train", str(ROOT / "configs" / "tiny.yaml"), "optim.nope=1"]) == 2
 
 
+def test_overrides_may_follow_options(capsys):
+    """`seggpt train CONFIG --print-config steps=7`: argparse alone would refuse steps=7 after an option."""
+    from seggpt.cli import main
+
+    assert main(["train", str(ROOT / "configs" / "tiny.yaml"), "--print-config", "steps=7", "optim.lr=0.002"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["steps"] == 7 and printed["optim"]["lr"] == 0.002
+
+
 def test_bf16_and_grad_checkpointing(tmp_path):
     fp32 = train(load_config(None, tiny_overrides(tmp_path / "a", steps=2)))
     ckpt = train(load_config(None, tiny_overrides(tmp_path / "b", steps=2, **{"model.grad_checkpointing": True})))

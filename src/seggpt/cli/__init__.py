@@ -38,7 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse ends a positional list at the first option: `seggpt train CONFIG --no-progress steps=10` would refuse
+    # steps=10. A command whose last positional is a list names it (set_defaults(trailing=...)) and gets the words
+    # after its options too; anything else left over is refused as argparse refuses it.
+    args, extra = parser.parse_known_args(argv)
+    trailing = getattr(args, "trailing", None)
+    if extra and trailing and not any(word.startswith("-") for word in extra):
+        getattr(args, trailing).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

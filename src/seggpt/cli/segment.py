@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("targets", nargs="+", metavar="TARGET", help="image files, folders of images, or globs")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, trailing="targets")
 
 
 def expand_targets(

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_max_megapixels(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, trailing="overrides")
 
 
 def run(args: argparse.Namespace) -> int:
