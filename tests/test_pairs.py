@@ -68,6 +68,41 @@ def test_other_image_query_keeps_only_classes_the_example_shows():
     assert seen_other
 
 
+def test_absent_pairs_ask_for_a_class_the_query_image_does_not_show():
+    data = Tiny()
+    src = SemanticPairs(data, augment=NO_AUG, p_absent=1.0)
+    asked = set()
+    for k in range(60):
+        p = src.sample_pair(np.random.default_rng([5, k]), (8, 8))
+        assert p.meta["mode"] == "absent" and p.seg_type == SEMANTIC
+        shown = set(np.unique(p.example_labels)) - {0}
+        assert len(shown) == 1  # one class of the example
+        (c,) = shown
+        asked.add(int(c))
+        q = int(p.meta["files"][1].split("/")[1])
+        assert c not in np.unique(data.load(q)[1])  # the whole query image lacks it, not only the view
+        assert not p.query_labels.any()  # so the answer is all background
+    assert asked == {1, 2, 3, 4}
+    # Mixed in at its probability; without it the stream is the one configs had before.
+    mixed = SemanticPairs(data, augment=NO_AUG, p_absent=0.3)
+    modes = [mixed.sample_pair(np.random.default_rng([6, k]), (8, 8)).meta["mode"] for k in range(1000)]
+    assert abs(modes.count("absent") / 1000 - 0.3) < 0.05
+    plain, zero = SemanticPairs(data, augment=NO_AUG), SemanticPairs(data, augment=NO_AUG, p_absent=0.0)
+    for k in range(20):
+        a, b = (s.sample_pair(np.random.default_rng([7, k]), (8, 8)) for s in (plain, zero))
+        assert a.meta == b.meta and np.array_equal(a.query_labels, b.query_labels)
+    with pytest.raises(ValueError, match="p_absent"):
+        SemanticPairs(data, p_absent=1.5)
+
+
+def test_absent_pair_query_is_painted_background():
+    p = SemanticPairs(Tiny(), augment=NO_AUG, p_absent=1.0).sample_pair(np.random.default_rng(8), (8, 8))
+    sample = build_sample(p, np.random.default_rng(9), (8, 8), 4, MaskingConfig())
+    colours = denormalize(sample["masks"])
+    assert colours[:, 8:].abs().max() < 1e-3  # the query half: black everywhere
+    assert colours[:, :8].amax() > 100  # the example half shows its class in colour
+
+
 def test_instance_pairs_are_always_two_views_of_one_image():
     src = InstancePairs(Tiny(INSTANCE))
     for k in range(30):

@@ -13,6 +13,10 @@ training), and patches are masked (:mod:`seggpt.data.masking`).
 Choice (ours; the paper does not say): when the example is another image, query classes that the example does
 not show are painted background in the query. The example is the only definition of the task, so a class it
 does not show cannot be asked for.
+
+Absent pairs (ours, ``p_absent``): the example shows one class and the query is an image without it, so the
+answer is all background. Pairs drawn as above always share a class, so a model trained on them alone learns to
+paint something in every query; one-shot benchmarks (and users) also ask for classes a target does not show.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class SemanticPairs:
         p_single: probability that the pair is reduced to one class of the example (the others painted
             background in both halves): the binary "segment this category" task of one-shot benchmarks, where a
             scene set like CamVid would otherwise always ask for every class at once.
+        p_absent: probability of an absent pair: one class of an example image, asked of a query image that does
+            not show it (the answer is all background). Drawn first, and only when above 0, so the pairs of
+            configs without it are unchanged.
     """
 
     def __init__(
@@ -59,12 +66,16 @@ class SemanticPairs:
         augment: AugmentConfig | None = None,
         index_cache: str | os.PathLike | None = None,
         p_single: float = 0.0,
+        p_absent: float = 0.0,
     ) -> None:
         if not 0.0 <= p_same <= 1.0:
             raise ValueError(f"p_same must be in [0, 1], got {p_same}")
         if not 0.0 <= p_single <= 1.0:
             raise ValueError(f"p_single must be in [0, 1], got {p_single}")
+        if not 0.0 <= p_absent <= 1.0:
+            raise ValueError(f"p_absent must be in [0, 1], got {p_absent}")
         self.p_single = p_single
+        self.p_absent = p_absent
         if len(dataset) == 0:
             raise ValueError(f"dataset {dataset.name} has no items")
         self.dataset = dataset
@@ -72,6 +83,8 @@ class SemanticPairs:
         self.p_same = p_same
         self.augment = augment or AugmentConfig()
         self.item_classes, self.class_items = self._build_index(index_cache)
+        # Classes an absent pair can ask for: shown by some image and missing from another.
+        self.absent_classes = sorted(c for c, items in self.class_items.items() if len(items) < len(dataset))
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -105,6 +118,10 @@ class SemanticPairs:
         return items, _invert(items)
 
     def sample_pair(self, rng: np.random.Generator, size: tuple[int, int]) -> Pair:
+        if self.p_absent > 0 and self.absent_classes and rng.random() < self.p_absent:
+            pair = self._absent_pair(rng, size)
+            if pair is not None:
+                return pair
         ds = self.dataset
         q = int(rng.integers(len(ds)))
         q_img, q_lab = ds.load(q)
@@ -143,6 +160,30 @@ class SemanticPairs:
             ids_global=True,
             meta={"source": self.name, "mode": mode, "files": [ds.describe(e), ds.describe(q)]},
         )
+
+    def _absent_pair(self, rng: np.random.Generator, size: tuple[int, int], tries: int = 4) -> Pair | None:
+        """Class c of an example image, asked of a query image without c: the query's answer is all background.
+
+        None when no view of the example kept c in ``tries`` draws (c is small there and the crops missed it).
+        """
+        ds = self.dataset
+        c = self.absent_classes[int(rng.integers(len(self.absent_classes)))]
+        showing = self.class_items[c]
+        e = showing[int(rng.integers(len(showing)))]
+        lacking = [i for i, cs in enumerate(self.item_classes) if c not in cs]
+        q = lacking[int(rng.integers(len(lacking)))]
+        e_img, e_lab = ds.load(e)
+        for _ in range(tries):
+            ex_img, ex_lab = random_view(e_img, e_lab, size, rng, self.augment)
+            if (ex_lab == c).any():
+                break
+        else:
+            return None
+        qu_img, qu_lab = random_view(*ds.load(q), size, rng, self.augment)
+        ex_lab = np.where((ex_lab == c) | (ex_lab == IGNORE), ex_lab, 0).astype(np.int32)
+        qu_lab = np.where(qu_lab == IGNORE, IGNORE, 0).astype(np.int32)
+        meta = {"source": self.name, "mode": "absent", "files": [ds.describe(e), ds.describe(q)]}
+        return Pair(ex_img, ex_lab, qu_img, qu_lab, seg_type=SEMANTIC, ids_global=True, meta=meta)
 
 
 class InstancePairs:
