@@ -78,7 +78,8 @@ def test_views_average_to_the_models_at_each_size(model, data, flip):
     # The smaller view's query: the larger one resized as an image, in [0, 255] (ImageNet statistics written out).
     mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     pixels = (q * std + mean).clamp(0, 1) * 255
-    shrunk = F.interpolate(pixels[None], size=(32, 32), mode="bicubic", align_corners=False)[0].clamp(0, 255)
+    shrunk = F.interpolate(pixels[None], size=(32, 32), mode="bicubic", align_corners=False, antialias=True)
+    shrunk = shrunk[0].clamp(0, 255)
     for p, query in ((small, (shrunk / 255 - mean) / std), (large, q)):
         views = [p.paint(query[None])[0]]
         if flip:

@@ -490,7 +490,8 @@ def tile(sources: Sequence[Tensor], size: tuple[int, int], grid: tuple[int, int]
         sources: (3, H_i, W_i) tensors.
         size: (h, w) of the canvas half.
         grid: (rows, cols).
-        mode: "image" (bicubic, clamped to [0, 255]), "normalised" (bicubic, unclamped) or "mask" (nearest).
+        mode: "image" (bicubic, clamped to [0, 255]), "normalised" (bicubic, unclamped; both antialiased) or "mask"
+            (nearest).
 
     Returns:
         (3, h, w).
@@ -504,7 +505,8 @@ def tile(sources: Sequence[Tensor], size: tuple[int, int], grid: tuple[int, int]
             if mode == "image":
                 out[:, r0:r1, c0:c1] = resize_image(src, cell)
             elif mode == "normalised":
-                out[:, r0:r1, c0:c1] = F.interpolate(src[None], size=cell, mode="bicubic", align_corners=False)[0]
+                cell_img = F.interpolate(src[None], size=cell, mode="bicubic", align_corners=False, antialias=True)
+                out[:, r0:r1, c0:c1] = cell_img[0]
             else:
                 out[:, r0:r1, c0:c1] = resize_mask(src, cell)
             j += 1

@@ -1,7 +1,8 @@
 """Pixels to canvases and back: resize, normalise, stack the example above the query.
 
-Shared by inference, training, video and tuning, so all of them see exactly what the released model saw:
-images resized bicubic, masks nearest, both /255 then ImageNet mean/std.
+Shared by inference, video and tuning, so all of them see what the released model saw: images resized bicubic
+with antialiasing (as PIL resizes them: the authors' script and ``transformers``' processor, and the training
+pairs of :mod:`seggpt.data`), masks nearest, both /255 then ImageNet mean/std.
 """
 
 from __future__ import annotations
@@ -48,11 +49,19 @@ def crosswise(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 
 def resize_image(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bicubic resize of (..., 3, H, W) in [0, 255], clamped back to [0, 255] (bicubic overshoots)."""
+    """Bicubic resize of (..., 3, H, W) in [0, 255], clamped back to [0, 255] (bicubic overshoots).
+
+    Antialiased, as PIL resizes (its bicubic kernel, widened by the factor when shrinking): within 0.3 of 255 on
+    average of ``PIL.Image.resize(size, BICUBIC)``, which rounds to bytes. Without antialiasing a shrinking bicubic
+    reads 4 input pixels per output pixel and skips the rest: a 3000-pixel photograph at 448 loses most of its
+    pixels to aliasing (18 of 255 off PIL at worst on a CamVid frame at 448, 74 at 256).
+    """
     if tuple(x.shape[-2:]) == tuple(size):
         return x.float()
     lead = x.shape[:-3]
-    y = F.interpolate(x.reshape(-1, *x.shape[-3:]).float(), size=size, mode="bicubic", align_corners=False)
+    y = F.interpolate(
+        x.reshape(-1, *x.shape[-3:]).float(), size=size, mode="bicubic", align_corners=False, antialias=True
+    )
     return y.clamp(0, 255).reshape(*lead, *y.shape[-3:])
 
 
