@@ -195,6 +195,32 @@ def test_threshold_per_request(client, segmenter, direct, data):
     assert (got["0.2"] > 0).sum() > (got[""] > 0).sum() >= (got["0.8"] > 0).sum()
 
 
+def test_two_sizes_per_request(client, segmenter, weights, data):
+    """ "Two sizes" segments like the library's predictor with scales (1, 1.5), for that request only."""
+    example, labels, targets = data
+    got = {}
+    for detail in ("1", ""):
+        form = _form(example, mask_png=_png(labels), targets=[(_png(targets[0]), "t.png")], detail=detail)
+        form["num_labels"] = "8"
+        r = client.post("/api/segment", data=form, content_type="multipart/form-data")
+        assert r.status_code == 200, r.json
+        got[detail] = _decode_png(client.get(r.json["results"][0]["files"]["labels"]).data)
+    views = SegGPTPredictor(model=weights, scales=(1, 1.5))
+    views.set_prompts([example], [labels], task="semantic", num_labels=8)
+    np.testing.assert_array_equal(got["1"], views.predict(targets[0]).labels)
+    assert not np.array_equal(got["1"], got[""]), "the views must change the answer for equality to mean something"
+    assert segmenter._detail.model is segmenter.predictor.model  # views of the same weights, not a second copy
+    for extra, message in (({"ensemble": "spatial"}, "not the spatial one"), ({"video": True}, "a video runs at one")):
+        form = _form(example, mask_png=_png(labels), targets=[] if "video" in extra else [(_png(targets[0]), "t.png")])
+        form["detail"] = "1"
+        if "video" in extra:
+            form["video"] = (io.BytesIO(b"not read"), "v.mp4")
+        else:
+            form.update(extra)
+        r = client.post("/api/segment", data=form, content_type="multipart/form-data")
+        assert r.status_code == 400 and message in r.json["error"], r.json
+
+
 def test_page_info_and_downloads(client):
     page = client.get("/")
     assert page.status_code == 200 and b'id="example-input"' in page.data

@@ -298,6 +298,7 @@ class Segmenter:
         if threshold is None and from_source:
             threshold = default_threshold(model, video=True)
         self.video_threshold = self.predictor.threshold if threshold is None else threshold
+        self._detail: Any = None  # the predictor that also paints at DETAIL_SCALES, once a request asks for it
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -322,11 +323,25 @@ class Segmenter:
         ensemble: str | None,
         num_labels: int | None,
         threshold: float | None = None,
+        detail: bool = False,
     ) -> list[Any]:
-        """Segment the targets like the examples; ``threshold`` for this request only (None: the predictor's)."""
-        with self._lock, _threshold_for(self.predictor, threshold):
-            self.predictor.set_prompts(examples, masks, task=task, ensemble=ensemble, num_labels=num_labels)
-            return [self.predictor.predict(t) for t in targets]
+        """Segment the targets like the examples; ``threshold`` for this request only (None: the predictor's).
+
+        ``detail``: each target is also painted at the larger sizes of :data:`DETAIL_SCALES` and the answers are
+        averaged (``seggpt segment --scales 1,1.5``: finer on photographs, about 4 times the time).
+        """
+        with self._lock:
+            if detail and self._detail is None:  # views of this app's model: its modules, no second copy
+                from seggpt.predictor import SegGPTPredictor
+
+                p = self.predictor
+                self._detail = SegGPTPredictor(
+                    p.model, device=p.device, dtype=p.dtype, threshold=p.threshold, scales=DETAIL_SCALES
+                )
+            predictor = self._detail if detail else self.predictor
+            with _threshold_for(predictor, threshold):
+                predictor.set_prompts(examples, masks, task=task, ensemble=ensemble, num_labels=num_labels)
+                return [predictor.predict(t) for t in targets]
 
     def run_video(
         self, frames: list[np.ndarray], first_mask: np.ndarray, task: str, threshold: float | None = None
@@ -345,6 +360,9 @@ class Segmenter:
                 self._video = SegGPTVideoPredictor(model, device=device, dtype=dtype)
             self._video.task, self._video.threshold = task, threshold
             return [np.asarray(labels) for _, labels in self._video.propagate(frames, first_masks=first_mask)]
+
+
+DETAIL_SCALES = (1.0, 1.5)  # "two sizes" on the page: the test-time views docs/embedded-model.md measured
 
 
 @contextlib.contextmanager
@@ -541,6 +559,9 @@ def _segment(request, seg: Segmenter, limits: Limits) -> dict[str, Any]:
     ensemble = _parse_choice(form.get("ensemble"), ENSEMBLES, "ensemble", "auto")
     num_labels = _parse_num_labels(form.get("num_labels"))
     threshold = _parse_threshold(form.get("threshold"))
+    detail = (form.get("detail") or "") not in ("", "0", "false", "off")
+    if detail and ensemble == "spatial":
+        raise UserError("two sizes work with the feature ensemble or none, not the spatial one: pick another ensemble")
 
     # Examples come as example_<i> with an uploaded mask_<i> or a painted_<i> label map.
     indices = sorted(int(k.split("_", 1)[1]) for k in files if k.startswith("example_") and k[8:].isdigit())
@@ -577,6 +598,8 @@ def _segment(request, seg: Segmenter, limits: Limits) -> dict[str, Any]:
     if video is not None and video.filename:
         if targets:
             raise UserError("send either target images or one video, not both")
+        if detail:
+            raise UserError("two sizes are for target images; a video runs at one size: untick it")
         return _segment_video(video, examples, masks, task, limits, seg, threshold)
     if not targets:
         raise UserError("add at least one target image (or a video)")
@@ -584,7 +607,7 @@ def _segment(request, seg: Segmenter, limits: Limits) -> dict[str, Any]:
         raise UserError(f"{len(targets)} targets sent; the limit is {limits.max_targets} (--max-targets)")
     images = [read_upload_image(f.read(), f"target {n} ({f.filename})", limits) for n, f in enumerate(targets, 1)]
     preds = seg.run_images(
-        examples, masks, images, task, None if ensemble == "auto" else ensemble, num_labels, threshold
+        examples, masks, images, task, None if ensemble == "auto" else ensemble, num_labels, threshold, detail
     )
 
     out_files: dict[str, bytes] = {}

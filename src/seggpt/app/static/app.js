@@ -344,6 +344,7 @@ async function run() {
   fd.append("ensemble", $("#ensemble").value);
   fd.append("num_labels", $("#num-labels").value);
   fd.append("threshold", $("#threshold").value);
+  if ($("#detail").checked) fd.append("detail", "1");
   let total = 0;
   for (const [i, ex] of state.examples.entries()) {
     fd.append(`example_${i}`, ex.file, ex.file.name);
