@@ -505,8 +505,7 @@ def tile(sources: Sequence[Tensor], size: tuple[int, int], grid: tuple[int, int]
             if mode == "image":
                 out[:, r0:r1, c0:c1] = resize_image(src, cell)
             elif mode == "normalised":
-                cell_img = F.interpolate(src[None], size=cell, mode="bicubic", align_corners=False, antialias=True)
-                out[:, r0:r1, c0:c1] = cell_img[0]
+                out[:, r0:r1, c0:c1] = resize_image(src, cell, clamp=False)
             else:
                 out[:, r0:r1, c0:c1] = resize_mask(src, cell)
             j += 1

@@ -48,8 +48,9 @@ def crosswise(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return (a[0] - a[1]) * (b[0] - b[1]) < 0
 
 
-def resize_image(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bicubic resize of (..., 3, H, W) in [0, 255], clamped back to [0, 255] (bicubic overshoots).
+def resize_image(x: Tensor, size: tuple[int, int], clamp: bool = True) -> Tensor:
+    """Bicubic resize of (..., 3, H, W) in [0, 255], clamped back to [0, 255] (bicubic overshoots); ``clamp=False``
+    for tensors already normalised (any range), resized the same way.
 
     Antialiased, as PIL resizes (its bicubic kernel, widened by the factor when shrinking): within 0.3 of 255 on
     average of ``PIL.Image.resize(size, BICUBIC)``, which rounds to bytes. Without antialiasing a shrinking bicubic
@@ -62,7 +63,7 @@ def resize_image(x: Tensor, size: tuple[int, int]) -> Tensor:
     y = F.interpolate(
         x.reshape(-1, *x.shape[-3:]).float(), size=size, mode="bicubic", align_corners=False, antialias=True
     )
-    return y.clamp(0, 255).reshape(*lead, *y.shape[-3:])
+    return (y.clamp(0, 255) if clamp else y).reshape(*lead, *y.shape[-3:])
 
 
 def resize_mask(x: Tensor, size: tuple[int, int]) -> Tensor:
