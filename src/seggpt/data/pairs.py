@@ -148,8 +148,7 @@ class SemanticPairs:
         # Drawn only when p_single > 0, so the streams of configs without it are unchanged.
         if self.p_single > 0 and rng.random() < self.p_single and (shown := sorted(present_ids(ex_lab))):
             c = shown[int(rng.integers(len(shown)))]
-            ex_lab = np.where((ex_lab == c) | (ex_lab == IGNORE), ex_lab, 0).astype(np.int32)
-            qu_lab = np.where((qu_lab == c) | (qu_lab == IGNORE), qu_lab, 0).astype(np.int32)
+            ex_lab, qu_lab = _only_class(ex_lab, c), _only_class(qu_lab, c)
             mode += "_single"
         return Pair(
             ex_img,
@@ -180,8 +179,7 @@ class SemanticPairs:
         else:
             return None
         qu_img, qu_lab = random_view(*ds.load(q), size, rng, self.augment)
-        ex_lab = np.where((ex_lab == c) | (ex_lab == IGNORE), ex_lab, 0).astype(np.int32)
-        qu_lab = np.where(qu_lab == IGNORE, IGNORE, 0).astype(np.int32)
+        ex_lab, qu_lab = _only_class(ex_lab, c), _only_class(qu_lab, c)  # the query has no c: all background
         meta = {"source": self.name, "mode": "absent", "files": [ds.describe(e), ds.describe(q)]}
         return Pair(ex_img, ex_lab, qu_img, qu_lab, seg_type=SEMANTIC, ids_global=True, meta=meta)
 
@@ -213,6 +211,11 @@ class InstancePairs:
             ids_global=False,
             meta={"source": self.name, "mode": "views", "files": [self.dataset.describe(i)]},
         )
+
+
+def _only_class(labels: np.ndarray, c: int) -> np.ndarray:
+    """Label map with class ``c`` (and ignored pixels) kept and everything else background."""
+    return np.where((labels == c) | (labels == IGNORE), labels, 0).astype(np.int32)
 
 
 def _small_label_weights(labels: np.ndarray, area: float, cap: float) -> np.ndarray:
