@@ -12,7 +12,7 @@
 #
 # Writes into $OUT (./gpu_out without it), at most eight files:
 #   checks.log           the GPU, then `pytest -m cuda` (tests/test_cuda.py)
-#   cuda_bench.md        benchmarks/cuda.py: ViT-L fp32 / bf16 / fp16 against transformers, the embedded predictor
+#   cuda_bench.md        benchmarks/gpu.py: ViT-L fp32 / bf16 / fp16 against transformers, the embedded predictor
 #   probe.log            40 training steps, timed to size the stage
 #   train.log            the stage
 #   model.safetensors    the stage's model (fp32), metrics.jsonl, config.yaml
@@ -44,7 +44,7 @@ fi
 } > "$out/checks.log" 2>&1
 
 since "benchmark" >&2
-timeout 150 $py benchmarks/cuda.py --repeat 20 > "$out/cuda_bench.md" 2>&1
+timeout 150 $py benchmarks/gpu.py --repeat 20 > "$out/cuda_bench.md" 2>&1
 
 # Time 40 steps after 20 of warm-up (workers starting, kernels tuned), then size the stage to the time left.
 probe=$(mktemp -d)

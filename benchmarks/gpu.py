@@ -1,7 +1,7 @@
 """The CUDA path's speed: ViT-L SegGPT forwards on a GPU, this project in fp32 / bf16 / fp16 against transformers
 in fp32 and fp16, and the embedded model's predictor on the GPU against the same predictor on the CPU.
 
-    python benchmarks/cuda.py [--repeat 20] [--batches 1 8] [--threads 2]
+    python benchmarks/gpu.py [--repeat 20] [--batches 1 8] [--threads 2]
 
 ViT-L rows: the same seeded random weights in both implementations (transformers gets them through the
 official->HF key map), one prompt, canvases of two 448x448 images, ``batch`` canvases a forward; milliseconds a
@@ -9,7 +9,7 @@ canvas (median of ``--repeat`` forwards after warm-up, timed with ``torch.cuda.s
 the speed-up against transformers fp32 at the same batch, and the mean |output - seggpt fp32| over the query half
 (normalised space; the transformers fp32 row is the two implementations' agreement). fp32 rows run without TF32.
 
-Embedded rows: ``SegGPTPredictor()`` (the shipped model, 256 px, one example) on 64 synthetic targets of mixed
+Embedded rows: ``SegGPTPredictor()`` (the shipped model at its defaults, one example) on 64 synthetic targets of mixed
 sizes, targets/s (best of ``--repeat`` passes, capped at 3), on the GPU in each dtype and on ``--threads`` CPU
 threads in fp32, with the share of pixels labelled as the CPU labels them. Prints two Markdown tables.
 """
