@@ -21,11 +21,13 @@ agreement here would prove nothing. ``--weights CKPT`` benchmarks a real checkpo
 ``--dtype bf16|int8`` runs the seggpt predictor on a copy of the model in that precision (the peer stays fp32) and
 adds the share of target pixels whose label it gives as the fp32 predictor does (meaningful with real weights).
 ``--scales 1,1.5`` / ``--flip`` time the predictor with those test-time views (the peer stays at one view): what
-the accuracy they add costs.
+the accuracy they add costs. ``--keep-aspect`` reads each image at its own shape (the plain peer too); with mixed
+sizes that makes batches of each shape, so ``--target-size 360x480`` (every image that size, CamVid's) times a
+folder of one camera's photographs.
 
     python benchmarks/predictor.py [--preset vit_small | --weights CKPT [--image-size 256]] [--targets 32]
                                    [--batch-size 8] [--repeat 1] [--threads 2] [--dtype fp32]
-                                   [--scales 1,1.5] [--flip]
+                                   [--scales 1,1.5] [--flip] [--target-size HxW] [--keep-aspect]
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ import numpy as np
 import torch
 
 
-def make_data(n_targets: int, n_prompts: int, seed: int = 0):
-    """Blobby synthetic images and 3-class label maps (sizes vary like real photos)."""
+def make_data(n_targets: int, n_prompts: int, seed: int = 0, size: tuple[int, int] | None = None):
+    """Blobby synthetic images and 3-class label maps (sizes vary like real photos, or all ``size``)."""
     rng = np.random.default_rng(seed)
 
     def image(h, w):
@@ -54,6 +56,7 @@ def make_data(n_targets: int, n_prompts: int, seed: int = 0):
         return lab
 
     sizes = [(int(rng.integers(180, 480)), int(rng.integers(180, 640))) for _ in range(n_targets + n_prompts)]
+    sizes = sizes if size is None else [size] * len(sizes)
     prompts = [(image(h, w), labels(h, w)) for h, w in sizes[:n_prompts]]
     targets = [image(h, w) for h, w in sizes[n_prompts:]]
     return prompts, targets
@@ -86,13 +89,13 @@ def run_hf(hf, processor, prompts, targets):
     return time.perf_counter() - t0, out
 
 
-def run_plain(model, prompts, targets):
+def run_plain(model, prompts, targets, views=None):
     """The peer for models transformers cannot run (the embedded model's CNN image stream): the same model called
     once per target on the whole stacked canvas (``paint(cached=False)``), without the predictor's cached examples,
     batching or query-only decoding."""
     from seggpt.predictor import SegGPTPredictor
 
-    p = SegGPTPredictor(model)
+    p = SegGPTPredictor(model, keep_aspect=bool((views or {}).get("keep_aspect")))
     t0 = time.perf_counter()
     p.set_prompts([i for i, _ in prompts], [m for _, m in prompts], num_labels=3)
     out = []
@@ -103,6 +106,8 @@ def run_plain(model, prompts, targets):
 
 
 def main() -> None:
+    from seggpt.cli.options import _image_size
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="vit_small")
     ap.add_argument(
@@ -112,10 +117,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--image-size",
-        type=int,
+        type=_image_size,
         default=None,
-        help="with --weights: the side to run it at (a candidate file otherwise runs at its training size; "
-        "the embedded model at 256)",
+        help="with --weights: the side (or HxW) to run it at (a candidate file otherwise runs at its training "
+        "size; the embedded model at its own)",
     )
     ap.add_argument("--targets", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -124,8 +129,15 @@ def main() -> None:
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8"), help="of the seggpt predictor")
     ap.add_argument("--scales", default=None, help="test-time scales of the seggpt predictor, like 1,1.5")
     ap.add_argument("--flip", action="store_true", help="the seggpt predictor also paints mirrored targets")
+    ap.add_argument("--target-size", default=None, help="every image HxW (default: mixed sizes)")
+    ap.add_argument(
+        "--keep-aspect",
+        action="store_true",
+        help="the seggpt predictor reads each image at its own shape (SegGPTPredictor(keep_aspect=True))",
+    )
     args = ap.parse_args()
     views = {"scales": [float(v) for v in args.scales.split(",")] if args.scales else None, "flip": args.flip}
+    size = tuple(int(v) for v in args.target_size.lower().split("x")) if args.target_size else None
     torch.set_num_threads(args.threads)
 
     from transformers import SegGptConfig, SegGptForImageSegmentation
@@ -161,9 +173,10 @@ def main() -> None:
         processor = SegGptImageProcessorPil(size={"height": h, "width": w})
         peer_name = "transformers per target"
 
-        def peer(model, prompts, targets):
+        def peer(model, prompts, targets, views=None):  # transformers reads every image at one size
             return run_hf(hf, processor, prompts, targets)
 
+    views["keep_aspect"] = bool(args.keep_aspect)
     ours_model = model
     if args.dtype != "fp32":  # a copy: the peer keeps the fp32 model (int8 quantises in place)
         import copy
@@ -174,22 +187,23 @@ def main() -> None:
 
     rows = []
     for k in (1, 4):
-        prompts, targets = make_data(args.targets, k)
+        prompts, targets = make_data(args.targets, k, size=size)
         run_ours(ours_model, prompts, targets[:2], args.batch_size, views)  # warm-up
-        peer(model, prompts, targets[:2])
+        peer(model, prompts, targets[:2], views)
         ours = [run_ours(ours_model, prompts, targets, args.batch_size, views) for _ in range(args.repeat)]
-        theirs = [peer(model, prompts, targets)[0] for _ in range(args.repeat)]
+        theirs = [peer(model, prompts, targets, views)[0] for _ in range(args.repeat)]
         times = [t for t, _ in ours]
         agree = ""
         if args.dtype != "fp32":
-            reference = run_ours(model, prompts, targets, args.batch_size)[1]
+            reference = run_ours(model, prompts, targets, args.batch_size, {"keep_aspect": views["keep_aspect"]})[1]
             same = sum(int((a == b).sum()) for a, b in zip(ours[0][1], reference, strict=True))
             agree = f" {100 * same / sum(a.size for a in reference):.1f}% |"
         rows.append((k, len(targets) / min(theirs), len(targets) / min(times), min(theirs) / min(times), times, agree))
 
     print(f"\n{name} ({cfg.img_size[0] // 2}x{cfg.img_size[1]} images), {args.targets} targets, "
           f"{args.threads} threads, batch size {args.batch_size}, best of {args.repeat}, "
-          f"seggpt in {args.dtype}"
+          f"seggpt in {args.dtype}, targets {args.target_size or 'of mixed sizes'}"
+          + (", each read at its shape" if args.keep_aspect else "")
           + (f", test-time scales {args.scales}" if args.scales else "") + (", flip" if args.flip else ""))  # fmt: skip
     extra = (" labels as fp32 |", "---:|") if args.dtype != "fp32" else ("", "")
     print(

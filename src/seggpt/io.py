@@ -230,7 +230,7 @@ _JPEG = ("JPEG", "MPO")  # MPO: the multi-picture JPEG many phones and cameras w
 
 
 def read_image_reduced(
-    src: ImageSource, min_side: int, max_pixels: int | None = None
+    src: ImageSource, min_side: int | Callable[[int, int], int], max_pixels: int | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Read an image for a model that needs only ``min_side`` pixels a side: decoded at reduced scale when large.
 
@@ -241,7 +241,8 @@ def read_image_reduced(
 
     Args:
         src: a path, a PIL image or an array (see :func:`read_image`).
-        min_side: the largest side the model resizes the image to.
+        min_side: the largest side the model resizes the image to, or a function of the image's full size
+            (H, W), upright, that returns it (for a model whose input takes each image's shape).
         max_pixels: the pixel limit for files (None: :data:`MAX_PIXELS`).
 
     Returns:
@@ -252,13 +253,19 @@ def read_image_reduced(
         a = read_image(src)
         return a, (a.shape[0], a.shape[1])
     img = open_image(src, "image", max_pixels)
-    keep = max(1, REDUCE_MARGIN * int(min_side))
     width, height = img.size
-    if img.format in _JPEG and min(width, height) >= 2 * keep:
-        img.draft(img.mode, (keep, keep))  # the largest DCT scale keeping both sides >= keep
+
+    def keep_of(turned: bool) -> int:
+        side = min_side(*((width, height) if turned else (height, width))) if callable(min_side) else min_side
+        return max(1, REDUCE_MARGIN * int(side))
+
+    if img.format in _JPEG:  # a JPEG's EXIF is read with its header, before any pixel
+        keep = keep_of(img.getexif().get(0x0112, 1) in _TURNED)
+        if min(width, height) >= 2 * keep:
+            img.draft(img.mode, (keep, keep))  # the largest DCT scale keeping both sides >= keep
     img = _decode(img, f"image {Path(src).expanduser()}")
     turned = img.getexif().get(0x0112, 1) in _TURNED
-    factor = min(img.size) // keep
+    factor = min(img.size) // keep_of(turned)
     if factor >= 2 and img.mode in ("L", "RGB", "RGBA", "LA"):  # box averages of these are colours; of P, not
         img = img.reduce(factor)
     a = read_image(_upright(img))

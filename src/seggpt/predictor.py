@@ -40,6 +40,10 @@ Design choices (each is a documented parameter or constant):
   they are read. Each view costs a forward pass of its size: ``scales=(1, 1.5)`` about 4 times the time of one.
   With the embedded model on CamVid one-shot it finds more bicyclists, pedestrians and cars, which are small at the
   model's own size (docs/embedded-model.md, "Test-time views").
+- Shape. Every image is squeezed into the model's square, as the released code does. With ``keep_aspect`` each
+  target is read at its own shape on as many patches (:func:`aspect_size`), the examples resized to it, by a twin
+  predictor per shape on the same modules; not the default, as it did not pay for the embedded model
+  (docs/embedded-model.md, "Images read at their shape").
 """
 
 from __future__ import annotations
@@ -108,6 +112,10 @@ CPU_TOKENS_PER_FORWARD = 2304
 # runs once instead of once per frame it prompts (DAVIS blackswan, 2 recent frames: 1.6 against 1.1-1.3 frames/s).
 # Keeping none (0) embeds every image every time.
 EMBED_CACHE = 16
+# Images keep their shape (SegGPTPredictor's keep_aspect): the longer side may be at most this many times the shorter
+# (a panorama is squeezed to it), and a predictor keeps the examples embedded at this many shapes at once.
+MAX_ASPECT = 4.0
+SHAPES_KEPT = 8
 
 
 # Results ---------------------------------------------------------------------------------------------------
@@ -546,6 +554,19 @@ def scaled_size(size: tuple[int, int], scale: float, patch: int) -> tuple[int, i
     return tuple(max(patch, round(v * scale / patch) * patch) for v in size)  # type: ignore[return-value]
 
 
+def aspect_size(height: int, width: int, size: tuple[int, int], patch: int) -> tuple[int, int]:
+    """The input size (h, w) for an image of ``height`` x ``width`` read at its own shape: multiples of ``patch``,
+    at most as many patches as ``size`` holds, with the ratio of width to height nearest the image's (held between
+    1 / :data:`MAX_ASPECT` and :data:`MAX_ASPECT`); of two as near, the one with more patches.
+
+    On 256 x 256's patches (16 px): a 4:3 photograph 224 x 288, a square 256 x 256, 16:9 192 x 336.
+    """
+    budget = (size[0] // patch) * (size[1] // patch)
+    ratio = min(max(width / height, 1 / MAX_ASPECT), MAX_ASPECT)
+    gh = min(range(1, budget + 1), key=lambda g: (abs(math.log((budget // g) / g / ratio)), -g * (budget // g)))
+    return gh * patch, (budget // gh) * patch
+
+
 # The predictor ---------------------------------------------------------------------------------------------
 def _as_list(x) -> list:
     if isinstance(x, (list, tuple)):
@@ -581,6 +602,12 @@ class SegGPTPredictor:
             answers averaged (the module docstring). None: the model's size alone. Examples must be given as images
             (:meth:`set_prompts`), and the spatial ensemble tiles the query itself: neither goes with other scales.
         flip: also paint each target mirrored left to right (at every scale) and average the answers.
+        keep_aspect: read each target at its own shape, on as many patches as the model's image size holds
+            (:func:`aspect_size`: a 4:3 photograph at 224 x 288 instead of 256 x 256), the examples resized to
+            that shape with it; targets of each shape run together. Off by default: every image is read square,
+            as the released code reads it (for the embedded model it gained on CamVid's development targets and
+            lost on its validation part; docs/embedded-model.md). Examples given as tensors
+            (:meth:`set_prompt_tensors`) are made at the model's size, and targets are then read at it.
 
     ``video_context`` is the number of recent frames :class:`seggpt.video.SegGPTVideoPredictor` keeps with this
     predictor when none is asked for (:func:`seggpt.checkpoint.default_video_context`: 2 for the embedded model,
@@ -598,6 +625,7 @@ class SegGPTPredictor:
         threshold: float | None = None,
         scales: Sequence[float] | None = None,
         flip: bool = False,
+        keep_aspect: bool = False,
     ) -> None:
         from seggpt.checkpoint import (
             NEAREST_COLOUR_THRESHOLD,
@@ -651,6 +679,15 @@ class SegGPTPredictor:
             else:
                 twin = load_model(source, device=device, dtype=dtype or torch.float32, image_size=size, video=video)
             self._views.append(SegGPTPredictor(twin, device=device, upsample=upsample, threshold=self.threshold))
+        # With keep_aspect, a predictor for each other shape met (its twin: the same modules and weights under a
+        # config of that size, as a given model's views are made), given the examples when it is first used after
+        # set_prompts; and the answer size each shape's queries come at, to find their twin in paint.
+        self.keep_aspect = bool(keep_aspect)
+        self._shapes: OrderedDict[tuple[int, int], SegGPTPredictor] = OrderedDict()
+        self._shape_of_answer: dict[tuple[int, int], tuple[int, int]] = {}
+        self._examples: tuple | None = None  # what set_prompts gave _set, for the twins
+        self._prompted = 0  # how many times examples were set; a twin set for an earlier time is set again
+        self._prompted_for = -1
         self._reset()
 
     @property
@@ -732,8 +769,15 @@ class SegGPTPredictor:
             raise ValueError(f"the masks hold label {top} but num_labels is {num_labels}; raise num_labels")
         palette = checked_palette(num_labels)
         painted = [to_chw(paint(lab, palette)) for lab in labels]
+        examples = ([to_chw(a) for a in arrays], painted, task, ensemble, palette)
+        self._set_views(examples)
+        self._examples = examples if self.keep_aspect else None
+        self._prompted += 1
+
+    def _set_views(self, examples: tuple) -> None:
+        """Give this predictor and its views at other scales the examples (images and painted masks as read)."""
         for view in [self, *self._views]:
-            view._set([to_chw(a) for a in arrays], painted, task, ensemble, palette, resized=False)
+            view._set(*examples, resized=False)
 
     def set_prompt_tensors(
         self,
@@ -764,6 +808,8 @@ class SegGPTPredictor:
             )
         palette = checked_palette(num_labels or 1)
         self._set(list(images.detach()), list(masks.detach()), task, ensemble, palette, resized=True)
+        self._examples = None  # made at this size: targets are read at it
+        self._prompted += 1
 
     def _set(
         self, images: list[Tensor], masks: list[Tensor], task: str, ensemble: str | None, palette, resized: bool
@@ -859,18 +905,61 @@ class SegGPTPredictor:
         Raises:
             FileNotFoundError / ValueError: a target that cannot be read, or over the pixel limit (named).
         """
+        if self._examples is not None:  # keep_aspect: the twin for the target's shape reads it
+            a, size = read_image_reduced(target, lambda h, w: max(self._for_image(h, w).answer_size))
+            return self._for_image(*size)._query(a), size
         a, size = read_image_reduced(target, max(self.answer_size))
-        image_size = self.answer_size
+        return self._query(a), size
+
+    def _query(self, image: np.ndarray) -> Tensor:
+        """An image (h, w, 3) as a query at :attr:`answer_size`, normalised, in the model's dtype and device."""
         if self._grid is not None:
-            q = tile([to_chw(a)], image_size, self._grid, self.config.patch_size, "image")
+            q = tile([to_chw(image)], self.answer_size, self._grid, self.config.patch_size, "image")
         else:
-            q = resize_image(to_chw(a), image_size)
-        return normalize(q).to(self.device, self.dtype), size
+            q = resize_image(to_chw(image), self.answer_size)
+        return normalize(q).to(self.device, self.dtype)
 
     def prepare_targets(self, targets: Sequence[ImageSource]) -> tuple[Tensor, list[tuple[int, int]]]:
-        """Read targets and make them query halves: ((T, 3, h, w) normalised, model dtype; full sizes (H, W))."""
+        """Read targets of one shape and make them query halves: ((T, 3, h, w) normalised, model dtype; full sizes
+        (H, W)). With ``keep_aspect``, targets of other shapes make queries of other sizes: use
+        :meth:`prepare_target` for each, then :meth:`paint_each`.
+
+        Raises:
+            ValueError: with ``keep_aspect``, targets that make queries of different sizes.
+        """
         prepared = [self.prepare_target(t) for t in targets]
+        if len({tuple(q.shape) for q, _ in prepared}) > 1:
+            raise ValueError(
+                "these targets have different shapes, and each is read at its own (keep_aspect): prepare each "
+                "with prepare_target and paint them with paint_each"
+            )
         return torch.stack([q for q, _ in prepared]), [hw for _, hw in prepared]
+
+    def _for_image(self, height: int, width: int) -> SegGPTPredictor:
+        """The predictor for an image of this size with ``keep_aspect``: this one, or the twin for its shape."""
+        return self._twin(aspect_size(height, width, self.config.image_size, self.config.patch_size))
+
+    def _twin(self, shape: tuple[int, int]) -> SegGPTPredictor:
+        """This predictor at another image size (h, w) (itself at its own), on its modules and weights, with the
+        examples of the latest :meth:`set_prompts`."""
+        if shape == tuple(self.config.image_size):
+            return self
+        twin = self._shapes.get(shape)
+        if twin is None:
+            model = copy.copy(self.model)  # shares every submodule and weight; only the config differs
+            model.config = self.config.replace(img_size=(2 * shape[0], shape[1]))
+            twin = SegGPTPredictor(
+                model, self.device, upsample=self.upsample, threshold=self.threshold, scales=self.scales, flip=self.flip
+            )
+            self._shapes[shape] = twin
+            self._shape_of_answer[twin.answer_size] = shape
+            while len(self._shapes) > SHAPES_KEPT:
+                self._shapes.popitem(last=False)
+        self._shapes.move_to_end(shape)
+        if twin._prompted_for != self._prompted and self._examples is not None:
+            twin._set_views(self._examples)
+            twin._prompted_for = self._prompted
+        return twin
 
     def paint(self, queries: Tensor, cached: bool = True) -> Tensor:
         """The model's painted answers for prepared queries.
@@ -885,6 +974,9 @@ class SegGPTPredictor:
             ``scales`` or ``flip`` the mean of every view's answer at the largest view's size.
         """
         self._require_prompts()
+        shape = self._shape_of_answer.get(tuple(queries.shape[-2:]))
+        if self._examples is not None and shape is not None:  # keep_aspect: queries of another shape
+            return self._twin(shape).paint(queries, cached)
         if not self._views and not self.flip:
             return self._paint_view(queries, cached)
         size, q_dtype = tuple(queries.shape[-2:]), queries.dtype
@@ -901,6 +993,18 @@ class SegGPTPredictor:
                 total = a if total is None else total + a
                 count += 1
         return total / count
+
+    def paint_each(self, queries: Sequence[Tensor]) -> list[Tensor]:
+        """:meth:`paint` for queries of any sizes (from :meth:`prepare_target`, with ``keep_aspect``): those of one
+        size are painted together. Returns each query's answer (3, h, w), in order."""
+        out: list[Tensor | None] = [None] * len(queries)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault(tuple(q.shape), []).append(i)
+        for idx in groups.values():
+            for i, answer in zip(idx, self.paint(torch.stack([queries[i] for i in idx])), strict=True):
+                out[i] = answer
+        return out  # type: ignore[return-value]
 
     def _paint_view(self, queries: Tensor, cached: bool) -> Tensor:
         """One view's answers: :meth:`paint` at this predictor's own size, queries at that size."""
@@ -977,8 +1081,9 @@ class SegGPTPredictor:
         try:
             for s in range(0, len(targets), batch_size):
                 chunk = targets[s : s + batch_size]
-                queries, sizes = self.prepare_targets(chunk)
-                raw = self.paint(queries)
+                prepared = [self.prepare_target(t) for t in chunk]
+                raw = self.paint_each([q for q, _ in prepared])
+                sizes = [hw for _, hw in prepared]
                 out.extend(self.decode(r, hw) for r, hw in zip(raw, sizes, strict=True))
                 if bar is not None:
                     bar.update(len(chunk))

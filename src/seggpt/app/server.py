@@ -252,7 +252,8 @@ class Segmenter:
             ``load_model`` reads).
         device: "auto" (cuda, then mps, then cpu), "cpu", "cuda:1", ...
         dtype: of the model: a torch dtype, or "fp32", "bf16", "fp16".
-        image_size, threshold: as :class:`seggpt.predictor.SegGPTPredictor` takes them (None: the model's own).
+        image_size, threshold, keep_aspect: as :class:`seggpt.predictor.SegGPTPredictor` takes them (None: the
+            model's own).
     """
 
     def __init__(
@@ -262,6 +263,7 @@ class Segmenter:
         dtype: str | torch.dtype = torch.float32,
         image_size: int | None = None,
         threshold: float | None = None,
+        keep_aspect: bool = False,
     ):
         from seggpt.checkpoint import default_image_size, default_threshold
         from seggpt.devices import resolve_device
@@ -291,6 +293,7 @@ class Segmenter:
             dtype=dtype,
             image_size=image_size if from_source else None,
             threshold=threshold,
+            keep_aspect=keep_aspect,
         )
         self.model = self.predictor.model
         self.device = str(device)
@@ -307,6 +310,7 @@ class Segmenter:
             "weights": self.weights_name,
             "device": self.device,
             "image_size": list(cfg.image_size),
+            "keep_aspect": self.predictor.keep_aspect,
             "embed_dim": cfg.embed_dim,
             "depth": cfg.depth,
             "parameters_m": round(sum(p.numel() for p in self.model.parameters()) / 1e6, 1),
@@ -336,7 +340,12 @@ class Segmenter:
 
                 p = self.predictor
                 self._detail = SegGPTPredictor(
-                    p.model, device=p.device, dtype=p.dtype, threshold=p.threshold, scales=DETAIL_SCALES
+                    p.model,
+                    device=p.device,
+                    dtype=p.dtype,
+                    threshold=p.threshold,
+                    scales=DETAIL_SCALES,
+                    keep_aspect=p.keep_aspect,
                 )
             predictor = self._detail if detail else self.predictor
             with _threshold_for(predictor, threshold):
@@ -421,6 +430,7 @@ def create_app(
     segmenter: Segmenter | None = None,
     image_size: int | None = None,
     threshold: float | None = None,
+    keep_aspect: bool = False,
 ):
     """Build the Flask application.
 
@@ -430,7 +440,8 @@ def create_app(
         dtype: of the model: a torch dtype, or "fp32", "bf16", "fp16".
         limits: upload limits (defaults: :class:`Limits`).
         segmenter: an existing :class:`Segmenter` to share (then ``model``, ``device``, ``dtype`` are ignored).
-        image_size, threshold: as :class:`seggpt.predictor.SegGPTPredictor` takes them (None: the model's own).
+        image_size, threshold, keep_aspect: as :class:`seggpt.predictor.SegGPTPredictor` takes them (None: the
+            model's own).
 
     Returns:
         a ``flask.Flask`` app; serve it with :func:`serve` or any WSGI server.
@@ -442,7 +453,9 @@ def create_app(
         raise ImportError("the web app needs Flask: pip install 'seggpt[app]'") from e
 
     limits = limits or Limits()
-    seg = segmenter or Segmenter(model, device=device, dtype=dtype, image_size=image_size, threshold=threshold)
+    seg = segmenter or Segmenter(
+        model, device=device, dtype=dtype, image_size=image_size, threshold=threshold, keep_aspect=keep_aspect
+    )
     store = ResultStore()
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = limits.max_upload_bytes

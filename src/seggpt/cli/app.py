@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="checkpoint: a path (native, official .pth or HF folder) or a Hugging Face hub id (BAAI/seggpt-vit-large, "
         "BAAI/SegGPT, OWNER/REPO/FILE, each with an optional @REVISION); default: embedded",
     )
-    add_image_size(p)
+    add_image_size(p, aspect=True)
     add_threshold(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         limits=limits,
         image_size=args.image_size,
         threshold=args.threshold,
+        keep_aspect=args.keep_aspect,
     )
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}; anyone who can reach this machine can use the app")

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of ../shared/data: davis2016/, kvasir-seg/, camvid/), read where they are; `make demo` passes it when the "
         "folder exists",
     )
-    add_image_size(p)
+    add_image_size(p, aspect=True)
     add_threshold(p)
     add_device(p)
     p.set_defaults(func=run)
@@ -150,7 +150,12 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     predictor = SegGPTPredictor(
-        args.weights, device=device, dtype=dtype, image_size=args.image_size, threshold=args.threshold
+        args.weights,
+        device=device,
+        dtype=dtype,
+        image_size=args.image_size,
+        threshold=args.threshold,
+        keep_aspect=args.keep_aspect,
     )
     print(f"model: {args.weights or EMBEDDED_WEIGHTS.name} (loaded in {time.perf_counter() - t0:.1f} s)")
     rows, scores = [], []

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="checkpoint: a path (official .pth, HF folder, .safetensors) or a Hugging Face hub id "
         "(BAAI/seggpt-vit-large, BAAI/SegGPT, OWNER/REPO/FILE, each with an optional @REVISION); default: embedded",
     )
-    add_image_size(p)
+    add_image_size(p, aspect=True)
     add_threshold(p)
     add_test_views(p)
     p.add_argument("--shots", type=int, default=1, help="examples per query (k); default 1")
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         scales=args.scales,
         flip=args.flip,
+        keep_aspect=args.keep_aspect,
     )
     journal = Journal(state_path, _fingerprint(args, options, predictor, shard), resume=args.resume)
     if journal.resumed:
@@ -182,6 +183,7 @@ def _reading(predictor) -> dict:
         "threshold": predictor.threshold,
         "scales": list(predictor.scales),
         "flip": predictor.flip,
+        "keep_aspect": predictor.keep_aspect,
     }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 
-def add_image_size(p: argparse.ArgumentParser) -> None:
-    """``--image-size PX`` or ``HxW``: the size each image is resized to for the model (see ``seggpt.load_model``)."""
+def add_image_size(p: argparse.ArgumentParser, aspect: bool = False) -> None:
+    """``--image-size PX`` or ``HxW``: the size each image is resized to for the model (see ``seggpt.load_model``);
+    with ``aspect``, also ``--keep-aspect`` (``SegGPTPredictor(keep_aspect=True)``)."""
     p.add_argument(
         "--image-size",
         type=_image_size,
@@ -16,6 +17,13 @@ def add_image_size(p: argparse.ArgumentParser) -> None:
         "its patch size (default: the size the checkpoint was trained at; the embedded model: 256 for images, "
         "288x512 for video, 512x288 for portrait video)",
     )
+    if aspect:
+        p.add_argument(
+            "--keep-aspect",
+            action="store_true",
+            help="read each image at its own shape on as many pixels as the image size holds (a 4:3 photograph at "
+            "224x288 for 256; default: every image square, as the released code reads)",
+        )
 
 
 def _image_size(text: str) -> int | tuple[int, int]:

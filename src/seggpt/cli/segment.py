@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, metavar="W", help="checkpoint: a path (official .pth, HF folder, "
                    ".safetensors) or a Hugging Face hub id (BAAI/seggpt-vit-large, BAAI/SegGPT, OWNER/REPO/FILE, "
                    "each with an optional @REVISION); default: the embedded model")  # fmt: skip
-    add_image_size(p)
+    add_image_size(p, aspect=True)
     add_threshold(p)
     add_test_views(p)
     add_device(p)
@@ -149,8 +149,6 @@ def output_paths(out: Path, name: Path) -> tuple[Path, Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from seggpt.predictor import SegGPTPredictor
 
     device, dtype = device_and_dtype(args)
@@ -188,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             scales=args.scales,
             flip=args.flip,
+            keep_aspect=args.keep_aspect,
         )
     except FileNotFoundError as e:
         if args.weights is None:
@@ -234,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
                 sizes.append(size)
             if not chunk:
                 continue
-            answers = predictor.paint(torch.stack(queries))
+            answers = predictor.paint_each(queries)
             for (t, name), raw, size in zip(chunk, answers, sizes, strict=True):
                 labels_path, color_path, overlay_path = output_paths(out, name)
                 try:
