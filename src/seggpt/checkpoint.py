@@ -47,7 +47,9 @@ EMBEDDED_WEIGHTS = Path(__file__).parent / "weights" / "seggpt_small.safetensors
 # (12x12 tokens of 16 pixels) but reads photographs better a little larger: one-shot, seeds 0-2, read at threshold
 # 0.3, on training parts only, CamVid mIoU with a quarter of its training images as targets 38.7 at 192, 40.1 at
 # 224, 41.6 at 256, 41.5 at 320, and Kvasir IoU on 100 training images 74.1 at 192, 74.7 at 256
-# (docs/embedded-model.md). `load_model(image_size=...)` runs it at another size.
+# (docs/embedded-model.md). `load_model(image_size=...)` runs it at another size. Each image at its own shape on as
+# many patches (SegGPTPredictor(keep_aspect=True): a 4:3 photograph at 224x288) gained on CamVid's development
+# targets and lost on its validation part (docs/embedded-model.md, "Images read at their shape"), so images stay square.
 EMBEDDED_IMAGE_SIZE = 256
 # The size it segments video at when none is asked for (`seggpt video`, `SegGPTVideoPredictor`, `seggpt eval
 # davis2017`), as (height, width): 16:9, the shape of most video, so that frames are not squeezed. Chosen on
