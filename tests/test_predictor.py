@@ -106,6 +106,18 @@ def test_prompt_masks_equal_transformers_processor(predictor, data):
 
 
 @pytest.mark.parametrize("shape", [(300, 400), (97, 61), (20, 24)])
+def test_prompt_masks_are_resized_as_transformers_processor_resizes_them(predictor, shape):
+    """Example masks resized as PIL's nearest neighbour resizes them (the pixel under each output pixel's centre),
+    as the released script and ``transformers``' processor do and as this project's training pairs are made."""
+    rng = np.random.default_rng(2)
+    mask = rng.integers(0, 3, shape).astype(np.uint8)  # every pixel its own label: any other sampling shows
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    predictor.set_prompts(image, mask, num_labels=2)
+    ref = hf_processor()(images=None, prompt_masks=[mask], num_labels=2, return_tensors="pt")["prompt_masks"]
+    torch.testing.assert_close(predictor.prompt_masks.float(), ref.float(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(300, 400), (97, 61), (20, 24)])
 def test_images_are_prepared_as_transformers_processor_prepares_them(predictor, data, shape):
     """Examples and targets resized as PIL resizes them (antialiased bicubic), which the released script and
     ``transformers``' processor both do: a photograph shrunk without antialiasing is another picture to the model."""
@@ -140,7 +152,7 @@ def reference_canvases(images, masks, targets, num_labels):
         return ((t.clamp(0, 255) / 255 - mean) / std)[0]
 
     ex = [prep(i, "bicubic") for i in images]
-    ms = [prep(pal[m], "nearest") for m in masks]
+    ms = [prep(pal[m], "nearest-exact") for m in masks]
     qs = [prep(t, "bicubic") for t in targets]
     img = torch.stack([torch.cat([e, q], 1) for q in qs for e in ex])
     msk = torch.stack([torch.cat([m, m], 1) for _ in qs for m in ms])

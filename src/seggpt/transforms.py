@@ -67,11 +67,16 @@ def resize_image(x: Tensor, size: tuple[int, int], clamp: bool = True) -> Tensor
 
 
 def resize_mask(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Nearest resize of a colour mask (..., 3, H, W) or a label map (..., H, W) (no new colours or labels)."""
+    """Nearest resize of a colour mask (..., 3, H, W) or a label map (..., H, W) (no new colours or labels).
+
+    Each output pixel takes the input pixel under its centre, as PIL's ``NEAREST`` does (torch's "nearest-exact";
+    its "nearest" takes the one under the top-left corner instead): the released script, ``transformers``'
+    processor and this project's training pairs resize masks with PIL.
+    """
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     dtype = x.dtype
-    y = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]).float(), size=size, mode="nearest")
+    y = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]).float(), size=size, mode="nearest-exact")
     return y.reshape(*x.shape[:-2], *size).to(dtype)
 
 
