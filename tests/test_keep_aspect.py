@@ -197,3 +197,11 @@ def test_large_files_are_reduced_for_their_shape(tmp_path):
     assert min(a.shape[:2]) < 400  # reduced
     full = read_image(path)
     assert full.shape == (1600, 400, 3)
+
+
+def test_eval_records_the_reading_only_when_asked(model):
+    from seggpt.cli.eval import _reading
+
+    # A square reading keeps the state fingerprint of the versions before the option, so their runs resume.
+    assert "keep_aspect" not in _reading(SegGPTPredictor(model))
+    assert _reading(SegGPTPredictor(model, keep_aspect=True))["keep_aspect"] is True

@@ -183,7 +183,8 @@ def _reading(predictor) -> dict:
         "threshold": predictor.threshold,
         "scales": list(predictor.scales),
         "flip": predictor.flip,
-        "keep_aspect": predictor.keep_aspect,
+        # Only when asked: a square reading keeps the fingerprint of the versions before the option, which resume.
+        **({"keep_aspect": True} if predictor.keep_aspect else {}),
     }
 
 
