@@ -567,6 +567,14 @@ def aspect_size(height: int, width: int, size: tuple[int, int], patch: int) -> t
     return gh * patch, (budget // gh) * patch
 
 
+def model_at_size(model: SegGPT, size: tuple[int, int]) -> SegGPT:
+    """``model`` for images of another size (h, w): a shallow copy that shares every submodule and weight, under a
+    config of that size (attention resizes the relative position tables it holds to the grid it meets)."""
+    twin = copy.copy(model)
+    twin.config = model.config.replace(img_size=(2 * size[0], size[1]))
+    return twin
+
+
 # The predictor ---------------------------------------------------------------------------------------------
 def _as_list(x) -> list:
     if isinstance(x, (list, tuple)):
@@ -674,8 +682,7 @@ class SegGPTPredictor:
             if size == tuple(self.config.image_size):
                 raise ValueError(f"scale {scale:g} of {self.config.image_size} rounds to the model's own size")
             if given:
-                twin = copy.copy(self.model)  # shares every submodule and weight; only the config differs
-                twin.config = self.config.replace(img_size=(2 * size[0], size[1]))
+                twin = model_at_size(self.model, size)
             else:
                 twin = load_model(source, device=device, dtype=dtype or torch.float32, image_size=size, video=video)
             self._views.append(SegGPTPredictor(twin, device=device, upsample=upsample, threshold=self.threshold))
@@ -946,10 +953,13 @@ class SegGPTPredictor:
             return self
         twin = self._shapes.get(shape)
         if twin is None:
-            model = copy.copy(self.model)  # shares every submodule and weight; only the config differs
-            model.config = self.config.replace(img_size=(2 * shape[0], shape[1]))
             twin = SegGPTPredictor(
-                model, self.device, upsample=self.upsample, threshold=self.threshold, scales=self.scales, flip=self.flip
+                model_at_size(self.model, shape),
+                self.device,
+                upsample=self.upsample,
+                threshold=self.threshold,
+                scales=self.scales,
+                flip=self.flip,
             )
             self._shapes[shape] = twin
             self._shape_of_answer[twin.answer_size] = shape
